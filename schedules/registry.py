@@ -1,0 +1,121 @@
+"""The schedules pipesim knows, what each needs, and `build()`: name + sizes -> a lowered Schedule.
+
+    from schedules import build
+    schedule = build("2bw", ranks=8, microbatches=16, steps=4)
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from schedules.ir import Schedule, ScheduleError
+from schedules.passes import lower
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleInfo:
+    """A registry entry. The generator lives in schedules/<module>.py as `generate(...)`."""
+
+    name: str
+    module: str
+    summary: str
+    asynchronous: bool = False
+    """Never flushes: the weights move on while microbatches are in flight."""
+    needs_m_ge_p: bool = False
+    needs_m_multiple_of_p: bool = False
+    needs_even_p: bool = False
+    uses_chunks: bool = False
+    """Takes `chunks` (v model chunks per rank)."""
+    splits_backward: bool = False
+    """Runs I and W instead of a full B."""
+
+    def generator(self):
+        return importlib.import_module(f"schedules.{self.module}").generate
+
+
+SCHEDULES: dict[str, ScheduleInfo] = {
+    info.name: info
+    for info in (
+        ScheduleInfo(name="gpipe", module="gpipe", summary="all forwards, all backwards, flush"),
+        ScheduleInfo(name="1f1b", module="one_f_one_b", summary="one forward one backward, flush"),
+        ScheduleInfo(
+            name="interleaved",
+            module="interleaved",
+            summary="1F1B over v model chunks per rank (Megatron), flush",
+            needs_m_multiple_of_p=True,
+            uses_chunks=True,
+        ),
+        ScheduleInfo(
+            name="zb-h1",
+            module="zb_h1",
+            summary="zero bubble H1: backward split into I and W, W fills the bubble",
+            splits_backward=True,
+        ),
+        ScheduleInfo(
+            name="pipedream",
+            module="pipedream",
+            summary="async 1F1B, weight stashing, one update per microbatch",
+            asynchronous=True,
+        ),
+        ScheduleInfo(
+            name="2bw",
+            module="pipedream_2bw",
+            summary="PipeDream-2BW: two weight buffers, one-step delay",
+            asynchronous=True,
+            needs_m_ge_p=True,
+        ),
+        ScheduleInfo(
+            name="amdp",
+            module="amdp",
+            summary="asynchronous multi-directional: P/2 pipelines, replica reduce and broadcast",
+            asynchronous=True,
+            needs_even_p=True,
+            needs_m_multiple_of_p=True,
+        ),
+    )
+}
+
+
+def get_info(name: str) -> ScheduleInfo:
+    try:
+        return SCHEDULES[name]
+    except KeyError:
+        known = ", ".join(SCHEDULES)
+        raise ScheduleError(f"unknown schedule {name!r} (known: {known})") from None
+
+
+def check_request(info: ScheduleInfo, ranks: int, microbatches: int, steps: int, chunks: int) -> None:
+    """Raise ScheduleError with one line naming the first thing wrong with the sizes."""
+    if ranks < 1:
+        raise ScheduleError(f"stages (-p) must be at least 1, got {ranks}")
+    if microbatches < 1:
+        raise ScheduleError(f"microbatches (-m) must be at least 1, got {microbatches}")
+    if steps < 1:
+        raise ScheduleError(f"steps must be at least 1, got {steps}")
+    if chunks < 1:
+        raise ScheduleError(f"chunks must be at least 1, got {chunks}")
+    if chunks > 1 and not info.uses_chunks:
+        raise ScheduleError(f"{info.name} takes no chunks (only interleaved does), got {chunks}")
+    if info.needs_even_p and ranks % 2:
+        raise ScheduleError(f"{info.name} needs an even number of stages, got -p {ranks}")
+    if info.needs_m_ge_p and microbatches < ranks:
+        raise ScheduleError(f"{info.name} needs microbatches >= stages, got -m {microbatches} < -p {ranks}")
+    if info.needs_m_multiple_of_p and microbatches % ranks:
+        raise ScheduleError(
+            f"{info.name} needs microbatches to be a multiple of stages, got -m {microbatches}, -p {ranks}"
+        )
+
+
+def build(
+    name: str, ranks: int, microbatches: int, steps: int = 1, chunks: int = 1, *, lowered: bool = True
+) -> Schedule:
+    """Generate a schedule by name and (by default) lower it: optimizer steps, versions, comms."""
+    info = get_info(name)
+    check_request(info, ranks, microbatches, steps, chunks)
+    generate = info.generator()
+    if info.uses_chunks:
+        schedule = generate(ranks, microbatches, steps, chunks=chunks)
+    else:
+        schedule = generate(ranks, microbatches, steps)
+    return lower(schedule) if lowered else schedule
