@@ -1,6 +1,6 @@
 """GPipe: all forwards, then all backwards, then one synchronous update (SPEC section 2).
 
-    pipesim schedules show gpipe -p 4 -m 8
+pipesim schedules show gpipe -p 4 -m 8
 """
 
 from __future__ import annotations

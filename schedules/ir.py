@@ -31,8 +31,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
+from schedules.errors import UserError
 
-class ScheduleError(ValueError):
+
+class ScheduleError(UserError):
     """A schedule, a schedule request or a schedule file is invalid; the message is for the user."""
 
 

@@ -1,7 +1,7 @@
 """The schedules pipesim knows, what each needs, and `build()`: name + sizes -> a lowered Schedule.
 
-    from schedules import build
-    schedule = build("2bw", ranks=8, microbatches=16, steps=4)
+from schedules import build
+schedule = build("2bw", ranks=8, microbatches=16, steps=4)
 """
 
 from __future__ import annotations

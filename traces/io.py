@@ -1,7 +1,7 @@
 """Read and write traces as JSON, atomically, with one-line errors for bad files.
 
-    from traces.io import read_trace, write_trace
-    write_trace("runs/a/trace.json", trace)
+from traces.io import read_trace, write_trace
+write_trace("runs/a/trace.json", trace)
 """
 
 from __future__ import annotations
@@ -98,9 +98,11 @@ def read_trace(path: str | os.PathLike) -> Trace:
 
 def trace_from_dict(data: Any) -> Trace:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise TraceError(f"not a pipesim trace (no \"format\": \"{FORMAT}\")")
+        raise TraceError(f'not a pipesim trace (no "format": "{FORMAT}")')
     if data.get("format_version") != FORMAT_VERSION:
-        raise TraceError(f"trace format_version {data.get('format_version')!r}, this pipesim reads {FORMAT_VERSION}")
+        raise TraceError(
+            f"trace format_version {data.get('format_version')!r}, this pipesim reads {FORMAT_VERSION}"
+        )
     if data.get("source") not in SOURCES:
         raise TraceError(f"source must be one of {SOURCES}, got {data.get('source')!r}")
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from schedules.errors import UserError
 from schedules.ir import COMM_KINDS, Action, Layout, Schedule, Versioning
 
 FORMAT = "pipesim-trace"
@@ -29,7 +30,7 @@ SOURCES = ("simulated", "measured")
 STREAMS = ("compute", "send", "recv")
 
 
-class TraceError(ValueError):
+class TraceError(UserError):
     """A trace file or trace object is invalid; the message is for the user."""
 
 
