@@ -43,7 +43,7 @@ class Kind(str, Enum):
 
     F = "F"  # forward
     B = "B"  # full backward (inputs and weights)
-    I = "I"  # backward for inputs only  # noqa: E741 - the PyTorch name
+    I = "I"  # backward for inputs only
     W = "W"  # backward for weights only
     OPT = "OPT"  # optimizer step of one stage
     SEND_F = "SEND_F"  # activation to the next stage
