@@ -102,7 +102,7 @@ class Action(NamedTuple):
 _KIND_CODES = sorted((k.value for k in Kind), key=len, reverse=True)
 _ACTION_RE = re.compile(
     r"^(?P<stage>\d+)(?P<kind>" + "|".join(_KIND_CODES) + r")(?P<microbatch>\d*)"
-    r"(?:@(?:s(?P<step>\d+))?(?:v(?P<version>\d+))?)?(?:>(?P<peer>\d+))?$"
+    r"(?:@(?=[sv]\d)(?:s(?P<step>\d+))?(?:v(?P<version>\d+))?)?(?:>(?P<peer>\d+))?$"
 )
 
 

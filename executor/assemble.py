@@ -1,0 +1,135 @@
+"""Put one rank together from a RunConfig: its stages (module, versions, optimizer), data and mailman.
+
+    from executor.assemble import Assembly
+    assembly = Assembly(config)                      # schedule, plans and data, shared by all ranks
+    runtime = assembly.runtime(rank, transport)      # the rank's interpreter, ready to run
+
+Used by both launch modes: executor.worker (one rank per process) and executor.local (all in one).
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+
+import torch
+
+from executor.comm import Mailman, Transport
+from executor.data import Corpus, load_corpus
+from executor.model import activation_shape, build_stages
+from executor.optim import make_optimizer
+from executor.program import Message, build_plans, pair_orders
+from executor.runconfig import RunConfig
+from executor.runtime import Runtime, Settings, StageState
+from executor.versions import VersionStore
+from schedules import Kind, Schedule, Versioning
+
+
+def stage_delay(schedule: Schedule, stage: int) -> int:
+    """tau_s of SPEC section 3: the age of the gradients a stage's updates apply (PipeMare's scaling)."""
+    layout = schedule.layout
+    if schedule.versioning is Versioning.STASH:
+        return layout.stages_per_pipeline - 1 - layout.depth(stage)
+    return 1 if schedule.versioning is Versioning.DOUBLE_BUFFER else 0
+
+
+class Assembly:
+    """What every rank of one run shares: the schedule, the static plans, the corpus."""
+
+    def __init__(self, config: RunConfig, schedule: Schedule | None = None, corpus: Corpus | None = None) -> None:
+        self.config = config
+        self.schedule = schedule or config.build_schedule()
+        self.plans = build_plans(
+            self.schedule,
+            val_steps=config.val_steps(),
+            val_microbatches=config.val_microbatches,
+            checkpoint_steps=config.checkpoint_steps(),
+        )
+        self.orders = pair_orders(self.plans, self.schedule.layout)
+        self.corpus = corpus if corpus is not None else load_corpus(config.data)
+        self.model_config = config.model_config
+
+    def device(self, rank: int) -> torch.device:
+        if self.config.device == "cuda":
+            return torch.device("cuda", rank % torch.cuda.device_count())
+        return torch.device("cpu")
+
+    def stages(self, rank: int, device: torch.device) -> dict[int, StageState]:
+        """The rank's stages, built from the whole model so every rank sees the same initial weights."""
+        config, layout = self.config, self.schedule.layout
+        pieces = build_stages(self.model_config, config.pieces, config.split, config.seed)
+        owners = {op.stage for op in self.plans[rank].ops if op.kind is Kind.OPT}
+        states = {}
+        for stage in layout.rank_stages(rank):
+            module = pieces[layout.depth(stage)]
+            module = (copy.deepcopy(module) if layout.pipeline(stage) else module).to(device)
+            optimizer = None
+            if stage in owners:
+                optimizer = make_optimizer(
+                    config.optimizer,
+                    module,
+                    stage=layout.depth(stage),
+                    stages=layout.stages_per_pipeline,
+                    delay=stage_delay(self.schedule, stage),
+                )
+            states[stage] = StageState(
+                stage=stage,
+                module=module,
+                store=VersionStore(module, copy_on_write=self.schedule.versioning is not Versioning.CURRENT),
+                optimizer=optimizer,
+                first=layout.is_first(stage),
+                last=layout.is_last(stage),
+            )
+        return states
+
+    def batch_fn(self, device: torch.device):
+        config, seq_len = self.config, self.model_config.seq_len
+
+        @lru_cache(maxsize=8)
+        def batch(split: str, step: int, microbatch: int) -> tuple[torch.Tensor, torch.Tensor]:
+            inputs, targets = self.corpus.batch(
+                split,
+                step=step,
+                microbatch=microbatch,
+                microbatch_size=config.microbatch_size,
+                seq_len=seq_len,
+                seed=config.seed,
+            )
+            return inputs.to(device), targets.to(device)
+
+        return batch
+
+    def settings(self, device: torch.device) -> Settings:
+        per_update = 1 if self.schedule.versioning is Versioning.STASH else self.schedule.microbatches
+        return Settings(
+            loss_scale=1.0 / per_update,
+            val_microbatches=self.config.val_microbatches,
+            timeout=self.config.timeout,
+            device=device,
+        )
+
+    def runtime(self, rank: int, transport: Transport, recorder=None, clock=None) -> Runtime:
+        device = self.device(rank)
+        stages = self.stages(rank, device)
+        layout = self.schedule.layout
+        shape = activation_shape(self.model_config, self.config.microbatch_size)
+        sizes = {stage: sum(p.numel() for p in state.params) for stage, state in stages.items()}
+
+        def buffer_of(message: Message) -> torch.Tensor:
+            if message.kind in ("G", "W"):
+                return torch.empty(sizes[message.dst], device=device)
+            return torch.empty(shape, device=device)
+
+        mailman = Mailman(rank, transport, self.orders, lambda stage: layout.placement[stage], buffer_of)
+        extra = {"clock": clock} if clock is not None else {}
+        return Runtime(
+            rank=rank,
+            plan=self.plans[rank],
+            layout=layout,
+            stages=stages,
+            mailman=mailman,
+            batch=self.batch_fn(device),
+            settings=self.settings(device),
+            recorder=recorder,
+            **extra,
+        )

@@ -1,0 +1,199 @@
+"""Point-to-point messages of one rank: torch.distributed isend/irecv, or local hand-offs in one process.
+
+    mailman = Mailman(rank, DistTransport(), orders, buffer_of)
+    mailman.exchange(sends=[(message, tensor)], recvs=[message])    # one batch_isend_irecv
+    tensor = mailman.take(message, timeout=60.0)
+
+Every (sender, receiver) pair carries its messages in one static order, the sender's (see
+executor.program.pair_orders). A receiver posts its receives in that order, together with any earlier
+message of the pair it has not posted yet; the tag of a message is its position in the pair's order.
+Transports that match by tag (gloo) and those that match by order (NCCL) both see the same pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+import torch
+
+from executor.program import Message
+
+
+class Handle(Protocol):
+    def wait(self, timeout: float | None = None) -> None: ...
+    def is_completed(self) -> bool: ...
+
+
+@dataclass
+class P2P:
+    """One transfer to start: a send of `tensor` to `peer`, or a receive into `tensor` from `peer`."""
+
+    send: bool
+    tensor: torch.Tensor
+    peer: int
+    tag: int
+
+
+class Transport(Protocol):
+    def start(self, ops: list[P2P]) -> list[Handle]: ...
+    def ready(self, op: P2P, handle: Handle) -> bool: ...
+    def result(self, op: P2P, handle: Handle) -> torch.Tensor: ...
+
+
+class DistTransport:
+    """torch.distributed p2p: several ops due together go out as one batch_isend_irecv."""
+
+    def start(self, ops: list[P2P]) -> list[Handle]:
+        import torch.distributed as dist
+
+        if len(ops) == 1:
+            op = ops[0]
+            call = dist.isend if op.send else dist.irecv
+            return [call(op.tensor, op.peer, tag=op.tag)]
+        p2p = [dist.P2POp(dist.isend if op.send else dist.irecv, op.tensor, op.peer, tag=op.tag) for op in ops]
+        return dist.batch_isend_irecv(p2p)
+
+    def ready(self, op: P2P, handle: Handle) -> bool:
+        return handle.is_completed()
+
+    def result(self, op: P2P, handle: Handle) -> torch.Tensor:
+        return op.tensor
+
+
+class _Done:
+    def wait(self, timeout: float | None = None) -> None:
+        return None
+
+    def is_completed(self) -> bool:
+        return True
+
+
+class LocalPostOffice:
+    """The shared mailbox of the single-process mode: (sender, receiver, tag) -> tensor."""
+
+    def __init__(self) -> None:
+        self.boxes: dict[tuple[int, int, int], torch.Tensor] = {}
+
+
+class LocalTransport:
+    """In-process hand-offs for one rank of the single-process mode (sends never block)."""
+
+    def __init__(self, rank: int, office: LocalPostOffice) -> None:
+        self.rank = rank
+        self.office = office
+
+    def start(self, ops: list[P2P]) -> list[Handle]:
+        for op in ops:
+            if op.send:
+                self.office.boxes[self.rank, op.peer, op.tag] = op.tensor.detach()
+        return [_Done() for _ in ops]
+
+    def ready(self, op: P2P, handle: Handle) -> bool:
+        return (op.peer, self.rank, op.tag) in self.office.boxes
+
+    def result(self, op: P2P, handle: Handle) -> torch.Tensor:
+        return self.office.boxes.pop((op.peer, self.rank, op.tag))
+
+
+class CommTimeout(RuntimeError):
+    """A receive did not complete in time."""
+
+
+class Mailman:
+    """The sends and receives of one rank, posted in each pair's static order."""
+
+    def __init__(
+        self,
+        rank: int,
+        transport: Transport,
+        orders: dict[tuple[int, int], list[Message]],
+        rank_of: Callable[[int], int],
+        buffer_of: Callable[[Message], torch.Tensor],
+    ) -> None:
+        self.rank = rank
+        self.transport = transport
+        self.rank_of = rank_of
+        self.buffer_of = buffer_of
+        self.set_orders(orders)
+        self.posted: dict[Message, tuple[P2P, Handle]] = {}
+        self.in_flight: list[tuple[Handle, torch.Tensor]] = []
+        self.bytes_sent = 0
+
+    def set_orders(self, orders: dict[tuple[int, int], list[Message]]) -> None:
+        """Install the pair orders (again on resume, where they start after the cut)."""
+        self.tags: dict[Message, int] = {}
+        self.incoming: dict[int, list[Message]] = {}
+        self.next_post: dict[int, int] = {}
+        for (src, dst), messages in orders.items():
+            for tag, message in enumerate(messages):
+                self.tags[message] = tag
+            if dst == self.rank:
+                self.incoming[src] = messages
+                self.next_post[src] = 0
+        self.position = {m: i for src, ms in self.incoming.items() for i, m in enumerate(ms)}
+
+    def exchange(self, *, sends: list[tuple[Message, torch.Tensor]], recvs: list[Message]) -> None:
+        """Start the sends and post the receives (and their predecessors) together."""
+        ops: list[tuple[Message | None, P2P]] = []
+        for message, tensor in sends:
+            tensor = tensor.detach().contiguous()
+            ops.append((None, P2P(True, tensor, self.rank_of(message.dst), self.tags[message])))
+        for message in recvs:
+            ops += self._to_post(message)
+        if not ops:
+            return
+        handles = self.transport.start([op for _, op in ops])
+        for (message, op), handle in zip(ops, handles, strict=True):
+            if message is None:
+                self.in_flight.append((handle, op.tensor))
+                self.bytes_sent += op.tensor.nbytes
+            else:
+                self.posted[message] = (op, handle)
+        self._prune()
+
+    def _to_post(self, message: Message) -> list[tuple[Message, P2P]]:
+        src = self.rank_of(message.src)
+        order, start = self.incoming[src], self.next_post[src]
+        end = self.position[message] + 1
+        self.next_post[src] = max(start, end)
+        return [
+            (earlier, P2P(False, self.buffer_of(earlier), src, self.tags[earlier]))
+            for earlier in order[start:end]
+        ]
+
+    def ready(self, message: Message) -> bool:
+        """Whether take() would return at once (the single-process scheduler asks before running)."""
+        if message not in self.posted:
+            self.exchange(sends=[], recvs=[message])
+        op, handle = self.posted[message]
+        return self.transport.ready(op, handle)
+
+    def take(self, message: Message, timeout: float | None = None) -> torch.Tensor:
+        """Wait for a posted (or not yet posted) receive and hand over its tensor."""
+        if message not in self.posted:
+            self.exchange(sends=[], recvs=[message])
+        op, handle = self.posted.pop(message)
+        if timeout is not None:
+            try:
+                handle.wait(timedelta(seconds=timeout))
+            except RuntimeError as error:
+                raise CommTimeout(str(error).splitlines()[0] if str(error) else "receive failed") from None
+        else:
+            handle.wait()
+        return self.transport.result(op, handle)
+
+    def _prune(self) -> None:
+        if len(self.in_flight) > 16:
+            self.in_flight = [(h, t) for h, t in self.in_flight if not h.is_completed()]
+
+    def finish(self, timeout: float | None = None) -> None:
+        """Wait for every send still in flight (before the process group goes away)."""
+        for handle, _ in self.in_flight:
+            if timeout is None:
+                handle.wait()
+            else:
+                handle.wait(timedelta(seconds=timeout))
+        self.in_flight = []

@@ -1,0 +1,249 @@
+"""What each rank of a real run executes, and everything that follows from the action lists alone.
+
+    from executor.program import build_plans
+    plans = build_plans(schedule, val_steps={9, 19}, val_microbatches=2, checkpoint_steps={9})
+    plans[rank].ops          # the schedule's actions plus the executor's own ops, in order
+
+A rank's program is its lowered action list with, right after its last update (OPT or RECV_W) of a step,
+the executor's own ops for that step boundary ("the cut"): validation forwards when validation is due,
+then a CUT op (checkpoint and step bookkeeping).
+
+Note: the cut of step k on one rank, 2BW, stage 0 of P = 2 (no flush: step k+1 has started):
+
+    .. F(k+1,0) B(k,m-1) OPT(k) | EVAL_F EVAL_SEND CUT(k) | F(k+1,1) B(k+1,0) ..
+
+Everything here is static and identical on every rank: which forwards must keep their weights frozen
+until their backward (an update falls in between), which updates must keep the old version, when a
+version is no longer read, and the order of the messages on every (sender, receiver) pair.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from schedules.ir import COMPUTE_KINDS, Action, Kind, Layout, Schedule, Versioning
+
+EVAL_RECV, EVAL_F, EVAL_SEND, CUT = "EVAL_RECV", "EVAL_F", "EVAL_SEND", "CUT"
+UPDATE_KINDS = frozenset({Kind.OPT, Kind.RECV_W})
+GRAPH_KINDS = frozenset({Kind.B, Kind.I, Kind.W})  # the backward ops that read a forward's graph
+
+
+class Extra(NamedTuple):
+    """An op of the executor's own (validation, step boundary); never part of the trace."""
+
+    kind: str
+    stage: int
+    step: int
+    microbatch: int | None = None
+
+
+Op = Action | Extra
+
+
+class Message(NamedTuple):
+    """One point-to-point transfer: what (F activation, B input gradient, G weight gradient, W weights,
+    E validation activation), from which stage to which, for which step and microbatch."""
+
+    kind: str
+    src: int
+    dst: int
+    step: int
+    microbatch: int | None
+
+
+def message_of(op: Op, layout: Layout) -> Message | None:
+    """The message an op sends or receives; None for ops that move nothing."""
+    kind, stage = op.kind, op.stage
+    peer = getattr(op, "peer", None)
+    table = {
+        Kind.SEND_F: ("F", stage, layout.next_stage(stage)),
+        Kind.RECV_F: ("F", layout.prev_stage(stage), stage),
+        Kind.SEND_B: ("B", stage, layout.prev_stage(stage)),
+        Kind.RECV_B: ("B", layout.next_stage(stage), stage),
+        Kind.SEND_G: ("G", stage, peer),
+        Kind.RECV_G: ("G", peer, stage),
+        Kind.SEND_W: ("W", stage, peer),
+        Kind.RECV_W: ("W", peer, stage),
+        EVAL_SEND: ("E", stage, layout.next_stage(stage)),
+        EVAL_RECV: ("E", layout.prev_stage(stage), stage),
+    }
+    if kind not in table:
+        return None
+    letter, src, dst = table[kind]
+    return Message(letter, src, dst, op.step, op.microbatch)
+
+
+def is_send(op: Op) -> bool:
+    return op.kind in (Kind.SEND_F, Kind.SEND_B, Kind.SEND_G, Kind.SEND_W, EVAL_SEND)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankPlan:
+    """The static facts one rank's runtime needs (indices are positions in `ops`)."""
+
+    rank: int
+    ops: tuple[Op, ...]
+    cuts: dict[int, int]
+    """step -> index of its CUT op."""
+    frozen_forward: frozenset[int]
+    """F indices whose stage is updated before their last backward: they must not run on live weights
+    that an update will overwrite (STASH, DOUBLE_BUFFER: frozen copy; CURRENT: aliased live weights)."""
+    graph_end: dict[int, int]
+    """F index -> index of the last backward op that reads its graph."""
+    keep_on_update: frozenset[int]
+    """Update indices after which the old version is still read: keep it (copy on write)."""
+    releases: dict[int, tuple[tuple[int, int], ...]]
+    """index -> (stage, version) pairs no longer read after that op."""
+    send_index: dict[Message, int] = field(default_factory=dict)
+    recv_index: dict[Message, int] = field(default_factory=dict)
+
+
+def eval_ops(layout: Layout, rank: int, step: int, microbatches: int) -> list[Extra]:
+    """Validation forwards of pipeline 0's stages on a rank, stage by stage, for one step boundary."""
+    ops: list[Extra] = []
+    for stage in layout.rank_stages(rank):
+        if layout.pipeline(stage) != 0:
+            continue
+        prev, nxt = layout.prev_stage(stage), layout.next_stage(stage)
+        for j in range(microbatches):
+            if prev is not None and layout.placement[prev] != rank:
+                ops.append(Extra(EVAL_RECV, stage, step, j))
+            ops.append(Extra(EVAL_F, stage, step, j))
+            if nxt is not None and layout.placement[nxt] != rank:
+                ops.append(Extra(EVAL_SEND, stage, step, j))
+    return ops
+
+
+def last_updates(actions: tuple[Action, ...]) -> dict[int, int]:
+    """step -> index of the rank's last update (OPT or RECV_W) of that step."""
+    found: dict[int, int] = {}
+    for index, action in enumerate(actions):
+        if action.kind in UPDATE_KINDS:
+            found[action.step] = index
+    return found
+
+
+def build_ops(
+    schedule: Schedule, rank: int, *, val_steps: frozenset[int], val_microbatches: int
+) -> tuple[tuple[Op, ...], dict[int, int]]:
+    """The rank's program and the index of each step's CUT op."""
+    actions = schedule.actions[rank]
+    spots = {index: step for step, index in last_updates(actions).items()}
+    missing = sorted(set(range(schedule.steps)) - set(spots.values()))
+    if missing:
+        raise ValueError(f"rank {rank} has no update in step {missing[0]}: no place for its step boundary")
+    ops: list[Op] = []
+    cuts: dict[int, int] = {}
+    for index, action in enumerate(actions):
+        ops.append(action)
+        if index in spots:
+            step = spots[index]
+            if step in val_steps:
+                ops += eval_ops(schedule.layout, rank, step, val_microbatches)
+            cuts[step] = len(ops)
+            ops.append(Extra(CUT, -1, step))
+    return tuple(ops), cuts
+
+
+def _microbatch_key(op: Op) -> tuple[int, int, int | None]:
+    return (op.stage, op.step, op.microbatch)
+
+
+def _version_analysis(ops: tuple[Op, ...], versioning: Versioning, checkpoint_cuts: list[int]):
+    """frozen forwards, graph ends, updates that keep the old version, and release points."""
+    graph_end: dict[int, int] = {}
+    forward_at: dict[tuple, int] = {}
+    for index, op in enumerate(ops):
+        if op.kind is Kind.F:
+            forward_at[_microbatch_key(op)] = index
+        elif op.kind in GRAPH_KINDS:
+            graph_end[forward_at[_microbatch_key(op)]] = index
+    updates: dict[int, list[int]] = defaultdict(list)  # stage -> update indices
+    for index, op in enumerate(ops):
+        if op.kind in UPDATE_KINDS:
+            updates[op.stage].append(index)
+    frozen = frozenset(
+        f for f, end in graph_end.items() if any(f < u < end for u in updates[ops[f].stage])
+    )
+    readers: dict[tuple[int, int], list[int]] = defaultdict(list)  # (stage, version) -> indices
+    for index, op in enumerate(ops):
+        if op.kind in COMPUTE_KINDS:
+            readers[op.stage, op.version].append(index)
+    keep: set[int] = set()
+    release_at: dict[tuple[int, int], int] = {}
+    for stage, indices in updates.items():
+        for u in indices:
+            old = ops[u].version - 1
+            if versioning is Versioning.CURRENT:
+                last = _current_keep(ops, u, stage, old, graph_end, checkpoint_cuts)
+            else:
+                later = [i for i in readers[stage, old] if i > u]
+                last = max(later) if later else None
+            if last is not None:
+                keep.add(u)
+                release_at[stage, old] = last
+    releases: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for key, index in release_at.items():
+        releases[index].append(key)
+    return frozen, graph_end, frozenset(keep), {i: tuple(sorted(v)) for i, v in releases.items()}
+
+
+def _current_keep(ops, u: int, stage: int, old: int, graph_end, checkpoint_cuts) -> int | None:
+    """CURRENT keeps an old version only for a checkpoint: in-flight forwards on it crossing a cut after
+    the update are recomputed from it on resume. Returns the last cut that needs it, or None."""
+    needed = [
+        cut
+        for cut in checkpoint_cuts
+        if cut > u
+        for f, end in graph_end.items()
+        if ops[f].stage == stage and ops[f].version == old and f < cut < end
+    ]
+    return max(needed) if needed else None
+
+
+def build_plans(
+    schedule: Schedule,
+    *,
+    val_steps: frozenset[int] = frozenset(),
+    val_microbatches: int = 1,
+    checkpoint_steps: frozenset[int] = frozenset(),
+) -> list[RankPlan]:
+    """One RankPlan per rank, with the message indices filled in for every rank."""
+    plans = []
+    for rank in range(schedule.ranks):
+        ops, cuts = build_ops(schedule, rank, val_steps=val_steps, val_microbatches=val_microbatches)
+        checkpoint_cuts = [index for step, index in cuts.items() if step in checkpoint_steps]
+        frozen, graph_end, keep, releases = _version_analysis(ops, schedule.versioning, checkpoint_cuts)
+        sends, recvs = {}, {}
+        for index, op in enumerate(ops):
+            message = message_of(op, schedule.layout)
+            if message is not None:
+                (sends if is_send(op) else recvs)[message] = index
+        plans.append(
+            RankPlan(
+                rank=rank,
+                ops=ops,
+                cuts=cuts,
+                frozen_forward=frozen,
+                graph_end=graph_end,
+                keep_on_update=keep,
+                releases=releases,
+                send_index=sends,
+                recv_index=recvs,
+            )
+        )
+    return plans
+
+
+def pair_orders(plans: list[RankPlan], layout: Layout) -> dict[tuple[int, int], list[Message]]:
+    """(sender rank, receiver rank) -> messages in the sender's order: receivers post in this order,
+    which keeps transports that match by order (NCCL) correct whatever the receiver's own order is."""
+    orders: dict[tuple[int, int], list[Message]] = defaultdict(list)
+    for plan in plans:
+        for op in plan.ops:
+            message = message_of(op, layout)
+            if message is not None and is_send(op):
+                orders[plan.rank, layout.placement[message.dst]].append(message)
+    return dict(orders)

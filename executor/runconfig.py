@@ -1,0 +1,200 @@
+"""RunConfig: everything a real run needs, checked before any process starts (one-line errors).
+
+    from executor.runconfig import RunConfig, validate
+    config = RunConfig(schedule="2bw", stages=2, microbatches=8, steps=50, out="runs/a")
+    checked = validate(config)          # ExecutorConfigError on the first problem found
+
+config.json in a run folder is `config.to_dict()`; `RunConfig.from_dict` reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from executor.errors import ExecutorConfigError
+from executor.model import GPTConfig, model_config, split_layers
+from executor.optim import OptimizerConfig
+from schedules import Schedule, ScheduleError, build, get_info
+from schedules.registry import check_request
+
+DEVICES = ("cpu", "cuda")
+RUN_ONLY_FIELDS = ("out", "resume", "timeout", "single_process")
+"""Fields a resumed run may change: where it writes, how it waits, how it is launched."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """One training run of one schedule on real hardware."""
+
+    schedule: str = "1f1b"
+    """Schedule name (see `pipesim schedules list`)."""
+    stages: int = 2
+    """Pipeline ranks P (processes; one device each)."""
+    microbatches: int = 4
+    """Microbatches per optimizer step (m)."""
+    steps: int = 20
+    """Optimizer steps (minibatches) to run."""
+    chunks: int = 1
+    """Model chunks per rank (interleaved only)."""
+    model: str = "tiny"
+    """Model preset name (executor.model.PRESETS)."""
+    layers: int | None = None
+    """Override of the preset's transformer blocks, a count; None keeps the preset's."""
+    hidden: int | None = None
+    """Override of the preset's width, in features; None keeps the preset's."""
+    seq_len: int | None = None
+    """Override of the preset's context length, in tokens; None keeps the preset's."""
+    split: tuple[int, ...] | None = None
+    """Blocks per model piece (P * chunks numbers); None: balanced."""
+    microbatch_size: int = 8
+    """Sequences per microbatch."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """Optimizer, learning-rate schedule and staleness correction of every stage."""
+    data: str | None = None
+    """Text file or folder to train on; None: the Python standard library's source files."""
+    seed: int = 0
+    """Seed of the weights and of the batches."""
+    device: str = "cpu"
+    """'cpu' (gloo) or 'cuda' (NCCL, one GPU per rank)."""
+    threads: int = 1
+    """Torch threads per rank (intra-op); the same count gives bit-identical runs."""
+    val_every: int = 10
+    """Measure the validation loss every this many steps (and after the last); 0: never."""
+    val_microbatches: int = 2
+    """Validation microbatches per measurement (fixed batches, the same every time)."""
+    timeout: float = 60.0
+    """Seconds any rank may wait on one action before the whole run stops."""
+    checkpoint_every: int = 0
+    """Save a checkpoint every this many steps; 0: never."""
+    single_process: bool = False
+    """Run every rank in this one process (round robin, local hand-offs) instead of torchrun."""
+    out: str = "runs/run"
+    """The run folder (config.json, trace.json, metrics.jsonl, checkpoints/)."""
+    resume: str | None = None
+    """A run folder to continue from its latest complete checkpoint."""
+
+    @property
+    def model_config(self) -> GPTConfig:
+        overrides = {
+            name: value
+            for name, value in (("layers", self.layers), ("hidden", self.hidden), ("seq_len", self.seq_len))
+            if value is not None
+        }
+        return model_config(self.model, **overrides)
+
+    @property
+    def pieces(self) -> int:
+        """Model pieces the layers are cut into: P, or P * chunks for interleaved."""
+        return self.stages * self.chunks
+
+    def val_steps(self) -> frozenset[int]:
+        if self.val_every <= 0:
+            return frozenset()
+        return frozenset(k for k in range(self.steps) if (k + 1) % self.val_every == 0 or k == self.steps - 1)
+
+    def checkpoint_steps(self) -> frozenset[int]:
+        if self.checkpoint_every <= 0:
+            return frozenset()
+        return frozenset(k for k in range(self.steps - 1) if (k + 1) % self.checkpoint_every == 0)
+
+    def build_schedule(self) -> Schedule:
+        return build(self.schedule, self.stages, self.microbatches, self.steps, self.chunks)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["split"] = list(self.split) if self.split is not None else None
+        data["optimizer"]["betas"] = list(self.optimizer.betas) if self.optimizer.betas else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        data = dict(data)
+        optimizer = dict(data.pop("optimizer", {}))
+        if optimizer.get("betas") is not None:
+            optimizer["betas"] = tuple(optimizer["betas"])
+        if data.get("split") is not None:
+            data["split"] = tuple(data["split"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ExecutorConfigError(f"config: unknown field {unknown[0]!r}")
+        return cls(optimizer=OptimizerConfig(**optimizer), **data)
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a run folder to be resumed with this config."""
+        data = self.to_dict()
+        for name in RUN_ONLY_FIELDS:
+            data.pop(name)
+        return data
+
+
+def validate(config: RunConfig) -> Schedule:
+    """Check everything a user can get wrong; returns the lowered schedule. One line per problem."""
+    _check_counts(config)
+    try:
+        info = get_info(config.schedule)
+        check_request(info, config.stages, config.microbatches, config.steps, config.chunks)
+    except ScheduleError as error:
+        raise ExecutorConfigError(str(error).replace("stages (-p)", "--stages").replace("-m ", "--microbatches "))
+    split_layers(config.model_config.layers, config.pieces, config.split)
+    if config.device not in DEVICES:
+        raise ExecutorConfigError(f"--device must be one of {', '.join(DEVICES)}, got {config.device!r}")
+    if config.device == "cuda":
+        _check_cuda(config)
+    from executor.data import load_corpus
+
+    load_corpus(config.data).check(config.model_config.seq_len)
+    if config.resume is not None:
+        check_resume(config)
+    return config.build_schedule()
+
+
+def _check_counts(config: RunConfig) -> None:
+    for flag, value, low in (
+        ("--microbatch-size", config.microbatch_size, 1),
+        ("--threads", config.threads, 1),
+        ("--val-microbatches", config.val_microbatches, 1),
+        ("--val-every", config.val_every, 0),
+        ("--checkpoint-every", config.checkpoint_every, 0),
+    ):
+        if value < low:
+            raise ExecutorConfigError(f"{flag} must be at least {low}, got {value}")
+    if not config.timeout > 0:
+        raise ExecutorConfigError(f"--timeout must be positive, got {config.timeout}")
+
+
+def _check_cuda(config: RunConfig) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ExecutorConfigError("--device cuda: no CUDA device is visible (use --device cpu)")
+    if torch.cuda.device_count() < config.stages and not config.single_process:
+        raise ExecutorConfigError(
+            f"--stages {config.stages} needs {config.stages} GPUs, {torch.cuda.device_count()} visible"
+        )
+
+
+def check_resume(config: RunConfig) -> None:
+    """The resume folder must hold a config.json of the same run and a complete checkpoint."""
+    folder = Path(config.resume)
+    path = folder / "config.json"
+    try:
+        saved = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except OSError:
+        raise ExecutorConfigError(f"--resume {folder}: no readable config.json there") from None
+    except (ValueError, TypeError) as error:
+        raise ExecutorConfigError(f"--resume {folder}: config.json is not a run config ({error})") from None
+    ours, theirs = config.identity(), saved.identity()
+    for name in ours:
+        if ours[name] != theirs[name]:
+            raise ExecutorConfigError(
+                f"--resume {folder} was run with {name}={theirs[name]!r}, this run has {ours[name]!r}"
+            )
+    from executor.checkpoint import latest_checkpoint
+
+    if latest_checkpoint(folder, config.stages) is None:
+        raise ExecutorConfigError(f"--resume {folder}: no complete checkpoint in {folder / 'checkpoints'}")

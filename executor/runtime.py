@@ -1,0 +1,438 @@
+"""The interpreter of one rank: walk the rank's program, one short handler per kind of op.
+
+    runtime = Runtime(rank=0, plan=plans[0], layout=schedule.layout, stages=..., mailman=..., ...)
+    runtime.run()                    # distributed mode: op by op, consecutive sends/receives batched
+    runtime.step_once()              # single-process mode: one op if it can run now (executor.local)
+
+State is keyed by (stage, step, microbatch): the forward's graph until its backward, received
+activations and gradients until they are consumed. Weight versions live in executor.versions; the
+decisions about them (frozen forwards, kept versions) were taken statically in executor.program.
+
+Note: what each backward computes, per kind (x: the stage's input, out: its output or scaled loss):
+
+    B   d out / d x  and  d out / d weights      (one autograd pass)
+    I   d out / d x  only, graph kept for W      (retain_graph)
+    W   d out / d weights only                   (a second pass through the kept graph)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from executor.comm import Mailman
+from executor.model import loss_fn
+from executor.program import CUT, EVAL_F, EVAL_RECV, EVAL_SEND, Extra, Message, Op, RankPlan, message_of
+from executor.versions import VersionStore
+from schedules.ir import COMM_KINDS, Kind, Layout
+
+Key = tuple[int, int, int | None]  # (stage, step, microbatch)
+RECV_OPS = frozenset({Kind.RECV_F, Kind.RECV_B, Kind.RECV_G, Kind.RECV_W, EVAL_RECV})
+ALL_COMM = frozenset(COMM_KINDS | {EVAL_RECV, EVAL_SEND})
+
+
+@dataclass
+class StageState:
+    """One stage held by this rank: its module, weight versions and (owner only) optimizer."""
+
+    stage: int
+    module: nn.Module
+    store: VersionStore
+    optimizer: object | None
+    first: bool
+    last: bool
+    saved_bytes: int | None = None
+    """Bytes autograd saves per forward, excluding weights (measured on the first forward)."""
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return self.store.params
+
+
+@dataclass
+class Forward:
+    """A forward whose backward has not finished: what the backward needs."""
+
+    x: torch.Tensor
+    out: torch.Tensor
+    leaves: list[torch.Tensor] | None
+    version: int
+    grad: torch.Tensor | None = None
+
+
+@dataclass
+class Settings:
+    """What the interpreter needs besides the plan (see RunConfig for the user-facing settings)."""
+
+    loss_scale: float
+    """Multiplies each microbatch's loss before its backward (1/m where gradients accumulate)."""
+    val_microbatches: int = 1
+    timeout: float | None = None
+    """Seconds a receive may wait (None: forever)."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+class Runtime:
+    """One rank's interpreter. `ops[i]` runs through `handlers[ops[i].kind]`."""
+
+    def __init__(
+        self,
+        *,
+        rank: int,
+        plan: RankPlan,
+        layout: Layout,
+        stages: dict[int, StageState],
+        mailman: Mailman,
+        batch: Callable[[str, int, int], tuple[torch.Tensor, torch.Tensor]],
+        settings: Settings,
+        recorder=None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.rank, self.plan, self.layout, self.stages = rank, plan, layout, stages
+        self.mailman, self.batch, self.settings = mailman, batch, settings
+        self.recorder, self.clock = recorder, clock
+        self.inputs: dict[Key, torch.Tensor] = {}
+        self.grads: dict[Key, torch.Tensor] = {}
+        self.grad_out: dict[Key, torch.Tensor] = {}
+        self.forwards: dict[Key, Forward] = {}
+        self.eval_inputs: dict[Key, torch.Tensor] = {}
+        self.eval_out: dict[Key, torch.Tensor] = {}
+        self.eval_losses: list[float] = []
+        self.losses: list[tuple[int, int, float]] = []
+        self.started: set[int] = set()
+        self.sent_bytes: dict[int, int] = {}
+        self.skip_sends: frozenset[int] = frozenset()
+        self.index = 0
+        self.before_op: Callable[[int, Op], None] | None = None
+        self.on_update: Callable[[StageState, Op], None] | None = None
+        self.on_cut: Callable[[int, int], None] | None = None
+        self.optimizer_bytes = sum(s.optimizer.state_bytes() for s in stages.values() if s.optimizer)
+        self.handlers: dict[str, Callable[[Op], None]] = {
+            Kind.F: self._forward,
+            Kind.B: lambda op: self._backward(op, want_input=True, want_weights=True),
+            Kind.I: lambda op: self._backward(op, want_input=True, want_weights=False),
+            Kind.W: lambda op: self._backward(op, want_input=False, want_weights=True),
+            Kind.OPT: self._optimizer_step,
+            Kind.SEND_F: self._send,
+            Kind.SEND_B: self._send,
+            Kind.SEND_G: self._send,
+            Kind.SEND_W: self._send,
+            Kind.RECV_F: self._recv_activation,
+            Kind.RECV_B: self._recv_grad,
+            Kind.RECV_G: self._recv_weight_grad,
+            Kind.RECV_W: self._recv_weights,
+            EVAL_RECV: self._eval_recv,
+            EVAL_F: self._eval_forward,
+            EVAL_SEND: self._send,
+            CUT: self._cut,
+        }
+
+    # ---- driving -------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.plan.ops)
+
+    def run(self) -> None:
+        """Run the rest of the program; consecutive communication ops start as one batch."""
+        ops = self.plan.ops
+        while self.index < len(ops):
+            if ops[self.index].kind in ALL_COMM and self.index not in self.started:
+                end = self.index
+                while end < len(ops) and ops[end].kind in ALL_COMM:
+                    end += 1
+                self._start_batch(self.index, end)
+            self._execute(self.index)
+
+    def step_once(self) -> bool:
+        """Run the next op if it can run without waiting; False if it would wait (or nothing is left)."""
+        if self.done:
+            return False
+        op = self.plan.ops[self.index]
+        if op.kind in RECV_OPS and not self.mailman.ready(self._message(op)):
+            return False
+        self._execute(self.index)
+        return True
+
+    def _execute(self, index: int) -> None:
+        op = self.plan.ops[index]
+        if self.before_op is not None:
+            self.before_op(index, op)
+        start = self.clock()
+        moved = self.handlers[op.kind](op) or self.sent_bytes.pop(index, 0)
+        end = self.clock()
+        for stage, version in self.plan.releases.get(index, ()):
+            self.stages[stage].store.release(version)
+        self.index = index + 1
+        if self.recorder is not None and not isinstance(op, Extra):
+            self.recorder.event(index, op, start, end, moved, self.held_bytes())
+
+    def _start_batch(self, begin: int, end: int) -> None:
+        sends, recvs = [], []
+        for index in range(begin, end):
+            op = self.plan.ops[index]
+            if op.kind in RECV_OPS:
+                recvs.append(self._message(op))
+            elif index not in self.skip_sends:
+                sends.append((self._message(op), self._payload(op)))
+                self.sent_bytes[index] = sends[-1][1].nbytes
+            self.started.add(index)
+        self.mailman.exchange(sends=sends, recvs=recvs)
+
+    def _message(self, op: Op) -> Message:
+        return message_of(op, self.layout)
+
+    # ---- compute -------------------------------------------------------------------------------
+
+    def _forward(self, op: Op) -> None:
+        state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
+        if state.first:
+            x, targets = self.batch("train", op.step, op.microbatch)
+        else:
+            x = self.inputs.pop(key)
+            targets = self.batch("train", op.step, op.microbatch)[1] if state.last else None
+        record = self.forward_graph(state, op, x, frozen=self.index in self.plan.frozen_forward)
+        if state.last:
+            loss = loss_fn(record.out, targets)
+            self.losses.append((op.step, op.microbatch, loss.item()))
+            if self.recorder is not None:
+                self.recorder.loss(op.step, op.microbatch, self.losses[-1][2], self.clock())
+            record.out = loss * self.settings.loss_scale
+        else:
+            self._hand_off(self.layout.next_stage(op.stage), key, record.out, self.inputs, grad=True)
+        self.forwards[key] = record
+
+    def forward_graph(self, state: StageState, op: Op, x: torch.Tensor, *, frozen: bool) -> Forward:
+        """Run the stage on the version `op` reads: live weights, or leaves over a kept / aliased copy."""
+        leaves = state.store.leaves(op.version, frozen=frozen)
+        if state.saved_bytes is None:
+            with _SavedBytes(state) as counter:
+                out = self._call(state, x, leaves)
+            state.saved_bytes = counter.total
+        else:
+            out = self._call(state, x, leaves)
+        return Forward(x=x, out=out, leaves=leaves, version=op.version)
+
+    @staticmethod
+    def _call(state: StageState, x: torch.Tensor, leaves: list[torch.Tensor] | None) -> torch.Tensor:
+        if leaves is None:
+            return state.module(x)
+        weights = dict(zip(state.store.names, leaves, strict=True))
+        return torch.func.functional_call(state.module, weights, (x,))
+
+    def _backward(self, op: Op, *, want_input: bool, want_weights: bool) -> None:
+        state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
+        record = self.forwards[key]
+        self._check_version(state, op, record)
+        if record.grad is None and not state.last:
+            record.grad = self.grads.pop(key)
+        keep = not want_weights  # an I keeps the graph for its W
+        want_input = want_input and not state.first
+        targets = ([record.x] if want_input else []) + (
+            (record.leaves or state.params) if want_weights else []
+        )
+        if not targets:  # the first stage's I: nothing to compute, the W does it all
+            return
+        if record.leaves is None and want_weights:
+            torch.autograd.backward(record.out, record.grad, inputs=targets, retain_graph=keep)
+            grad_x = record.x.grad if want_input else None
+        else:
+            grads = torch.autograd.grad(record.out, targets, record.grad, retain_graph=keep, allow_unused=True)
+            grad_x = grads[0] if want_input else None
+            if want_weights:
+                _accumulate(state.params, grads[1:] if want_input else grads)
+        if want_weights:
+            del self.forwards[key]
+        if grad_x is not None:
+            self._hand_off(self.layout.prev_stage(op.stage), key, grad_x, self.grads, grad=False)
+
+    def _hand_off(self, stage: int | None, key: Key, tensor, local: dict, *, grad: bool) -> None:
+        """Give a neighbour stage its tensor: in place if it lives here, else keep it for the send."""
+        if stage is None:
+            return
+        if self.layout.placement[stage] == self.rank:
+            value = tensor.detach()
+            local[(stage, key[1], key[2])] = value.requires_grad_() if grad else value
+        elif not grad:
+            self.grad_out[key] = tensor
+
+    def _check_version(self, state: StageState, op: Op, record: Forward) -> None:
+        expected = record.version if state.store.copy_on_write else state.store.live
+        if op.version != expected:
+            raise RuntimeError(f"{op} reads weight version {op.version}, the store holds {expected}")
+
+    def _optimizer_step(self, op: Op) -> None:
+        state = self.stages[op.stage]
+        if self.on_update is not None:
+            self.on_update(state, op)
+        live = state.store.live
+        new = state.store.update(
+            keep_old=self.index in self.plan.keep_on_update, apply=lambda: state.optimizer.step(live)
+        )
+        state.optimizer.zero_grad()
+        self.optimizer_bytes = sum(s.optimizer.state_bytes() for s in self.stages.values() if s.optimizer)
+        _expect_version(op, new)
+
+    # ---- communication -------------------------------------------------------------------------
+
+    def _payload(self, op: Op) -> torch.Tensor:
+        """The tensor a send op carries (taken at the moment its batch starts)."""
+        key = (op.stage, op.step, op.microbatch)
+        state = self.stages[op.stage]
+        if op.kind is Kind.SEND_F:
+            return self.forwards[key].out.detach()
+        if op.kind is Kind.SEND_B:
+            return self.grad_out.pop(key)
+        if op.kind == EVAL_SEND:
+            return self.eval_out.pop(key)
+        if op.kind is Kind.SEND_G:
+            flat = _flatten([p.grad if p.grad is not None else torch.zeros_like(p) for p in state.params])
+            for param in state.params:
+                param.grad = None
+            return flat
+        _expect_version(op, state.store.live)  # SEND_W
+        return _flatten([p.detach() for p in state.params])
+
+    def _send(self, op: Op) -> int:
+        if self.index not in self.started and self.index not in self.skip_sends:
+            payload = self._payload(op)
+            self.mailman.exchange(sends=[(self._message(op), payload)], recvs=[])
+            return payload.nbytes
+        return 0
+
+    def _take(self, op: Op) -> torch.Tensor:
+        return self.mailman.take(self._message(op), timeout=self.settings.timeout)
+
+    def _recv_activation(self, op: Op) -> int:
+        tensor = self._take(op)
+        self.inputs[op.stage, op.step, op.microbatch] = tensor.requires_grad_()
+        return tensor.nbytes
+
+    def _recv_grad(self, op: Op) -> int:
+        tensor = self._take(op)
+        self.grads[op.stage, op.step, op.microbatch] = tensor
+        return tensor.nbytes
+
+    def _recv_weight_grad(self, op: Op) -> int:
+        flat = self._take(op)
+        _accumulate(self.stages[op.stage].params, _unflatten(flat, self.stages[op.stage].params))
+        return flat.nbytes
+
+    def _recv_weights(self, op: Op) -> int:
+        flat = self._take(op)
+        state = self.stages[op.stage]
+
+        @torch.no_grad()
+        def write() -> None:
+            for param, value in zip(state.params, _unflatten(flat, state.params), strict=True):
+                param.copy_(value)
+
+        _expect_version(op, state.store.update(keep_old=self.index in self.plan.keep_on_update, apply=write))
+        return flat.nbytes
+
+    # ---- validation and step boundaries ---------------------------------------------------------
+
+    def _eval_recv(self, op: Op) -> int:
+        tensor = self._take(op)
+        self.eval_inputs[op.stage, op.step, op.microbatch] = tensor
+        return tensor.nbytes
+
+    @torch.no_grad()
+    def _eval_forward(self, op: Op) -> None:
+        state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
+        x = self.batch("val", 0, op.microbatch)[0] if state.first else self.eval_inputs.pop(key)
+        out = state.module(x)
+        if state.last:
+            self.eval_losses.append(loss_fn(out, self.batch("val", 0, op.microbatch)[1]).item())
+            if len(self.eval_losses) == self.settings.val_microbatches:
+                if self.recorder is not None:
+                    self.recorder.val(op.step, sum(self.eval_losses) / len(self.eval_losses), self.clock())
+                self.eval_losses = []
+            return
+        nxt = self.layout.next_stage(op.stage)
+        if self.layout.placement[nxt] == self.rank:
+            self.eval_inputs[nxt, op.step, op.microbatch] = out
+        else:
+            self.eval_out[key] = out
+
+    def _cut(self, op: Op) -> None:
+        if self.recorder is not None:
+            self.recorder.cut(op.step, self.clock())
+        if self.on_cut is not None:
+            self.on_cut(op.step, self.index)
+
+    # ---- accounting ----------------------------------------------------------------------------
+
+    def held_bytes(self) -> int:
+        """Bytes this rank holds: weights x versions, gradients, optimizer state, stashed activations
+        and received tensors not yet consumed (on CUDA: the allocator's count)."""
+        if self.settings.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.settings.device)
+        total = self.optimizer_bytes
+        for state in self.stages.values():
+            total += state.store.held_bytes()
+            total += sum(p.grad.nbytes for p in state.params if p.grad is not None)
+        for (stage, _, _), record in self.forwards.items():
+            total += self.stages[stage].saved_bytes or 0
+        for pending in (self.inputs, self.grads, self.grad_out):
+            total += sum(t.nbytes for t in pending.values())
+        return total
+
+
+class _SavedBytes:
+    """Counts the bytes autograd saves during one forward, weights excluded (saved_tensors_hooks)."""
+
+    def __init__(self, state: StageState) -> None:
+        self.weights = {p.untyped_storage().data_ptr() for p in state.params}
+        self.weights |= {t.untyped_storage().data_ptr() for ts in state.store.old.values() for t in ts}
+        self.seen: set[int] = set()
+        self.total = 0
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        pointer = storage.data_ptr()
+        if pointer not in self.weights and pointer not in self.seen:
+            self.seen.add(pointer)
+            self.total += storage.nbytes()
+        return tensor
+
+    def __enter__(self) -> _SavedBytes:
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.hooks.__exit__(*exc)
+
+
+def _expect_version(op: Op, version: int) -> None:
+    if op.version is not None and op.version != version:
+        raise RuntimeError(f"{op} expects weight version {op.version}, the store has {version}")
+
+
+@torch.no_grad()
+def _accumulate(params: list[torch.Tensor], grads) -> None:
+    """Add weight gradients into the stage's gradient buffer (param.grad), as autograd would."""
+    for param, grad in zip(params, grads, strict=True):
+        if grad is None:
+            continue
+        if param.grad is None:
+            param.grad = grad.clone()
+        else:
+            param.grad += grad
+
+
+def _flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _unflatten(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    out, offset = [], 0
+    for tensor in like:
+        out.append(flat[offset : offset + tensor.numel()].view_as(tensor))
+        offset += tensor.numel()
+    return out

@@ -1,0 +1,256 @@
+"""Exact analytics of a schedule: makespan, bubble, in-flight activations, weight versions, delay.
+
+from schedules import build
+from schedules.analytics import analyze
+analyze(build("1f1b", ranks=4, microbatches=8)).to_dict()   # makespan 33, bubble_fraction 3/11, ...
+
+Times come from the dry run (schedules/dryrun.py) with the given Costs; everything else is counted on
+each rank's action order, so the numbers are exact and match SPEC section 3 (tests/schedules).
+
+Note: the per-step quantities of an asynchronous schedule are taken in its steady state, between the ends
+of its last two steps (a step ends when its last action on any rank ends):
+
+    step_time = step_end[K-1] - step_end[K-2]        (K = steps >= 2; else the makespan)
+    bubble_fraction = 1 - busy per step / (ranks x step_time)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from schedules.costs import Costs, kind_costs
+from schedules.dryrun import Timeline, dry_run
+from schedules.ir import COMM_KINDS, WEIGHT_GRAD_KINDS, Kind, Schedule, Versioning
+
+VERSION_WRITERS = (Kind.OPT, Kind.RECV_W)
+VERSION_READERS = (Kind.F, Kind.B, Kind.I, Kind.W)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Analytics:
+    """What analyze() reports. Times are in the cost unit (t_F = 1 by default)."""
+
+    schedule: str
+    """Registry name of the schedule."""
+    stages: int
+    """Stages (virtual stages for interleaved and AMDP)."""
+    microbatches: int
+    steps: int
+    chunks: int
+    makespan: float
+    """End of the last action (time units)."""
+    step_time: float
+    """Steady-state time of one optimizer step (time units); the makespan when steps = 1."""
+    bubble_fraction: float
+    """Idle share of ranks x step_time (0..1)."""
+    bubble_ratio: float
+    """Idle over ideal compute per step: ranks x step_time / busy - 1."""
+    peak_activations: list[float]
+    """Per stage: most microbatches whose forward ran and whose last backward has not (divided by chunks)."""
+    peak_activations_per_rank: list[float]
+    """Per rank: the same, summed over the rank's stages at each position (divided by chunks)."""
+    weight_versions: list[int]
+    """Per stage: most weight versions held at once (the current one and older ones still to be read)."""
+    delay: list[int]
+    """Per stage: largest tau_s, (version written - 1) - version read by the gradients an update applies."""
+    mismatches: list[int]
+    """Per stage: microbatches whose forward and last backward read different versions."""
+    utilization: list[float]
+    """Per rank: compute busy time / makespan (0..1)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: plain ints, floats and lists."""
+        return {
+            "schedule": self.schedule,
+            "stages": self.stages,
+            "microbatches": self.microbatches,
+            "steps": self.steps,
+            "chunks": self.chunks,
+            "makespan": _plain(self.makespan),
+            "step_time": _plain(self.step_time),
+            "bubble_fraction": _plain(self.bubble_fraction),
+            "bubble_ratio": _plain(self.bubble_ratio),
+            "peak_activations": [_plain(x) for x in self.peak_activations],
+            "peak_activations_per_rank": [_plain(x) for x in self.peak_activations_per_rank],
+            "weight_versions": list(self.weight_versions),
+            "delay": list(self.delay),
+            "mismatches": list(self.mismatches),
+            "utilization": [_plain(x) for x in self.utilization],
+        }
+
+
+def _plain(value: float) -> int | float:
+    """Fractions and integral floats as JSON numbers (3.0 -> 3)."""
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+def analyze(schedule: Schedule, costs: Costs | None = None) -> Analytics:
+    """All analytics of one schedule under the given costs (default Costs(): t_F = 1, B = 2)."""
+    costs = costs or Costs()
+    timeline = dry_run(schedule, costs)
+    busy = _busy_per_rank(schedule, costs)
+    step_time = _step_time(timeline)
+    busy_per_step = sum(busy) / schedule.steps
+    capacity = schedule.ranks * step_time
+    per_stage, per_rank = peak_activations(schedule)
+    return Analytics(
+        schedule=schedule.name,
+        stages=schedule.num_stages,
+        microbatches=schedule.microbatches,
+        steps=schedule.steps,
+        chunks=schedule.chunks,
+        makespan=timeline.makespan,
+        step_time=step_time,
+        bubble_fraction=1 - busy_per_step / capacity if capacity else 0,
+        bubble_ratio=capacity / busy_per_step - 1 if busy_per_step else 0,
+        peak_activations=per_stage,
+        peak_activations_per_rank=per_rank,
+        weight_versions=weight_versions(schedule),
+        delay=delays(schedule),
+        mismatches=mismatches(schedule),
+        utilization=[b / timeline.makespan if timeline.makespan else 0 for b in busy],
+    )
+
+
+def _busy_per_rank(schedule: Schedule, costs: Costs) -> list[float]:
+    """Compute time (everything but sends and receives) each rank spends."""
+    cost_of = kind_costs(costs, schedule.chunks)
+    return [sum(cost_of[a.kind] for a in actions if a.kind not in COMM_KINDS) for actions in schedule.actions]
+
+
+def _step_time(timeline: Timeline) -> float:
+    steps = timeline.schedule.steps
+    if steps < 2:
+        return timeline.makespan
+    step_end: dict[int, float] = defaultdict(float)
+    for rank, actions in enumerate(timeline.schedule.actions):
+        for action, end in zip(actions, timeline.end[rank], strict=True):
+            step_end[action.step] = max(step_end[action.step], end)
+    return step_end[steps - 1] - step_end[steps - 2]
+
+
+def _releasers(schedule: Schedule) -> set[tuple]:
+    """(stage, microbatch, step) whose activations are freed by a W (split backward) rather than a B."""
+    return {(a.stage, a.microbatch, a.step) for _, a in schedule.all_actions() if a.kind is Kind.W}
+
+
+def peak_activations(schedule: Schedule) -> tuple[list[float], list[float]]:
+    """(per stage, per rank) peak in-flight microbatches in each rank's order, divided by chunks."""
+    split = _releasers(schedule)
+    per_stage = [0] * schedule.num_stages
+    per_rank = [0] * schedule.ranks
+    for rank, actions in enumerate(schedule.actions):
+        live = [0] * schedule.num_stages
+        total = 0
+        for action in actions:
+            key = (action.stage, action.microbatch, action.step)
+            if action.kind is Kind.F:
+                live[action.stage] += 1
+                total += 1
+                per_stage[action.stage] = max(per_stage[action.stage], live[action.stage])
+                per_rank[rank] = max(per_rank[rank], total)
+            elif (action.kind is Kind.W) or (action.kind is Kind.B and key not in split):
+                live[action.stage] -= 1
+                total -= 1
+    return _per_chunk(per_stage, schedule.chunks), _per_chunk(per_rank, schedule.chunks)
+
+
+def _per_chunk(counts: list[int], chunks: int) -> list[float]:
+    return list(counts) if chunks == 1 else [count / chunks for count in counts]
+
+
+def weight_versions(schedule: Schedule) -> list[int]:
+    """Per stage: max over positions of |{current} U {older versions a later action of the stage reads}|.
+
+    Version v of a stage is held from the position that writes it (version 0: from the start) until it is
+    both superseded and read for the last time; the answer is the most versions held at once.
+    """
+    result = [1] * schedule.num_stages
+    for actions in schedule.actions:
+        written: dict[tuple[int, int], int] = {}  # (stage, version) -> position that wrote it
+        last_read: dict[tuple[int, int], int] = {}
+        for position, action in enumerate(actions):
+            if action.version is None:
+                continue
+            if action.kind in VERSION_WRITERS:
+                written.setdefault((action.stage, action.version), position)
+            elif action.kind in VERSION_READERS:
+                last_read[(action.stage, action.version)] = position
+        for stage, count in _most_held(written, last_read).items():
+            result[stage] = max(result[stage], count)
+    return result
+
+
+def _most_held(written: dict[tuple[int, int], int], last_read: dict[tuple[int, int], int]) -> dict[int, int]:
+    """Sweep the intervals [written, max(superseded, last read)) of each stage's versions."""
+    stages = {stage for stage, _ in written} | {stage for stage, _ in last_read}
+    versions: dict[int, set[int]] = {stage: {0} for stage in stages}
+    for stage, version in written:
+        versions[stage].add(version)
+    most = {}
+    for stage, held_versions in versions.items():
+        ordered = sorted(held_versions)
+        events = []
+        for version, newer in zip(ordered, [*ordered[1:], None], strict=True):
+            begin = written.get((stage, version), -1)
+            superseded = written[(stage, newer)] if newer is not None else float("inf")
+            events += [(begin, 1), (max(superseded, last_read.get((stage, version), -1)), -1)]
+        held = peak = 0
+        for _, change in sorted(events):  # at one position, a release (-1) sorts before a write (+1)
+            held += change
+            peak = max(peak, held)
+        most[stage] = peak
+    return most
+
+
+def delays(schedule: Schedule) -> list[int]:
+    """Per stage: max over its updates of (version written - 1) - version read by the gradients applied.
+
+    An update applies the weight-gradient actions (B or W) of its stage since the stage's previous
+    update; under CURRENT versioning (AMDP) it applies those of every replica of the stage in its step.
+    """
+    result = [0] * schedule.num_stages
+    for stage, writes, reads in _updates(schedule):
+        if reads:
+            result[stage] = max(result[stage], writes - 1 - min(reads))
+    return result
+
+
+def _updates(schedule: Schedule):
+    """(stage, version written, versions read by the gradients it applies) for every OPT."""
+    if schedule.versioning is Versioning.CURRENT:
+        read_by: dict[tuple[int, int], list[int]] = defaultdict(list)  # (model piece, step) -> versions
+        for _, a in schedule.all_actions():
+            if a.kind in WEIGHT_GRAD_KINDS and a.version is not None:
+                read_by[(schedule.layout.depth(a.stage), a.step)].append(a.version)
+        for _, a in schedule.all_actions():
+            if a.kind is Kind.OPT and a.version is not None:
+                yield a.stage, a.version, read_by[(schedule.layout.depth(a.stage), a.step)]
+        return
+    for actions in schedule.actions:
+        pending: dict[int, list[int]] = defaultdict(list)
+        for a in actions:
+            if a.kind in WEIGHT_GRAD_KINDS and a.version is not None:
+                pending[a.stage].append(a.version)
+            elif a.kind is Kind.OPT and a.version is not None:
+                yield a.stage, a.version, pending.pop(a.stage, [])
+
+
+def mismatches(schedule: Schedule) -> list[int]:
+    """Per stage: microbatches whose forward and last backward (B, or W if split) read other versions."""
+    forward: dict[tuple, int | None] = {}
+    last_backward: dict[tuple, int | None] = {}
+    for _, a in schedule.all_actions():
+        key = (a.stage, a.microbatch, a.step)
+        if a.kind is Kind.F:
+            forward[key] = a.version
+        elif a.kind in WEIGHT_GRAD_KINDS:
+            last_backward[key] = a.version
+    result = [0] * schedule.num_stages
+    for key, version in last_backward.items():
+        if version is not None and forward.get(key) is not None and forward[key] != version:
+            result[key[0]] += 1
+    return result

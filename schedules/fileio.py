@@ -1,0 +1,30 @@
+"""Atomic text-file writes for the schedule package (standard library only).
+
+    from schedules.fileio import write_atomic
+    write_atomic("runs/1f1b.csv", text)
+
+A reader never sees a half-written file: the text goes to a temporary file in the same folder, is flushed
+to disk, then renamed over the target (a rename within one file system is atomic).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text to path through a temporary sibling file and a rename; create missing folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,224 @@
+"""Read a cost model from TOML and apply command-line overrides.
+
+    from simulator.costfile import load_costs, with_overrides
+    costs = with_overrides(load_costs("simulator/presets/example.toml"), forward="2 ms")
+
+The file layout (every field and its unit: docs/cost-model.md):
+
+    optimizer = "adamw"
+    [defaults]            # every stage unless a [stages.N] table says otherwise
+    forward = "1 ms"      # times: seconds, or a string with ns/us/ms/s
+    [stages.3]            # stage 3 differs; with any [stages.N], stages 0..N must all be there
+    forward = "1.4 ms"
+    [link]                # latency, bandwidth ("25 GB/s", "100 Gbit/s"), overlap
+    [data_parallel]       # replicas, latency, bandwidth
+    [jitter]              # distribution, sigma, seed
+    [stragglers]          # "rank" = slow-down factor
+    [workload]            # microbatch_size, sequence_length
+    [memory]              # capacity
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from simulator.costs import CostModel, StageCost
+from simulator.units import (
+    CostError,
+    parse_bandwidth,
+    parse_bytes,
+    parse_count,
+    parse_factor,
+    parse_time,
+)
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+_STAGE_TIMES = ("forward", "backward", "backward_weight", "optimizer")
+_STAGE_SIZES = ("activation_bytes", "stash_bytes", "weight_bytes", "rotation_bytes")
+_TABLES = {
+    "link": ("latency", "bandwidth", "overlap"),
+    "data_parallel": ("replicas", "latency", "bandwidth"),
+    "jitter": ("distribution", "sigma", "seed"),
+    "workload": ("microbatch_size", "sequence_length"),
+    "memory": ("capacity",),
+}
+
+
+def load_costs(path: str | Path) -> CostModel:
+    """Parse a cost file; any problem is a CostError naming the file and the field."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CostError(f"{path}: cannot read cost file ({error.strerror})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise CostError(f"{path}: not valid TOML ({error})") from None
+    try:
+        costs = costs_from_dict(data)
+    except CostError as error:
+        raise CostError(f"{path}: {error}") from None
+    return replace(costs, source={"file": str(path)})
+
+
+def costs_from_dict(data: dict[str, Any]) -> CostModel:
+    """Build a CostModel from the TOML layout of the module docstring."""
+    known = {"optimizer", "defaults", "stages", "stragglers", *_TABLES}
+    for key in data:
+        if key not in known:
+            raise CostError(f"unknown key {key!r} (known: {', '.join(sorted(known))})")
+    for name in _TABLES:
+        _check_keys(name, data.get(name, {}), _TABLES[name])
+    kwargs: dict[str, Any] = {"stages": _stages(data.get("defaults", {}), data.get("stages", {}))}
+    if "optimizer" in data:
+        kwargs["optimizer"] = str(data["optimizer"])
+    kwargs.update(_link(data.get("link", {})))
+    kwargs.update(_data_parallel(data.get("data_parallel", {})))
+    kwargs.update(_jitter(data.get("jitter", {})))
+    workload = data.get("workload", {})
+    for key in ("microbatch_size", "sequence_length"):
+        if key in workload:
+            kwargs[key] = parse_count(workload[key], f"workload.{key}", minimum=1)
+    if "capacity" in data.get("memory", {}):
+        kwargs["memory_capacity"] = parse_bytes(data["memory"]["capacity"], "memory.capacity")
+    kwargs["stragglers"] = _stragglers(data.get("stragglers", {}))
+    return CostModel(**kwargs)
+
+
+def _check_keys(table: str, values: Any, allowed: tuple[str, ...]) -> None:
+    if not isinstance(values, dict):
+        raise CostError(f"{table}: expected a table [{table}], got {values!r}")
+    for key in values:
+        if key not in allowed:
+            raise CostError(f"{table}.{key}: unknown key (known: {', '.join(allowed)})")
+
+
+def _stage(values: dict[str, Any], where: str, base: StageCost) -> StageCost:
+    _check_keys(where, values, _STAGE_TIMES + _STAGE_SIZES)
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        parse = parse_time if key in _STAGE_TIMES else parse_bytes
+        changes[key] = parse(value, f"{where}.{key}")
+    return replace(base, **changes)
+
+
+def _stages(defaults: dict[str, Any], stages: dict[str, Any]) -> tuple[StageCost, ...]:
+    base = _stage(defaults, "defaults", StageCost())
+    if not isinstance(stages, dict):
+        raise CostError(f"stages: expected [stages.N] tables, got {stages!r}")
+    if not stages:
+        return (base,)
+    indices: dict[int, dict[str, Any]] = {}
+    for key, values in stages.items():
+        index = parse_count(key, f"stages.{key} (stage number)")
+        if not isinstance(values, dict):
+            raise CostError(f"stages.{key}: expected a table [stages.{key}]")
+        indices[index] = values
+    for index in range(max(indices) + 1):
+        if index not in indices:
+            raise CostError(f"[stages.{index}] missing (stages 0..{max(indices)} must all be given)")
+    return tuple(_stage(indices[i], f"stages.{i}", base) for i in range(len(indices)))
+
+
+def _link(link: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "latency" in link:
+        out["latency"] = parse_time(link["latency"], "link.latency")
+    if "bandwidth" in link:
+        out["bandwidth"] = parse_bandwidth(link["bandwidth"], "link.bandwidth")
+    if "overlap" in link:
+        if not isinstance(link["overlap"], bool):
+            raise CostError(f"link.overlap: expected true or false, got {link['overlap']!r}")
+        out["overlap"] = link["overlap"]
+    return out
+
+
+def _data_parallel(table: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "replicas" in table:
+        out["data_parallel"] = parse_count(table["replicas"], "data_parallel.replicas", minimum=1)
+    if "latency" in table:
+        out["dp_latency"] = parse_time(table["latency"], "data_parallel.latency")
+    if "bandwidth" in table:
+        out["dp_bandwidth"] = parse_bandwidth(table["bandwidth"], "data_parallel.bandwidth")
+    return out
+
+
+def _jitter(table: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "distribution" in table:
+        out["jitter"] = str(table["distribution"])
+    if "sigma" in table:
+        out["jitter_sigma"] = parse_factor(table["sigma"], "jitter.sigma")
+    if "seed" in table:
+        out["seed"] = parse_count(table["seed"], "jitter.seed")
+    return out
+
+
+def _stragglers(table: Any) -> tuple[tuple[int, float], ...]:
+    if not isinstance(table, dict):
+        raise CostError(f"stragglers: expected a table of rank = factor, got {table!r}")
+    pairs = []
+    for key, value in table.items():
+        rank = parse_count(key, f"stragglers.{key} (rank)")
+        factor = parse_factor(value, f"stragglers.{key}")
+        if factor <= 0:
+            raise CostError(f"stragglers.{key}: factor must be positive, got {value!r}")
+        pairs.append((rank, factor))
+    return tuple(sorted(pairs))
+
+
+def with_overrides(
+    costs: CostModel,
+    *,
+    forward: object = None,
+    backward: object = None,
+    backward_weight: object = None,
+    optimizer_time: object = None,
+    latency: object = None,
+    bandwidth: object = None,
+    optimizer: str | None = None,
+    overlap: bool | None = None,
+    data_parallel: object = None,
+    seed: object = None,
+) -> CostModel:
+    """Flags win over the file or presets; None leaves a field alone. Values may carry units.
+
+    The flag names are the CLI's: --tf forward, --tb backward (full, B = I + W), --tw its W part,
+    --topt optimizer_time, --latency, --bandwidth, --optimizer, --no-overlap, --dp, --seed.
+    """
+    stage_changes: dict[str, Any] = {}
+    for key, value, flag in (
+        ("forward", forward, "--tf"),
+        ("backward", backward, "--tb"),
+        ("backward_weight", backward_weight, "--tw"),
+        ("optimizer", optimizer_time, "--topt"),
+    ):
+        if value is not None:
+            stage_changes[key] = parse_time(value, flag)
+    if stage_changes:
+        costs = costs.with_stages(**stage_changes)
+    changes: dict[str, Any] = {}
+    if latency is not None:
+        changes["latency"] = parse_time(latency, "--latency")
+    if bandwidth is not None:
+        changes["bandwidth"] = parse_bandwidth(bandwidth, "--bandwidth")
+    if optimizer is not None:
+        changes["optimizer"] = optimizer
+    if overlap is not None:
+        changes["overlap"] = overlap
+    if data_parallel is not None:
+        changes["data_parallel"] = parse_count(data_parallel, "--dp", minimum=1)
+    if seed is not None:
+        changes["seed"] = parse_count(seed, "--seed")
+    return replace(costs, **changes) if changes else costs
+
+
+def is_finite(value: float) -> bool:
+    return not math.isinf(value)

@@ -1,0 +1,198 @@
+"""The simulator's cost model: what every action costs in time and bytes, and how links and memory behave.
+
+Three ways to get one (docs/cost-model.md documents every field and its unit):
+
+    CostModel.uniform(forward=1, backward=2)              # explicit, in code (seconds)
+    load_costs("costs.toml")                              # explicit, from a TOML file
+    analytic.cost_model(presets.model("gpt2-small"), presets.device("h100-sxm"), ranks=8)
+
+and flags override any of them (`with_overrides`). A cost model describes the model cut into S stages
+(S = stages_per_pipeline / chunks of the schedule it runs); a schedule with v chunks per rank runs each
+of its virtual stages at 1/v of the entry's compute time, weight bytes and stash bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from simulator.units import CostError
+
+OPTIMIZER_STATE = {"adamw": 2.0, "nadamw": 2.0, "rotation": 2.0, "muon": 1.0, "sgd": 1.0, "none": 0.0}
+"""Optimizer state per weight, in copies of the stage's weights (AdamW: m and v; Muon, SGD: momentum).
+Basis rotation keeps AdamW's two moments plus its bases (StageCost.rotation_bytes)."""
+
+JITTERS = ("none", "normal", "lognormal", "uniform")
+
+
+def _check_time(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CostError(f"{name}: expected seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise CostError(f"{name}: must be a finite time >= 0 seconds, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageCost:
+    """Cost of one model stage for one microbatch (the whole stage, before dividing by chunks)."""
+
+    forward: float = 1.0
+    """Seconds for the forward (F)."""
+    backward: float = 2.0
+    """Seconds for the full backward (B = I + W)."""
+    backward_weight: float | None = None
+    """Seconds for the weight-gradient part W of the backward; None = half of `backward`.
+    The input-gradient part I takes the rest: backward - backward_weight."""
+    optimizer: float = 0.0
+    """Seconds for the stage's optimizer step (OPT), without any data-parallel all-reduce."""
+    activation_bytes: int = 0
+    """Bytes of the activation sent to the next stage per microbatch (the gradient sent back is as big)."""
+    stash_bytes: int = 0
+    """Bytes of activations kept from a forward until its backward, per in-flight microbatch."""
+    weight_bytes: int = 0
+    """Bytes of one copy of the stage's weights (its gradient buffer is as big)."""
+    rotation_bytes: int = 0
+    """Extra optimizer-state bytes under basis rotation: 2(r^2 + c^2) elements per r x c matrix."""
+
+    def __post_init__(self) -> None:
+        for name in ("forward", "backward", "optimizer"):
+            _check_time(f"stage.{name}", getattr(self, name))
+        if self.backward_weight is not None:
+            _check_time("stage.backward_weight", self.backward_weight)
+            if self.backward_weight > self.backward:
+                raise CostError(
+                    f"stage.backward_weight ({self.backward_weight}) exceeds stage.backward ({self.backward})"
+                )
+        for name in ("activation_bytes", "stash_bytes", "weight_bytes", "rotation_bytes"):
+            if getattr(self, name) < 0:
+                raise CostError(f"stage.{name}: must be >= 0 bytes, got {getattr(self, name)}")
+
+    @property
+    def weight_grad(self) -> float:
+        """Seconds for W."""
+        return self.backward / 2 if self.backward_weight is None else self.backward_weight
+
+    @property
+    def input_grad(self) -> float:
+        """Seconds for I."""
+        return self.backward - self.weight_grad
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostModel:
+    """Everything the simulator needs besides the schedule. Times in seconds, sizes in bytes."""
+
+    stages: tuple[StageCost, ...] = (StageCost(),)
+    """One entry per model stage, or a single entry that every stage uses."""
+    latency: float = 0.0
+    """Seconds a point-to-point transfer takes besides its bytes (per transfer)."""
+    bandwidth: float = math.inf
+    """Bytes per second of one point-to-point link (one direction; links are full duplex)."""
+    overlap: bool = True
+    """True: sends run on their own stream and overlap compute. False: a send blocks its rank."""
+    optimizer: str = "adamw"
+    """Optimizer whose state is held: adamw, nadamw, muon, sgd, rotation or none (OPTIMIZER_STATE)."""
+    data_parallel: int = 1
+    """Data-parallel replicas of the whole pipeline; > 1 adds a ring all-reduce of the gradient at OPT."""
+    dp_latency: float = 0.0
+    """Seconds per ring hop of the data-parallel all-reduce."""
+    dp_bandwidth: float = math.inf
+    """Bytes per second of a data-parallel link."""
+    jitter: str = "none"
+    """Distribution of a per-action compute-time factor with mean 1: none, normal, lognormal, uniform."""
+    jitter_sigma: float = 0.0
+    """Relative spread of the jitter (standard deviation; uniform: half-width)."""
+    seed: int = 0
+    """Seed of the jitter: same seed, same trace."""
+    stragglers: tuple[tuple[int, float], ...] = ()
+    """(rank, slow-down factor) pairs: that rank's compute takes factor times longer."""
+    microbatch_size: int = 1
+    """Samples per microbatch (throughput in samples/s)."""
+    sequence_length: int = 1
+    """Tokens per sample (throughput in tokens/s)."""
+    memory_capacity: int | None = None
+    """Bytes of memory per device, if known (reported beside the peak)."""
+    source: dict[str, Any] = field(default_factory=dict, compare=False)
+    """Where the model came from (file, presets), recorded in the trace's meta."""
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise CostError("stages: at least one stage cost is needed")
+        _check_time("latency", self.latency)
+        _check_time("dp_latency", self.dp_latency)
+        for name in ("bandwidth", "dp_bandwidth"):
+            if not getattr(self, name) > 0:
+                raise CostError(f"{name}: must be a positive number of bytes/s, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZER_STATE:
+            known = ", ".join(OPTIMIZER_STATE)
+            raise CostError(f"optimizer: unknown {self.optimizer!r} (known: {known})")
+        if self.jitter not in JITTERS:
+            raise CostError(f"jitter: unknown distribution {self.jitter!r} (known: {', '.join(JITTERS)})")
+        if self.jitter_sigma < 0 or (self.jitter == "uniform" and self.jitter_sigma >= 1):
+            raise CostError(f"jitter_sigma: must be >= 0 (uniform: < 1), got {self.jitter_sigma}")
+        if self.data_parallel < 1:
+            raise CostError(f"data_parallel: must be at least 1, got {self.data_parallel}")
+        for rank, factor in self.stragglers:
+            if rank < 0 or not factor > 0:
+                raise CostError(f"stragglers: rank {rank} factor {factor} (need rank >= 0, factor > 0)")
+        if self.microbatch_size < 1 or self.sequence_length < 1:
+            raise CostError("microbatch_size and sequence_length must be at least 1")
+
+    @classmethod
+    def uniform(cls, *, forward: float = 1.0, backward: float = 2.0, **kwargs: Any) -> CostModel:
+        """Every stage the same; the rest of the fields as keywords."""
+        stage_fields = {f.name for f in fields(StageCost)}
+        stage = StageCost(
+            forward=forward, backward=backward, **{k: v for k, v in kwargs.items() if k in stage_fields}
+        )
+        return cls(stages=(stage,), **{k: v for k, v in kwargs.items() if k not in stage_fields})
+
+    def stage(self, model_stage: int) -> StageCost:
+        """Cost entry of a model stage (the single entry if only one is given)."""
+        return self.stages[0] if len(self.stages) == 1 else self.stages[model_stage]
+
+    def check_stages(self, model_stages: int) -> None:
+        """Raise CostError if the entries do not cover a model cut into `model_stages` stages."""
+        if len(self.stages) not in (1, model_stages):
+            where = f"{self.source['file']}: " if "file" in self.source else ""
+            raise CostError(
+                f"{where}cost model has {len(self.stages)} stages, the schedule needs {model_stages} "
+                "(give every stage or one for all)"
+            )
+
+    @property
+    def optimizer_state_factor(self) -> float:
+        return OPTIMIZER_STATE[self.optimizer]
+
+    def straggler_factor(self, rank: int) -> float:
+        return dict(self.stragglers).get(rank, 1.0)
+
+    def transfer_time(self, nbytes: int) -> float:
+        """Seconds one point-to-point transfer of nbytes holds its link: latency + bytes / bandwidth."""
+        return self.latency + nbytes / self.bandwidth
+
+    def allreduce_time(self, nbytes: int) -> float:
+        """Ring all-reduce over the data-parallel replicas: 2(d-1)/d * bytes/bw + 2(d-1) * latency."""
+        d = self.data_parallel
+        if d == 1:
+            return 0.0
+        return 2 * (d - 1) / d * nbytes / self.dp_bandwidth + 2 * (d - 1) * self.dp_latency
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (infinite bandwidth as the string 'inf'), for trace meta."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "stages":
+                value = [{g.name: getattr(stage, g.name) for g in fields(stage)} for stage in value]
+            elif f.name == "stragglers":
+                value = [list(pair) for pair in value]
+            elif isinstance(value, float) and math.isinf(value):
+                value = "inf"
+            out[f.name] = value
+        return out
+
+    def with_stages(self, **changes: Any) -> CostModel:
+        """Apply the same StageCost changes to every stage entry."""
+        return replace(self, stages=tuple(replace(stage, **changes) for stage in self.stages))

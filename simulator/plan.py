@@ -1,0 +1,204 @@
+"""Pre-resolve a lowered schedule and a cost model into flat arrays that the engine walks.
+
+    plan = make_plan(schedule, costs)     # once per (schedule, costs); O(actions)
+
+Everything that does not depend on simulated time is decided here, so the engine's hot loop does no
+dictionary lookups: per rank, parallel lists of the action's class (compute, send, receive), its duration
+(jitter and stragglers applied), its bytes, and for communication the index of the message it sends or
+waits for and of the link it travels on.
+
+Note: message and link numbering.
+
+    message g  = the g-th send in rank-major program order; a receive stores the g of its send
+    link       = src_rank * P + dst_rank  (directed: a link has one sender, links are full duplex)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from schedules.errors import UserError
+from schedules.ir import MATCHING, RECV_KINDS, Action, Kind, Layout, Schedule
+from simulator.costs import CostModel, StageCost
+
+COMPUTE, SEND, RECV = 0, 1, 2
+
+
+class SimulationError(UserError):
+    """The schedule cannot run (a receive with no send, a deadlock); the message names the rank."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """Flat per-rank arrays; index i of every list is action i of that rank."""
+
+    schedule: Schedule
+    costs: CostModel
+    classes: list[list[int]]
+    """COMPUTE, SEND or RECV."""
+    durations: list[list[float]]
+    """Seconds: compute time, or the time a send holds its link (latency + bytes / bandwidth); 0 for RECV."""
+    nbytes: list[list[int]]
+    """Bytes moved by a send or receive, 0 for compute."""
+    messages: list[list[int]]
+    """Message index of a send or receive (-1 for compute)."""
+    links: list[list[int]]
+    """Link index of a send (-1 otherwise)."""
+    num_messages: int
+
+    @property
+    def num_actions(self) -> int:
+        return sum(len(classes) for classes in self.classes)
+
+
+def make_plan(schedule: Schedule, costs: CostModel) -> Plan:
+    """Resolve durations, bytes, messages and links for every action; raise SimulationError if a
+    receive has no matching send."""
+    costs.check_stages(schedule.layout.stages_per_pipeline // schedule.chunks)
+    templates = _templates(schedule, costs)
+    draw = _jitter(costs, random.Random(costs.seed))
+    message_ids: dict[tuple, int] = {}  # send key -> message index, claimed by a send or its receive
+    sent: list[bool] = []
+    classes, durations, nbytes, messages, links = [], [], [], [], []
+    for rank, actions in enumerate(schedule.actions):
+        slow = costs.straggler_factor(rank)
+        c, d, b, g, lk = [], [], [], [], []
+        for action in actions:
+            cls, duration, size, link, send_key = templates[action.stage][action.kind](action)
+            if cls == COMPUTE:
+                duration = duration * slow * draw()
+                message = -1
+            else:
+                message = message_ids.setdefault(send_key, len(message_ids))
+                if message == len(sent):
+                    sent.append(False)
+                if cls == SEND:
+                    sent[message] = True
+            c.append(cls)
+            d.append(duration)
+            b.append(size)
+            g.append(message)
+            lk.append(link)
+        classes.append(c)
+        durations.append(d)
+        nbytes.append(b)
+        messages.append(g)
+        links.append(lk)
+    _check_matched(schedule, message_ids, sent)
+    return Plan(
+        schedule=schedule,
+        costs=costs,
+        classes=classes,
+        durations=durations,
+        nbytes=nbytes,
+        messages=messages,
+        links=links,
+        num_messages=len(message_ids),
+    )
+
+
+def virtual_stage_cost(schedule: Schedule, costs: CostModel, stage: int) -> tuple[StageCost, int]:
+    """The cost entry of a (virtual) stage and the divisor for its compute and sizes (= chunks)."""
+    chunks = schedule.chunks
+    return costs.stage(schedule.layout.depth(stage) // chunks), chunks
+
+
+def _templates(schedule: Schedule, costs: CostModel) -> list[dict[Kind, Callable[[Action], tuple]]]:
+    """Per virtual stage and kind, a function action -> (class, seconds, bytes, link, send key).
+
+    The send key names the message: (sending stage, SEND kind, microbatch, step, peer), the same for a
+    send and for the receive that waits for it.
+    """
+    layout, ranks = schedule.layout, schedule.ranks
+    out = []
+    for stage in range(schedule.num_stages):
+        entry, chunks = virtual_stage_cost(schedule, costs, stage)
+        weights = entry.weight_bytes // chunks
+        times = {
+            Kind.F: entry.forward / chunks,
+            Kind.B: entry.backward / chunks,
+            Kind.I: entry.input_grad / chunks,
+            Kind.W: entry.weight_grad / chunks,
+            Kind.OPT: entry.optimizer / chunks + costs.allreduce_time(weights),
+        }
+        table: dict[Kind, Callable[[Action], tuple]] = {
+            kind: _constant((COMPUTE, seconds, 0, -1, None)) for kind, seconds in times.items()
+        }
+        rank = layout.placement[stage]
+        activation = entry.activation_bytes
+        after, before = layout.next_stage(stage), layout.prev_stage(stage)
+        for kind, target in ((Kind.SEND_F, after), (Kind.SEND_B, before)):
+            if target is not None:  # the tensor goes to `target`
+                link = rank * ranks + layout.placement[target]
+                table[kind] = _neighbour_send(stage, kind, activation, costs.transfer_time(activation), link)
+        for kind, source in ((Kind.RECV_F, before), (Kind.RECV_B, after)):
+            if source is not None:  # the tensor comes from `source`
+                table[kind] = _neighbour_recv(source, MATCHING[kind], activation)
+        for send, recv in ((Kind.SEND_G, Kind.RECV_G), (Kind.SEND_W, Kind.RECV_W)):
+            table[send] = _peer_send(stage, weights, costs.transfer_time(weights), rank, layout)
+            table[recv] = _peer_recv(stage, MATCHING[recv], weights)
+        out.append(table)
+    return out
+
+
+def _constant(value: tuple) -> Callable[[Action], tuple]:
+    return lambda action: value
+
+
+def _neighbour_send(stage: int, kind: Kind, size: int, seconds: float, link: int) -> Callable:
+    return lambda a: (SEND, seconds, size, link, (stage, kind, a.microbatch, a.step, None))
+
+
+def _neighbour_recv(source: int, kind: Kind, size: int) -> Callable:
+    return lambda a: (RECV, 0.0, size, -1, (source, kind, a.microbatch, a.step, None))
+
+
+def _peer_send(stage: int, size: int, seconds: float, rank: int, layout: Layout) -> Callable:
+    def template(a: Action) -> tuple:
+        if a.peer is None or not 0 <= a.peer < layout.num_stages:
+            raise SimulationError(f"{a} names no peer stage")
+        link = rank * layout.ranks + layout.placement[a.peer]
+        return (SEND, seconds, size, link, (stage, a.kind, a.microbatch, a.step, a.peer))
+
+    return template
+
+
+def _peer_recv(stage: int, kind: Kind, size: int) -> Callable:
+    return lambda a: (RECV, 0.0, size, -1, (a.peer, kind, a.microbatch, a.step, stage))
+
+
+def _check_matched(schedule: Schedule, message_ids: dict[tuple, int], sent: list[bool]) -> None:
+    """Every receive needs a send (a send nobody receives is harmless here; validate() reports it)."""
+    if all(sent):
+        return
+    missing = {message for message, was_sent in enumerate(sent) if not was_sent}
+    for rank, action in schedule.all_actions():
+        if action.kind in RECV_KINDS:
+            source, kind, microbatch, step, peer = _recv_key(schedule, action)
+            if message_ids.get((source, kind, microbatch, step, peer)) in missing:
+                raise SimulationError(f"rank {rank}: {action} has no matching send in the schedule")
+
+
+def _recv_key(schedule: Schedule, action: Action) -> tuple:
+    layout = schedule.layout
+    kind = MATCHING[action.kind]
+    if action.kind is Kind.RECV_F:
+        return (layout.prev_stage(action.stage), kind, action.microbatch, action.step, None)
+    if action.kind is Kind.RECV_B:
+        return (layout.next_stage(action.stage), kind, action.microbatch, action.step, None)
+    return (action.peer, kind, action.microbatch, action.step, action.stage)
+
+
+def _jitter(costs: CostModel, rng: random.Random):
+    """A function returning the next compute-time factor (mean 1), drawn in program order."""
+    sigma = costs.jitter_sigma
+    if costs.jitter == "none" or sigma == 0:
+        return lambda: 1.0
+    if costs.jitter == "normal":
+        return lambda: max(0.0, 1.0 + sigma * rng.gauss(0.0, 1.0))
+    if costs.jitter == "lognormal":
+        return lambda: math.exp(sigma * rng.gauss(0.0, 1.0) - sigma * sigma / 2)
+    return lambda: 1.0 + sigma * (2.0 * rng.random() - 1.0)

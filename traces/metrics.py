@@ -1,0 +1,201 @@
+"""Metrics of a trace, predicted or measured: step time, throughput, utilization, bubble, memory, staleness.
+
+    from traces.io import read_trace
+    from traces.metrics import compute_metrics, memory_series
+    metrics = compute_metrics(read_trace("runs/a/trace.json"))
+    metrics.to_dict()["step_time"]
+
+Everything is read off the events: their times (whatever clock produced them), the memory they
+recorded, and the order and weight versions of the actions each rank actually ran. The counting rules
+(weight versions held, delay, mismatches, in-flight activations) are schedules/analytics.py's, applied
+to the trace's per-rank order instead of the planned one, so a simulated trace with t_F = 1, t_B = 2 and
+no communication reports exactly what `analyze()` reports for its schedule.
+
+Note: the steady state of an asynchronous schedule is taken between the ends of its last two steps, as
+in schedules/analytics.py:
+
+    step_time       = end(step K-1) - end(step K-2)       (the makespan when K = 1)
+    bubble_fraction = 1 - compute per step / (ranks x step_time)
+
+The workload (samples per microbatch, tokens per sample, data-parallel replicas) comes from the trace's
+meta["workload"] unless given (traces/README.md).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from schedules.analytics import delays, mismatches, peak_activations, weight_versions
+from schedules.ir import Schedule
+from traces.schema import Event, Trace
+
+COMPUTE_STREAM = "compute"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metrics:
+    """What one trace says about its run. Times in seconds (the trace's clock), memory in bytes."""
+
+    schedule: str
+    """Registry name of the schedule."""
+    source: str
+    """'simulated' or 'measured'."""
+    ranks: int
+    stages: int
+    microbatches: int
+    steps: int
+    makespan: float
+    """Seconds from the first start to the last end."""
+    step_time: float
+    """Seconds per optimizer step in the steady state (the makespan for a single step)."""
+    samples_per_s: float
+    """microbatches x microbatch_size x data_parallel / step_time."""
+    tokens_per_s: float
+    """samples_per_s x sequence_length."""
+    bubble_fraction: float
+    """Idle share of ranks x step_time (0..1): 1 - compute per step / (ranks x step_time)."""
+    utilization: list[float]
+    """Per rank: compute time / makespan (0..1)."""
+    bubble: list[float]
+    """Per rank: 1 - utilization."""
+    peak_memory: list[int | None]
+    """Per rank: most bytes held (max of the events' memory; None where the trace has none)."""
+    peak_activations: list[float]
+    """Per stage: most microbatches between forward and last backward (divided by chunks)."""
+    weight_versions: list[int]
+    """Per stage: most weight versions held at once."""
+    delay: list[int]
+    """Per stage: largest tau_s over its updates."""
+    mismatches: list[int]
+    """Per stage: microbatches whose forward and last backward read different versions."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; `throughput` holds samples/s and tokens/s."""
+        return {
+            "schedule": self.schedule,
+            "source": self.source,
+            "ranks": self.ranks,
+            "stages": self.stages,
+            "microbatches": self.microbatches,
+            "steps": self.steps,
+            "makespan": self.makespan,
+            "step_time": self.step_time,
+            "throughput": {"samples_per_s": self.samples_per_s, "tokens_per_s": self.tokens_per_s},
+            "bubble_fraction": self.bubble_fraction,
+            "utilization": list(self.utilization),
+            "bubble": list(self.bubble),
+            "peak_memory": list(self.peak_memory),
+            "peak_activations": list(self.peak_activations),
+            "weight_versions": list(self.weight_versions),
+            "delay": list(self.delay),
+            "mismatches": list(self.mismatches),
+        }
+
+
+def compute_metrics(
+    trace: Trace,
+    *,
+    microbatch_size: int | None = None,
+    sequence_length: int | None = None,
+    data_parallel: int | None = None,
+) -> Metrics:
+    """All metrics of a trace; the workload arguments default to trace.meta['workload'] (else 1)."""
+    workload = trace.meta.get("workload") or {}
+    samples = (microbatch_size or workload.get("microbatch_size") or 1) * (
+        data_parallel or workload.get("data_parallel") or 1
+    )
+    tokens = sequence_length or workload.get("sequence_length") or 1
+    header = trace.schedule
+    origin = min((event.start for event in trace.events), default=0.0)
+    makespan = trace.makespan - origin
+    busy = _busy_per_rank(trace)
+    step_time = _step_time(trace, origin)
+    capacity = header.ranks * step_time
+    utilization = [b / makespan if makespan > 0 else 0.0 for b in busy]
+    ordered = executed_schedule(trace)
+    per_stage, _ = peak_activations(ordered)
+    throughput = header.microbatches * samples / step_time if step_time > 0 else 0.0
+    return Metrics(
+        schedule=header.name,
+        source=trace.source,
+        ranks=header.ranks,
+        stages=len(header.placement),
+        microbatches=header.microbatches,
+        steps=header.steps,
+        makespan=makespan,
+        step_time=step_time,
+        samples_per_s=throughput,
+        tokens_per_s=throughput * tokens,
+        bubble_fraction=1 - sum(busy) / header.steps / capacity if capacity > 0 else 0.0,
+        utilization=utilization,
+        bubble=[1 - u for u in utilization],
+        peak_memory=peak_memory(trace),
+        peak_activations=per_stage,
+        weight_versions=weight_versions(ordered),
+        delay=delays(ordered),
+        mismatches=mismatches(ordered),
+    )
+
+
+def executed_schedule(trace: Trace) -> Schedule:
+    """The per-rank action order the trace ran: each rank's compute and receive events in trace order
+    (serial on a rank, so in the order they ran), then its sends in trace order."""
+    header = trace.schedule
+    serial: list[list[Event]] = [[] for _ in range(header.ranks)]
+    sends: list[list[Event]] = [[] for _ in range(header.ranks)]
+    for event in trace.events:
+        (sends if event.stream == "send" else serial)[event.rank].append(event)
+    return Schedule(
+        name=header.name,
+        layout=header.layout,
+        microbatches=header.microbatches,
+        steps=header.steps,
+        chunks=header.chunks,
+        versioning=header.versioning,
+        actions=tuple(
+            tuple(event.action for event in serial[rank] + sends[rank]) for rank in range(header.ranks)
+        ),
+    )
+
+
+def peak_memory(trace: Trace) -> list[int | None]:
+    """Per rank: the largest `memory` any of its events recorded (None if none did)."""
+    peaks: list[int | None] = [None] * trace.schedule.ranks
+    for event in trace.events:
+        if event.memory is not None:
+            current = peaks[event.rank]
+            peaks[event.rank] = event.memory if current is None else max(current, event.memory)
+    return peaks
+
+
+def memory_series(trace: Trace) -> list[list[tuple[float, int]]]:
+    """Per rank: (time, bytes held) at each event's end, in time order (the memory time series)."""
+    series: list[list[tuple[float, int]]] = [[] for _ in range(trace.schedule.ranks)]
+    for event in trace.events:
+        if event.memory is not None:
+            series[event.rank].append((event.end, event.memory))
+    for points in series:
+        points.sort(key=lambda point: point[0])
+    return series
+
+
+def _busy_per_rank(trace: Trace) -> list[float]:
+    busy = [0.0] * trace.schedule.ranks
+    for event in trace.events:
+        if event.stream == COMPUTE_STREAM:
+            busy[event.rank] += event.end - event.start
+    return busy
+
+
+def _step_time(trace: Trace, origin: float) -> float:
+    steps = trace.schedule.steps
+    if steps < 2:
+        return trace.makespan - origin
+    step_end: dict[int, float] = defaultdict(lambda: origin)
+    for event in trace.events:
+        step = event.action.step
+        if event.end > step_end[step]:
+            step_end[step] = event.end
+    return step_end[steps - 1] - step_end[steps - 2]
