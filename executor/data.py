@@ -41,9 +41,9 @@ _SNIFF_BYTES = 4096
 _SKIPPED_FOLDERS = {"site-packages", "dist-packages", "__pycache__"}
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Corpus:
-    """A loaded corpus, already split; tensors of bytes (uint8)."""
+    """A loaded corpus, already split; tensors of bytes (uint8). Compare corpora by `digest`."""
 
     source: str
     """Where it came from: "stdlib:<folder>" or the path given."""

@@ -102,7 +102,10 @@ class Runtime:
         self.eval_inputs: dict[Key, torch.Tensor] = {}
         self.eval_out: dict[Key, torch.Tensor] = {}
         self.eval_losses: list[float] = []
-        self.losses: list[tuple[int, int, float]] = []
+        self.losses: list[tuple[int, int, float, float]] = []
+        self.vals: list[tuple[int, float, float]] = []
+        self.keep_sent: frozenset[Message] = frozenset()
+        self.kept: dict[Message, torch.Tensor] = {}
         self.started: set[int] = set()
         self.sent_bytes: dict[int, int] = {}
         self.skip_sends: frozenset[int] = frozenset()
@@ -180,6 +183,7 @@ class Runtime:
             elif index not in self.skip_sends:
                 sends.append((self._message(op), self._payload(op)))
                 self.sent_bytes[index] = sends[-1][1].nbytes
+                self._keep(*sends[-1])
             self.started.add(index)
         self.mailman.exchange(sends=sends, recvs=recvs)
 
@@ -198,9 +202,9 @@ class Runtime:
         record = self.forward_graph(state, op, x, frozen=self.index in self.plan.frozen_forward)
         if state.last:
             loss = loss_fn(record.out, targets)
-            self.losses.append((op.step, op.microbatch, loss.item()))
+            self.losses.append((op.step, op.microbatch, loss.item(), self.clock()))
             if self.recorder is not None:
-                self.recorder.loss(op.step, op.microbatch, self.losses[-1][2], self.clock())
+                self.recorder.loss(*self.losses[-1])
             record.out = loss * self.settings.loss_scale
         else:
             self._hand_off(self.layout.next_stage(op.stage), key, record.out, self.inputs, grad=True)
@@ -301,8 +305,14 @@ class Runtime:
         if self.index not in self.started and self.index not in self.skip_sends:
             payload = self._payload(op)
             self.mailman.exchange(sends=[(self._message(op), payload)], recvs=[])
+            self._keep(self._message(op), payload)
             return payload.nbytes
         return 0
+
+    def _keep(self, message: Message, payload: torch.Tensor) -> None:
+        """Keep a sent tensor that a checkpoint must hold (its receive falls after the receiver's cut)."""
+        if message in self.keep_sent:
+            self.kept[message] = payload.detach().clone()
 
     def _take(self, op: Op) -> torch.Tensor:
         return self.mailman.take(self._message(op), timeout=self.settings.timeout)
@@ -349,8 +359,9 @@ class Runtime:
         if state.last:
             self.eval_losses.append(loss_fn(out, self.batch("val", 0, op.microbatch)[1]).item())
             if len(self.eval_losses) == self.settings.val_microbatches:
+                self.vals.append((op.step, sum(self.eval_losses) / len(self.eval_losses), self.clock()))
                 if self.recorder is not None:
-                    self.recorder.val(op.step, sum(self.eval_losses) / len(self.eval_losses), self.clock())
+                    self.recorder.val(*self.vals[-1])
                 self.eval_losses = []
             return
         nxt = self.layout.next_stage(op.stage)

@@ -8,7 +8,8 @@ Times come from the dry run (schedules/dryrun.py) with the given Costs; everythi
 each rank's action order, so the numbers are exact and match SPEC section 3 (tests/schedules).
 
 Note: the per-step quantities of an asynchronous schedule are taken in its steady state, between the ends
-of its last two steps (a step ends when its last action on any rank ends):
+of its last two steps. A step ends when its last forward or backward on any rank ends (not its update:
+AMDP applies step k's update inside step k+1's first round):
 
     step_time = step_end[K-1] - step_end[K-2]        (K = steps >= 2; else the makespan)
     bubble_fraction = 1 - busy per step / (ranks x step_time)
@@ -22,7 +23,15 @@ from typing import Any
 
 from schedules.costs import Costs, kind_costs
 from schedules.dryrun import Timeline, dry_run
-from schedules.ir import COMM_KINDS, WEIGHT_GRAD_KINDS, Kind, Schedule, Versioning
+from schedules.ir import (
+    BACKWARD_KINDS,
+    COMM_KINDS,
+    COMPUTE_KINDS,
+    WEIGHT_GRAD_KINDS,
+    Kind,
+    Schedule,
+    Versioning,
+)
 
 VERSION_WRITERS = (Kind.OPT, Kind.RECV_W)
 VERSION_READERS = (Kind.F, Kind.B, Kind.I, Kind.W)
@@ -82,9 +91,9 @@ class Analytics:
 
 
 def _plain(value: float) -> int | float:
-    """Fractions and integral floats as JSON numbers (3.0 -> 3)."""
+    """A JSON number: Fractions as floats, whole numbers as ints (3.0 and 2.9999999999999996 -> 3)."""
     value = float(value)
-    return int(value) if value.is_integer() else value
+    return round(value) if abs(value - round(value)) < 1e-9 else value
 
 
 def analyze(schedule: Schedule, costs: Costs | None = None) -> Analytics:
@@ -122,37 +131,38 @@ def _busy_per_rank(schedule: Schedule, costs: Costs) -> list[float]:
 
 
 def _step_time(timeline: Timeline) -> float:
+    """step_end[K-1] - step_end[K-2], a step ending with its last compute action; the makespan if K = 1."""
     steps = timeline.schedule.steps
     if steps < 2:
         return timeline.makespan
     step_end: dict[int, float] = defaultdict(float)
     for rank, actions in enumerate(timeline.schedule.actions):
         for action, end in zip(actions, timeline.end[rank], strict=True):
-            step_end[action.step] = max(step_end[action.step], end)
+            if action.kind in COMPUTE_KINDS:
+                step_end[action.step] = max(step_end[action.step], end)
     return step_end[steps - 1] - step_end[steps - 2]
 
 
-def _releasers(schedule: Schedule) -> set[tuple]:
-    """(stage, microbatch, step) whose activations are freed by a W (split backward) rather than a B."""
-    return {(a.stage, a.microbatch, a.step) for _, a in schedule.all_actions() if a.kind is Kind.W}
-
-
 def peak_activations(schedule: Schedule) -> tuple[list[float], list[float]]:
-    """(per stage, per rank) peak in-flight microbatches in each rank's order, divided by chunks."""
-    split = _releasers(schedule)
+    """(per stage, per rank) peak in-flight microbatches in each rank's order, divided by chunks.
+
+    A microbatch is in flight at a stage from its forward until its backward for inputs (B, or I when
+    the backward is split): that backward consumes the stashed activations. A deferred W keeps only the
+    layer inputs it needs, which the simulator's byte-level memory model counts; here ZB-H1 thus peaks
+    as 1F1B does (SPEC section 3).
+    """
     per_stage = [0] * schedule.num_stages
     per_rank = [0] * schedule.ranks
     for rank, actions in enumerate(schedule.actions):
         live = [0] * schedule.num_stages
         total = 0
         for action in actions:
-            key = (action.stage, action.microbatch, action.step)
             if action.kind is Kind.F:
                 live[action.stage] += 1
                 total += 1
                 per_stage[action.stage] = max(per_stage[action.stage], live[action.stage])
                 per_rank[rank] = max(per_rank[rank], total)
-            elif (action.kind is Kind.W) or (action.kind is Kind.B and key not in split):
+            elif action.kind in BACKWARD_KINDS:
                 live[action.stage] -= 1
                 total -= 1
     return _per_chunk(per_stage, schedule.chunks), _per_chunk(per_rank, schedule.chunks)

@@ -100,20 +100,24 @@ def key_text(key: Key) -> str:
     return str(Action(stage, kind, microbatch, step, None, peer))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Timeline:
-    """Start and end of every action: start[rank][index], end[rank][index] (time units)."""
+    """When every action of a schedule runs, by rank and index in the rank's action list."""
 
     schedule: Schedule
+    """The schedule that was timed."""
     start: tuple[tuple[float, ...], ...]
+    """start[rank][index]: when the action starts (time units)."""
     end: tuple[tuple[float, ...], ...]
+    """end[rank][index]: when it ends (time units)."""
 
     @property
     def makespan(self) -> float:
         return max((ends[-1] for ends in self.end if ends), default=0)
 
-    def rank_end(self, rank: int) -> float:
-        return self.end[rank][-1] if self.end[rank] else 0
+    def spans(self, rank: int) -> list[tuple[float, float]]:
+        """(start, end) of each of the rank's actions, by index."""
+        return list(zip(self.start[rank], self.end[rank], strict=True))
 
 
 def dry_run(schedule: Schedule, costs: Costs | None = None) -> Timeline:

@@ -70,6 +70,7 @@ def validate(schedule: Schedule) -> None:
     checks = (
         _check_placement,
         _check_duplicates,
+        _check_expected,
         _check_complete,
         _check_comms,
         _check_order,
@@ -108,42 +109,40 @@ def _check_duplicates(schedule: Schedule) -> Problems:
     for rank, actions in enumerate(schedule.actions):
         for position, action in enumerate(actions):
             if action.key in seen:
-                first = seen[action.key]
-                yield (
-                    f"{action} on rank {rank} is a duplicate (first at rank {first[0]}, {first[1]})",
-                    (
-                        rank,
-                        position,
-                    ),
-                )
+                first_rank, first_position = seen[action.key]
+                where = f"first at rank {first_rank}, position {first_position}"
+                yield f"{action} on rank {rank} is a duplicate ({where})", (rank, position)
             seen.setdefault(action.key, (rank, position))
+
+
+def _check_expected(schedule: Schedule) -> Problems:
+    """No compute action outside the schedule's microbatches, steps and pipelines."""
+    for rank, actions in enumerate(schedule.actions):
+        for position, action in enumerate(actions):
+            if action.kind in COMPUTE_KINDS and not _expected(schedule, action):
+                yield f"{action} on rank {rank} is not part of this schedule's work", (rank, position)
 
 
 def _check_complete(schedule: Schedule) -> Problems:
     """Every stage runs F and (B, or I and W) for every microbatch of its pipeline in every step."""
     layout, index = schedule.layout, index_actions(schedule)
-    for rank, actions in enumerate(schedule.actions):
-        for position, action in enumerate(actions):
-            if action.kind in COMPUTE_KINDS and not _expected(schedule, action):
-                yield f"{action} on rank {rank} is not part of this schedule's work", (rank, position)
     for step in range(schedule.steps):
         for microbatch in range(schedule.microbatches):
-            pipeline = microbatch % layout.pipelines
-            for depth in range(layout.stages_per_pipeline):
-                stage = pipeline * layout.stages_per_pipeline + depth
-                key = (stage, Kind.F, microbatch, step, None)
-                has = {kind: (stage, kind, microbatch, step, None) in index for kind in COMPUTE_KINDS}
-                mark = index.get(key) or next(
-                    (index[(stage, k, microbatch, step, None)] for k in (Kind.B, Kind.I, Kind.W) if has[k]),
-                    None,
-                )
+            first = (microbatch % layout.pipelines) * layout.stages_per_pipeline
+            for stage in range(first, first + layout.stages_per_pipeline):
+                found = {
+                    kind: index[key]
+                    for kind in (Kind.F, Kind.B, Kind.I, Kind.W)
+                    if (key := (stage, kind, microbatch, step, None)) in index
+                }
+                mark = next(iter(found.values()), None)  # the forward if there is one
                 name = Action(stage, Kind.F, microbatch, step)
-                if not has[Kind.F]:
+                if Kind.F not in found:
                     yield f"missing forward {name}", mark
-                elif has[Kind.B] and (has[Kind.I] or has[Kind.W]):
+                elif Kind.B in found and (Kind.I in found or Kind.W in found):
                     yield f"{name}: stage {stage} runs both a full backward and a split one", mark
-                elif not has[Kind.B] and not (has[Kind.I] and has[Kind.W]):
-                    lacking = "W" if has[Kind.I] else "I" if has[Kind.W] else "B (or I and W)"
+                elif Kind.B not in found and not (Kind.I in found and Kind.W in found):
+                    lacking = "W" if Kind.I in found else "I" if Kind.W in found else "B (or I and W)"
                     yield f"missing backward {lacking} for {name} on stage {stage}", mark
 
 

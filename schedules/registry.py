@@ -77,6 +77,10 @@ SCHEDULES: dict[str, ScheduleInfo] = {
 }
 
 
+DEFAULT_CHUNKS = 2
+"""Model chunks per rank for interleaved schedules when none are asked for."""
+
+
 def get_info(name: str) -> ScheduleInfo:
     try:
         return SCHEDULES[name]
@@ -108,10 +112,21 @@ def check_request(info: ScheduleInfo, ranks: int, microbatches: int, steps: int,
 
 
 def build(
-    name: str, ranks: int, microbatches: int, steps: int = 1, chunks: int = 1, *, lowered: bool = True
+    name: str,
+    ranks: int,
+    microbatches: int,
+    steps: int = 1,
+    chunks: int | None = None,
+    *,
+    lowered: bool = True,
 ) -> Schedule:
-    """Generate a schedule by name and (by default) lower it: optimizer steps, versions, comms."""
+    """Generate a schedule by name and (by default) lower it: optimizer steps, versions, comms.
+
+    chunks defaults to 2 for schedules that take chunks (interleaved) and 1 for the others.
+    """
     info = get_info(name)
+    if chunks is None:
+        chunks = DEFAULT_CHUNKS if info.uses_chunks else 1
     check_request(info, ranks, microbatches, steps, chunks)
     generate = info.generator()
     if info.uses_chunks:

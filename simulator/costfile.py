@@ -20,7 +20,6 @@ The file layout (every field and its unit: docs/cost-model.md):
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 _STAGE_TIMES = ("forward", "backward", "backward_weight", "optimizer")
-_STAGE_SIZES = ("activation_bytes", "stash_bytes", "weight_bytes", "rotation_bytes")
+_STAGE_SIZES = ("activation_bytes", "stash_bytes", "weight_bytes", "rotation_bytes", "matrix_bytes")
 _TABLES = {
     "link": ("latency", "bandwidth", "overlap"),
     "data_parallel": ("replicas", "latency", "bandwidth"),
@@ -187,11 +186,14 @@ def with_overrides(
     overlap: bool | None = None,
     data_parallel: object = None,
     seed: object = None,
+    jitter: str | None = None,
+    jitter_sigma: object = None,
 ) -> CostModel:
     """Flags win over the file or presets; None leaves a field alone. Values may carry units.
 
     The flag names are the CLI's: --tf forward, --tb backward (full, B = I + W), --tw its W part,
-    --topt optimizer_time, --latency, --bandwidth, --optimizer, --no-overlap, --dp, --seed.
+    --topt optimizer_time, --latency, --bandwidth, --optimizer, --no-overlap, --dp, --seed, --jitter,
+    --jitter-sigma.
     """
     stage_changes: dict[str, Any] = {}
     for key, value, flag in (
@@ -217,8 +219,9 @@ def with_overrides(
         changes["data_parallel"] = parse_count(data_parallel, "--dp", minimum=1)
     if seed is not None:
         changes["seed"] = parse_count(seed, "--seed")
+    if jitter is not None:
+        changes["jitter"] = jitter
+    if jitter_sigma is not None:
+        changes["jitter_sigma"] = parse_factor(jitter_sigma, "--jitter-sigma")
     return replace(costs, **changes) if changes else costs
 
-
-def is_finite(value: float) -> bool:
-    return not math.isinf(value)

@@ -19,9 +19,10 @@ from typing import Any
 
 from simulator.units import CostError
 
-OPTIMIZER_STATE = {"adamw": 2.0, "nadamw": 2.0, "rotation": 2.0, "muon": 1.0, "sgd": 1.0, "none": 0.0}
-"""Optimizer state per weight, in copies of the stage's weights (AdamW: m and v; Muon, SGD: momentum).
-Basis rotation keeps AdamW's two moments plus its bases (StageCost.rotation_bytes)."""
+OPTIMIZER_STATE = {"adamw": 2, "nadamw": 2, "rotation": 2, "muon": 1, "sgd": 1, "none": 0}
+"""Optimizer state, in copies of the weights it applies to (AdamW: m and v; Muon, SGD: momentum).
+Muon and basis rotation apply to the hidden matrices (StageCost.matrix_bytes) and AdamW to the rest;
+basis rotation adds its bases, StageCost.rotation_bytes."""
 
 JITTERS = ("none", "normal", "lognormal", "uniform")
 
@@ -54,6 +55,9 @@ class StageCost:
     """Bytes of one copy of the stage's weights (its gradient buffer is as big)."""
     rotation_bytes: int = 0
     """Extra optimizer-state bytes under basis rotation: 2(r^2 + c^2) elements per r x c matrix."""
+    matrix_bytes: int | None = None
+    """Bytes of the hidden 2-D matrices, which Muon and basis rotation treat (the rest uses AdamW);
+    None = all of weight_bytes."""
 
     def __post_init__(self) -> None:
         for name in ("forward", "backward", "optimizer"):
@@ -64,8 +68,8 @@ class StageCost:
                 raise CostError(
                     f"stage.backward_weight ({self.backward_weight}) exceeds stage.backward ({self.backward})"
                 )
-        for name in ("activation_bytes", "stash_bytes", "weight_bytes", "rotation_bytes"):
-            if getattr(self, name) < 0:
+        for name in ("activation_bytes", "stash_bytes", "weight_bytes", "rotation_bytes", "matrix_bytes"):
+            if (getattr(self, name) or 0) < 0:
                 raise CostError(f"stage.{name}: must be >= 0 bytes, got {getattr(self, name)}")
 
     @property
@@ -161,9 +165,14 @@ class CostModel:
                 "(give every stage or one for all)"
             )
 
-    @property
-    def optimizer_state_factor(self) -> float:
-        return OPTIMIZER_STATE[self.optimizer]
+    def optimizer_state_bytes(self, entry: StageCost) -> int:
+        """Bytes of optimizer state for one copy of a stage (see OPTIMIZER_STATE)."""
+        weights = entry.weight_bytes
+        matrices = weights if entry.matrix_bytes is None else min(entry.matrix_bytes, weights)
+        if self.optimizer == "muon":
+            return matrices + 2 * (weights - matrices)
+        state = OPTIMIZER_STATE[self.optimizer] * weights
+        return state + entry.rotation_bytes if self.optimizer == "rotation" else state
 
     def straggler_factor(self, rank: int) -> float:
         return dict(self.stragglers).get(rank, 1.0)

@@ -69,7 +69,7 @@ def run_plan(plan: Plan) -> Timeline:
     stuck = [rank for rank, process in enumerate(processes) if process.is_alive]
     if stuck:
         raise SimulationError(_deadlock_message(plan, fabric, stuck))
-    return Timeline(starts=starts, ends=ends, makespan=env.now)
+    return Timeline(starts=starts, ends=ends, makespan=max((max(e) for e in ends if e), default=0.0))
 
 
 def _rank(

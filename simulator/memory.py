@@ -59,14 +59,10 @@ def stage_bytes(schedule: Schedule, costs: CostModel) -> list[StageBytes]:
     out = []
     for stage in range(schedule.num_stages):
         entry, chunks = virtual_stage_cost(schedule, costs, stage)
-        weights = entry.weight_bytes // chunks
-        state = costs.optimizer_state_factor * weights
-        if costs.optimizer == "rotation":
-            state += entry.rotation_bytes // chunks
         out.append(
             StageBytes(
-                weights=weights,
-                optimizer=int(state),
+                weights=entry.weight_bytes // chunks,
+                optimizer=costs.optimizer_state_bytes(entry) // chunks,
                 stash=entry.stash_bytes // chunks,
                 activation=entry.activation_bytes,
             )

@@ -95,6 +95,13 @@ BROKEN = [
         "1F1",
     ),
     (
+        "a microbatch with both a full and a split backward",
+        False,
+        ["0F0 0F1 0B0 0I1 0W1 0B1", "1F0 1B0 1F1 1B1"],
+        "0F1: stage 0 runs both a full backward and a split one",
+        "0F1",
+    ),
+    (
         "a microbatch outside 0..m-1",
         False,
         ["0F0 0F1 0B0 0B1 0F2", "1F0 1B0 1F1 1B1"],

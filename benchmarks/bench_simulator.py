@@ -1,0 +1,193 @@
+"""Simulator speed: simulated actions per second, beside a bare heapq list scheduler and PyTorch's simulator.
+
+    .venv/bin/python benchmarks/bench_simulator.py              # the full cases (about a minute)
+    .venv/bin/python benchmarks/bench_simulator.py --quick      # small cases, a smoke run
+
+Contenders, alternated within each repeat (best of the repeats is reported):
+
+    engine        simulator: make_plan + run_plan + memory (simulate() without building the trace)
+    engine+trace  the same plus the shared-format Trace (one Event object per action)
+    heapq floor   a bare list scheduler over the same action lists: ranks in a heap keyed by their clock,
+                  one pop per action, the same link FIFO; its own dictionary-based resolution included
+    reference     simulator/reference.py, the textbook SimPy model (a Timeout per action, a Resource per
+                  link); timed once, it is the slow baseline the engine was built to beat
+    torch         torch.distributed.pipelining.schedules._simulate_comms_compute on the same 1F1B lists
+                  (no OPT, which it does not know); unit time steps, no costs
+
+Goal (issue 3): engine >= 250k actions/s, within 4x of the heapq floor, ahead of torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import heapq
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from schedules import build  # noqa: E402
+from schedules.ir import RECV_KINDS, SEND_KINDS, Kind, Schedule  # noqa: E402
+from simulator.costs import CostModel  # noqa: E402
+from simulator.engine import run_plan  # noqa: E402
+from simulator.plan import make_plan  # noqa: E402
+from simulator.reference import run_reference  # noqa: E402
+from simulator.simulate import simulate  # noqa: E402
+
+COSTS = CostModel.uniform(
+    forward=1e-3, backward=2e-3, optimizer=1e-4, latency=10e-6, bandwidth=25e9,
+    activation_bytes=8 * 2**20, stash_bytes=64 * 2**20, weight_bytes=2**30,
+)  # fmt: skip
+FULL = [("gpipe", 64, 1024, 1), ("2bw", 64, 512, 4), ("1f1b", 64, 512, 1)]
+QUICK = [("gpipe", 16, 64, 1), ("2bw", 16, 32, 2), ("1f1b", 16, 32, 1)]
+
+
+def heapq_floor(schedule: Schedule, costs: CostModel) -> float:
+    """Time every action with a plain heap of (clock, rank); returns the makespan.
+
+    Same model as the engine with overlapped sends: compute advances the rank, a send holds its directed
+    link (FIFO) for latency + bytes / bandwidth, a receive waits for the arrival.
+    """
+    table = {
+        Kind.F: costs.stage(0).forward, Kind.B: costs.stage(0).backward, Kind.I: costs.stage(0).input_grad,
+        Kind.W: costs.stage(0).weight_grad, Kind.OPT: costs.stage(0).optimizer,
+    }  # fmt: skip
+    transfer = {kind: costs.transfer_time(costs.stage(0).activation_bytes) for kind in SEND_KINDS}
+    layout, ranks = schedule.layout, schedule.ranks
+    arrival: dict[tuple, float] = {}
+    parked: dict[tuple, int] = {}
+    link_free: dict[tuple[int, int], float] = {}
+    position, clock = [0] * ranks, [0.0] * ranks
+    ends: list[list[float]] = [[] for _ in range(ranks)]  # the timeline, as the engine keeps it
+    heap = [(0.0, rank) for rank in range(ranks)]
+    while heap:
+        now, rank = heapq.heappop(heap)
+        actions = schedule.actions[rank]
+        i = position[rank]
+        if i == len(actions):
+            continue
+        action = actions[i]
+        kind = action.kind
+        if kind in RECV_KINDS:
+            source = layout.prev_stage(action.stage) if kind is Kind.RECV_F else layout.next_stage(action.stage)
+            key = (source, action.microbatch, action.step, kind)
+            if key not in arrival:
+                parked[key] = rank
+                continue
+            end = max(now, arrival[key])
+        elif kind in SEND_KINDS:
+            target = layout.next_stage(action.stage) if kind is Kind.SEND_F else layout.prev_stage(action.stage)
+            link = (rank, layout.placement[target])
+            begin = max(now, link_free.get(link, 0.0))
+            link_free[link] = done = begin + transfer[kind]
+            key = (action.stage, action.microbatch, action.step, Kind.RECV_F if kind is Kind.SEND_F else Kind.RECV_B)
+            arrival[key] = done
+            if key in parked:
+                waiter = parked.pop(key)
+                heapq.heappush(heap, (clock[waiter], waiter))
+            end = now
+        else:
+            end = now + table[kind]
+        position[rank] = i + 1
+        clock[rank] = end
+        ends[rank].append(end)
+        heapq.heappush(heap, (end, rank))
+    return max(clock)
+
+
+def torch_order(schedule: Schedule):
+    from torch.distributed.pipelining import schedules as torch_schedules
+
+    kinds = {
+        Kind.F: torch_schedules.FORWARD, Kind.B: torch_schedules.FULL_BACKWARD,
+        Kind.SEND_F: torch_schedules.SEND_F, Kind.RECV_F: torch_schedules.RECV_F,
+        Kind.SEND_B: torch_schedules.SEND_B, Kind.RECV_B: torch_schedules.RECV_B,
+    }  # fmt: skip
+    order = {
+        rank: [torch_schedules._Action(a.stage, kinds[a.kind], a.microbatch) for a in actions if a.kind in kinds]
+        for rank, actions in enumerate(schedule.actions)
+    }
+    ranks = schedule.ranks
+
+    def run() -> None:
+        torch_schedules._simulate_comms_compute({r: list(a) for r, a in order.items()}, lambda s: s % ranks, ranks)
+
+    return run, sum(map(len, order.values()))
+
+
+def timed(function: Callable[[], object]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def bench_case(name: str, ranks: int, microbatches: int, steps: int, repeats: int) -> list[tuple]:
+    schedule = build(name, ranks, microbatches, steps)
+    actions = sum(map(len, schedule.actions))
+    reference_ok = run_reference(make_plan(schedule, COSTS)).makespan
+    engine_makespan = run_plan(make_plan(schedule, COSTS)).makespan
+    assert engine_makespan == reference_ok, (engine_makespan, reference_ok)
+    floor_makespan = heapq_floor(schedule, COSTS)
+    assert abs(floor_makespan - engine_makespan) < 1e-9 * engine_makespan, (floor_makespan, engine_makespan)
+    contenders: dict[str, tuple[Callable[[], object], int]] = {
+        "engine": (lambda: simulate(schedule, COSTS), actions),
+        "engine+trace": (lambda: simulate(schedule, COSTS).trace(), actions),
+        "heapq floor": (lambda: heapq_floor(schedule, COSTS), actions),
+    }
+    if name == "1f1b" and steps == 1:
+        run_torch, torch_actions = torch_order(schedule)
+        contenders["torch"] = (run_torch, torch_actions)
+    times: dict[str, list[float]] = {key: [] for key in contenders}
+    for _ in range(repeats):
+        for key, (function, _) in contenders.items():
+            times[key].append(timed(function))
+    times["reference"] = [timed(lambda: run_reference(make_plan(schedule, COSTS)))]
+    contenders["reference"] = (lambda: None, actions)
+    floor = min(times["heapq floor"])
+    rows = []
+    for key, samples in times.items():
+        best, count = min(samples), contenders[key][1]
+        rows.append((f"{name} P={ranks} m={microbatches} x{steps}", count, key, best,
+                     statistics.median(samples), count / best, best / floor * actions / count))  # fmt: skip
+    return rows
+
+
+def memory_per_action(name: str, ranks: int, sizes: list[int]) -> list[tuple[int, float]]:
+    """Peak traced bytes of simulate() per action, for growing m: flat means linear memory."""
+    out = []
+    for microbatches in sizes:
+        schedule = build(name, ranks, microbatches)
+        actions = sum(map(len, schedule.actions))
+        tracemalloc.start()
+        simulate(schedule, COSTS)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        out.append((actions, peak / actions))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small cases")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    cases = QUICK if args.quick else FULL
+    header = ("case", "actions", "contender", "best s", "median s", "actions/s", "time vs floor")
+    print("  ".join(f"{h:>14}" for h in header))
+    for case in cases:
+        for row in bench_case(*case, repeats=args.repeats):
+            label, count, key, best, median, rate, ratio = row
+            print(f"{label:>24} {count:>9} {key:>13} {best:>9.3f} {median:>9.3f} {rate / 1e3:>10.0f}k {ratio:>8.2f}x")
+    print("\nmemory of simulate(), gpipe P=16 (traced peak bytes per action):")
+    for actions, per_action in memory_per_action("gpipe", 16, [64, 256, 1024]):
+        print(f"  {actions:>8} actions  {per_action:8.0f} B/action")
+
+
+if __name__ == "__main__":
+    main()

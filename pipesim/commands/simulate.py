@@ -1,0 +1,245 @@
+"""`pipesim simulate`: predict a schedule's timeline, throughput, memory and staleness with the SimPy model.
+
+    pipesim simulate --schedule 2bw -p 8 -m 32
+    pipesim simulate --schedule gpipe,1f1b,pipedream,2bw,amdp -p 8 -m 32          # side by side
+    pipesim simulate --schedule 1f1b -p 4 -m 16 --model gpt2-small --device h100-sxm --json
+    pipesim simulate --schedule 1f1b -p 4 -m 8 --costs costs.toml --trace t.json --chrome t.chrome.json
+
+Without --costs or --model/--device the costs are t_F = 1 s, t_B = 2 s and no communication (SPEC section
+3). Flags override any source; times and rates take units ("250us", "25GB/s"; docs/cost-model.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from pipesim.commands.schedules import (
+    ASYNC_DEFAULT_STEPS,
+    INTERLEAVED_DEFAULT_CHUNKS,
+    format_json,
+    format_table,
+    number,
+)
+from schedules.ir import Schedule
+from schedules.registry import SCHEDULES, build, get_info
+from simulator.costs import JITTERS, OPTIMIZER_STATE
+from simulator.presets import DEVICES, MODELS
+from simulator.request import CostRequest
+from simulator.simulate import Simulation, simulate
+from traces.chrome import write_chrome
+from traces.io import write_trace
+from traces.metrics import Metrics
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "simulate",
+        help="predict timeline, throughput, memory and staleness of schedules (SimPy)",
+        description="Simulate schedules under a cost model; print metrics, write traces.",
+    )
+    parser.add_argument(
+        "--schedule", required=True, metavar="NAMES", help=f"one or a comma list of: {', '.join(SCHEDULES)}"
+    )
+    parser.add_argument("-p", "--stages", type=int, required=True, metavar="P", help="pipeline stages (ranks)")
+    parser.add_argument("-m", "--microbatches", type=int, required=True, metavar="M", help="microbatches per step")
+    parser.add_argument(
+        "--steps", type=int, default=None, metavar="K",
+        help=f"optimizer steps (default 1 for synchronous schedules, {ASYNC_DEFAULT_STEPS} for asynchronous)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--chunks", type=int, default=None, metavar="V",
+        help=f"model chunks per rank, interleaved only (default {INTERLEAVED_DEFAULT_CHUNKS})",
+    )  # fmt: skip
+    add_cost_flags(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print the metrics as JSON (a list for several)")
+    out.add_argument("--trace", metavar="FILE", help="write the trace (several schedules: FILE.<name>.json)")
+    out.add_argument("--chrome", metavar="FILE", help="write a Chrome/Perfetto trace (same naming)")
+    parser.set_defaults(func=run)
+
+
+def add_cost_flags(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
+    """The cost-source and override flags (shared with `pipesim sweep`, which brings its own --device)."""
+    source = parser.add_argument_group("cost source (one of; default unit costs)")
+    source.add_argument("--costs", metavar="FILE", help="a TOML cost file (docs/cost-model.md)")
+    source.add_argument("--model", metavar="PRESET", help=f"transformer preset: {', '.join(MODELS)}")
+    if device:
+        source.add_argument("--device", metavar="PRESET", help=f"device preset: {', '.join(DEVICES)}")
+    source.add_argument("--microbatch-size", type=int, metavar="N", help="samples per microbatch")
+    flags = parser.add_argument_group("overrides (units allowed: 2ms, 10us, 25GB/s)")
+    flags.add_argument("--tf", metavar="TIME", help="forward of one stage")
+    flags.add_argument("--tb", metavar="TIME", help="full backward of one stage (B = I + W)")
+    flags.add_argument("--tw", metavar="TIME", help="the weight-gradient part W of the backward (default tb/2)")
+    flags.add_argument("--topt", metavar="TIME", help="optimizer step of one stage")
+    flags.add_argument("--latency", metavar="TIME", help="per point-to-point transfer")
+    flags.add_argument("--bandwidth", metavar="RATE", help="of a point-to-point link, bytes/s or with a unit")
+    flags.add_argument("--no-overlap", action="store_true", help="sends block their rank (no send stream)")
+    flags.add_argument("--optimizer", choices=tuple(OPTIMIZER_STATE), help="optimizer state held (default adamw)")
+    flags.add_argument("--dp", metavar="D", help="data-parallel replicas (ring all-reduce at OPT)")
+    flags.add_argument("--jitter", choices=JITTERS, help="compute-time jitter distribution (mean 1)")
+    flags.add_argument("--jitter-sigma", metavar="X", help="relative spread of the jitter")
+    flags.add_argument("--seed", metavar="N", help="seed of the jitter (default 0)")
+
+
+def cost_request(args: argparse.Namespace, device: str | None = None) -> CostRequest:
+    """The CostRequest the flags describe (`device` overrides args.device, for sweeps over devices)."""
+    overrides = {
+        "forward": args.tf,
+        "backward": args.tb,
+        "backward_weight": args.tw,
+        "optimizer_time": args.topt,
+        "latency": args.latency,
+        "bandwidth": args.bandwidth,
+        "overlap": False if args.no_overlap else None,
+        "data_parallel": args.dp,
+        "seed": args.seed,
+        "jitter": args.jitter,
+        "jitter_sigma": args.jitter_sigma,
+    }
+    return CostRequest(
+        costs_file=args.costs,
+        model=args.model,
+        device=device if device is not None else args.device,
+        microbatch_size=args.microbatch_size,
+        optimizer=args.optimizer,
+        overrides={key: value for key, value in overrides.items() if value is not None},
+    )
+
+
+def schedule_names(text: str) -> list[str]:
+    """A comma list of registered schedule names (ScheduleError for an unknown one)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    return [get_info(name).name for name in names]
+
+
+def build_schedule(name: str, ranks: int, microbatches: int, steps: int | None, chunks: int | None) -> Schedule:
+    """The lowered schedule, with the `schedules show` defaults for steps and chunks."""
+    info = get_info(name)
+    steps = steps if steps is not None else (ASYNC_DEFAULT_STEPS if info.asynchronous else 1)
+    chunks = chunks if chunks is not None else (INTERLEAVED_DEFAULT_CHUNKS if info.uses_chunks else 1)
+    return build(name, ranks, microbatches, steps=steps, chunks=chunks)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = schedule_names(args.schedule)
+    request = cost_request(args)
+    schedules = [build_schedule(n, args.stages, args.microbatches, args.steps, args.chunks) for n in names]
+    simulations = [simulate(s, request.costs_for(s), meta={"costs": request.label}) for s in schedules]
+    for simulation in simulations:
+        _write_files(args, simulation, several=len(simulations) > 1)
+    results = [(simulation, simulation.metrics()) for simulation in simulations]
+    if args.json:
+        dicts = [_json(simulation, metrics, request) for simulation, metrics in results]
+        print(format_json(dicts[0]) if len(dicts) == 1 else json.dumps(dicts, indent=2))
+    elif len(results) == 1:
+        print(format_one(*results[0], request))
+    else:
+        print(format_side_by_side(results, request))
+    return 0
+
+
+def _write_files(args: argparse.Namespace, simulation: Simulation, *, several: bool) -> None:
+    for path, write in ((args.trace, write_trace), (args.chrome, write_chrome)):
+        if path:
+            target = Path(path)
+            if several:
+                target = target.with_name(f"{target.stem}.{simulation.schedule.name}{target.suffix or '.json'}")
+            write(target, simulation.trace())
+
+
+def _json(simulation: Simulation, metrics: Metrics, request: CostRequest) -> dict[str, Any]:
+    return {**metrics.to_dict(), "costs": request.label, "memory_capacity": simulation.costs.memory_capacity}
+
+
+# --- text output ---------------------------------------------------------------------------------
+
+
+def seconds(value: float) -> str:
+    """A time with a readable unit: 117 s, 3.2 ms, 850 us."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if abs(value) >= scale or unit == "ns":
+            return f"{value / scale:.4g} {unit}"
+    return f"{value:g} s"
+
+
+def size(value: int | None) -> str:
+    """Bytes with a binary unit: 1.5 GiB."""
+    if value is None:
+        return "-"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= scale:
+            return f"{value / scale:.4g} {unit}"
+    return f"{value} B"
+
+
+def rate(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _title(simulation: Simulation, request: CostRequest) -> str:
+    schedule = simulation.schedule
+    chunks = f", {schedule.chunks} chunks per rank" if schedule.chunks > 1 else ""
+    steps = f"{schedule.steps} step" + ("s" if schedule.steps > 1 else "")
+    return (
+        f"{schedule.name}: P = {schedule.ranks} ranks, m = {schedule.microbatches} microbatches, {steps}"
+        f"{chunks}; costs: {request.label}"
+    )
+
+
+def format_one(simulation: Simulation, metrics: Metrics, request: CostRequest) -> str:
+    """Scalars, then per-rank and per-stage tables."""
+    scalars = [
+        ("step time", seconds(metrics.step_time)),
+        ("throughput", f"{rate(metrics.samples_per_s)} samples/s, {rate(metrics.tokens_per_s)} tokens/s"),
+        ("bubble fraction", number(metrics.bubble_fraction)),
+        ("makespan", seconds(metrics.makespan)),
+    ]
+    capacity = simulation.costs.memory_capacity
+    if capacity:
+        scalars.append(("memory per device", size(capacity)))
+    per_rank = [
+        ("rank", *map(str, range(metrics.ranks))),
+        ("utilization", *map(number, metrics.utilization)),
+        ("peak memory", *map(size, metrics.peak_memory)),
+    ]
+    per_stage = [
+        ("stage", *map(str, range(metrics.stages))),
+        ("delay", *map(str, metrics.delay)),
+        ("weight versions", *map(str, metrics.weight_versions)),
+        ("mismatches", *map(str, metrics.mismatches)),
+        ("peak activations", *map(number, metrics.peak_activations)),
+    ]
+    return "\n\n".join(
+        [
+            _title(simulation, request),
+            format_table(scalars),
+            format_table(per_rank, right=True),
+            format_table(per_stage, right=True),
+        ]
+    )
+
+
+def format_side_by_side(results: list[tuple[Simulation, Metrics]], request: CostRequest) -> str:
+    """One column per schedule."""
+    rows: list[tuple[str, ...]] = [("", *(m.schedule for _, m in results))]
+
+    def row(label: str, cell) -> None:
+        rows.append((label, *(cell(simulation, metrics) for simulation, metrics in results)))
+
+    row("steps", lambda s, m: str(m.steps))
+    row("step time", lambda s, m: seconds(m.step_time))
+    row("samples/s", lambda s, m: rate(m.samples_per_s))
+    row("tokens/s", lambda s, m: rate(m.tokens_per_s))
+    row("bubble fraction", lambda s, m: number(m.bubble_fraction))
+    row("utilization (mean)", lambda s, m: number(sum(m.utilization) / len(m.utilization)))
+    row("peak memory (max)", lambda s, m: size(max((p for p in m.peak_memory if p is not None), default=None)))
+    row("weight versions (max)", lambda s, m: str(max(m.weight_versions)))
+    row("delay (max)", lambda s, m: str(max(m.delay)))
+    row("mismatches (total)", lambda s, m: str(sum(m.mismatches)))
+    row("makespan", lambda s, m: seconds(m.makespan))
+    ranks, microbatches = results[0][0].schedule.ranks, results[0][0].schedule.microbatches
+    title = f"P = {ranks} ranks, m = {microbatches} microbatches; costs: {request.label}"
+    return title + "\n\n" + format_table(rows, right=True)

@@ -1,0 +1,73 @@
+"""`pipesim sweep`: simulate schedules x P x m (x device) on a process pool and write one CSV.
+
+    pipesim sweep --schedules gpipe,1f1b,2bw -p 2,4,8 -m 8,16 --out sweep.csv
+    pipesim sweep --schedules 1f1b,zb-h1 -p 4,8 -m 16,32 --model gpt2-small --device h100-sxm,a100-80gb \\
+        --out sweep.csv --jobs 2
+
+A progress bar goes to stderr; the CSV (columns: simulator/sweep.py COLUMNS) is written atomically, in
+grid order. A point a schedule cannot take gets a row with its `error` and no metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pipesim.commands.simulate import add_cost_flags, cost_request, schedule_names
+from pipesim.errors import UsageError
+from simulator.presets import DEVICES
+from simulator.sweep import ProgressBar, grid, run_sweep, write_rows
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="simulate a grid of schedules x P x m (x device) into a CSV",
+        description="Simulate every combination on a process pool; write one CSV row per point.",
+    )
+    parser.add_argument("--schedules", required=True, metavar="NAMES", help="comma list of schedules")
+    parser.add_argument("-p", "--stages", required=True, metavar="P,P", help="comma list of stage counts")
+    parser.add_argument("-m", "--microbatches", required=True, metavar="M,M", help="comma list of microbatches")
+    parser.add_argument("--steps", type=int, default=None, metavar="K", help="steps (default 1 sync, 4 async)")
+    parser.add_argument("--chunks", type=int, default=None, metavar="V", help="interleaved chunks (default 2)")
+    parser.add_argument(
+        "--device", metavar="PRESETS", help=f"comma list of device presets (with --model): {', '.join(DEVICES)}"
+    )
+    add_cost_flags(parser, device=False)
+    parser.add_argument("--out", required=True, metavar="FILE.csv", help="where to write the CSV")
+    parser.add_argument(
+        "--jobs", type=int, default=None, metavar="N", help="worker processes (default: CPU count)"
+    )
+    parser.set_defaults(func=run)
+
+
+def int_list(text: str, flag: str) -> list[int]:
+    """'2,4,8' -> [2, 4, 8]; a UsageError naming the flag otherwise."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"{flag}: expected a comma list of whole numbers, got {text!r}") from None
+    if not values:
+        raise UsageError(f"{flag}: empty list")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    names = schedule_names(args.schedules)
+    ranks = int_list(args.stages, "-p")
+    microbatches = int_list(args.microbatches, "-m")
+    devices = [d.strip() for d in args.device.split(",")] if args.device else [None]
+    requests = [cost_request(args, device=device) for device in devices]
+    jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    points = grid(
+        names, ranks=ranks, microbatches=microbatches, requests=requests, steps=args.steps, chunks=args.chunks
+    )
+    rows = run_sweep(points, jobs=min(jobs, len(points)), progress=ProgressBar(len(points)))
+    write_rows(args.out, rows)
+    failed = sum(1 for row in rows if row.get("error"))
+    note = f" ({failed} could not run; see the error column)" if failed else ""
+    print(f"wrote {args.out}: {len(rows)} points{note}", file=sys.stderr)
+    return 0

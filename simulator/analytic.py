@@ -1,0 +1,128 @@
+"""The analytic cost model: FLOPs, bytes and times per pipeline stage from a transformer and a device.
+
+    from simulator.analytic import cost_model
+    from simulator.presets import device, model
+    costs = cost_model(model("gpt2-small"), device("h100-sxm"), stages=4)
+
+Note: what one microbatch of T = microbatch_size x sequence tokens costs (h hidden, s sequence, V vocab,
+a heads; Megatron-LM's counts, Narayanan et al. 2021, attention counted in full, not causal-halved):
+
+    block   forward  T (24 h^2 + 4 s h)      input grad  T (24 h^2 + 8 s h)    weight grad  T 24 h^2
+    head    forward  T 2 h V                 input grad  T 2 h V               weight grad  T 2 h V
+    params  block 12 h^2 + 13 h   embedding (V + s) h   head V h + 2 h
+    stash   block T h (34 + 5 a s / h) x dtype/2 (Korthikanti et al. 2022, no recomputation)
+            head T (2 h + 2 V) x dtype;  embedding T x 8 (token ids)
+    message T h x dtype (the activation to the next stage; its gradient back is as big)
+
+Times are FLOPs / (peak x efficiency). The optimizer step is bound by memory bandwidth: it reads the
+weights, the gradient and its state and writes the weights and the state, (3 + 2 x state copies) x
+weight bytes. Layers are split as the executor splits them: layers // P each, the remainder to the
+middle stages first, then the first, then the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator.costs import OPTIMIZER_STATE, CostModel, StageCost
+from simulator.presets import DeviceSpec, ModelSpec
+from simulator.units import CostError
+
+ROTATION_ELEMENTS_PER_H2 = 2 * (9 + 1) + 2 * (1 + 1) + 2 * (16 + 1) + 2 * (1 + 16)
+"""Sum of 2(r^2 + c^2) / h^2 over a block's matrices: qkv 3h x h, proj h x h, fc 4h x h, out h x 4h."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageWork:
+    """What one model stage does for one microbatch, before any device is involved."""
+
+    layers: int
+    """Transformer blocks on the stage."""
+    forward_flops: float
+    input_grad_flops: float
+    weight_grad_flops: float
+    parameters: int
+    matrix_parameters: int
+    """Parameters in hidden 2-D matrices (Muon, basis rotation)."""
+    rotation_elements: int
+    """Sum of 2(r^2 + c^2) over those matrices."""
+    stash_bytes: int
+    activation_bytes: int
+
+
+def split_layers(layers: int, stages: int) -> list[int]:
+    """Blocks per stage, balanced as executor/model.py does: the middle stages take the remainder first."""
+    if stages > layers:
+        raise CostError(f"--model has {layers} layers, too few for {stages} stages")
+    counts = [layers // stages] * stages
+    preference = [*range(1, stages - 1), 0, stages - 1] if stages > 1 else [0]
+    for stage in preference[: layers % stages]:
+        counts[stage] += 1
+    return counts
+
+
+def stage_work(spec: ModelSpec, stages: int) -> list[StageWork]:
+    """FLOPs, parameters and bytes of every stage of `spec` cut into `stages`."""
+    h, s, V, a = spec.hidden, spec.sequence, spec.vocab, spec.heads
+    tokens = spec.microbatch_size * s
+    dtype = spec.dtype_bytes
+    block_stash = tokens * h * (34 + 5 * a * s / h) * dtype / 2
+    out = []
+    for stage, n in enumerate(split_layers(spec.layers, stages)):
+        first, last = stage == 0, stage == stages - 1
+        head = 2 * h * V * tokens if last else 0
+        parameters = n * (12 * h * h + 13 * h) + ((V + s) * h if first else 0) + (V * h + 2 * h if last else 0)
+        stash = n * block_stash + (8 * tokens if first else 0) + ((2 * h + 2 * V) * tokens * dtype if last else 0)
+        out.append(
+            StageWork(
+                layers=n,
+                forward_flops=n * tokens * (24 * h * h + 4 * s * h) + head,
+                input_grad_flops=n * tokens * (24 * h * h + 8 * s * h) + head,
+                weight_grad_flops=n * tokens * 24 * h * h + head,
+                parameters=parameters,
+                matrix_parameters=n * 12 * h * h,
+                rotation_elements=n * ROTATION_ELEMENTS_PER_H2 * h * h,
+                stash_bytes=int(stash),
+                activation_bytes=tokens * h * dtype,
+            )
+        )
+    return out
+
+
+def stage_cost(work: StageWork, spec: ModelSpec, device: DeviceSpec, optimizer: str) -> StageCost:
+    """Times and bytes of one stage on one device."""
+    dtype = spec.dtype_bytes
+    weight_bytes = work.parameters * dtype
+    touched = (3 + 2 * OPTIMIZER_STATE[optimizer]) * weight_bytes
+    return StageCost(
+        forward=work.forward_flops / device.flops,
+        backward=(work.input_grad_flops + work.weight_grad_flops) / device.flops,
+        backward_weight=work.weight_grad_flops / device.flops,
+        optimizer=touched / device.memory_bandwidth,
+        activation_bytes=work.activation_bytes,
+        stash_bytes=work.stash_bytes,
+        weight_bytes=weight_bytes,
+        matrix_bytes=work.matrix_parameters * dtype,
+        rotation_bytes=work.rotation_elements * dtype,
+    )
+
+
+def cost_model(
+    spec: ModelSpec, device: DeviceSpec, *, stages: int, optimizer: str = "adamw", data_parallel: int = 1
+) -> CostModel:
+    """The CostModel of `spec` cut into `stages` model stages on `device` (links from the device too)."""
+    if optimizer not in OPTIMIZER_STATE:
+        raise CostError(f"optimizer: unknown {optimizer!r} (known: {', '.join(OPTIMIZER_STATE)})")
+    return CostModel(
+        stages=tuple(stage_cost(work, spec, device, optimizer) for work in stage_work(spec, stages)),
+        latency=device.link_latency,
+        bandwidth=device.link_bandwidth,
+        optimizer=optimizer,
+        data_parallel=data_parallel,
+        dp_latency=device.dp_latency,
+        dp_bandwidth=device.dp_bandwidth,
+        microbatch_size=spec.microbatch_size,
+        sequence_length=spec.sequence,
+        memory_capacity=device.memory,
+        source={"model": spec.name, "device": device.name},
+    )

@@ -1,0 +1,248 @@
+"""The interpreter, proven numerically in the single-process mode against plain training written here.
+
+Run: .venv/bin/pytest tests/executor/test_runtime.py
+
+- flushing schedules (GPipe, 1F1B, ZB-H1, interleaved) == gradient accumulation over m microbatches;
+- PipeDream == a loop applying W_s(j+1) = W_s(j) - lr U(grad at W_s(max(0, j - (P-1-s)))) per stage;
+- 2BW == a loop applying W(k+1) = W(k) - lr U(grad at W(k-1)), and its step 0 equals 1F1B's;
+- weight versions held: FLUSH 1, STASH P-s, DOUBLE_BUFFER 2; AMDP replicas end identical.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from executor.assemble import Assembly
+from executor.data import load_corpus
+from executor.local import run_local
+from executor.model import build_stages, loss_fn
+from executor.optim import OptimizerConfig, make_optimizer
+from executor.program import build_plans
+from executor.runconfig import RunConfig
+from schedules import Kind, build
+
+STEPS = 3
+ADAMW = OptimizerConfig(name="adamw", lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus()
+
+
+def config(schedule: str, stages: int, microbatches: int = 4, **overrides) -> RunConfig:
+    base = dict(steps=STEPS, microbatch_size=2, seq_len=32, val_every=0, optimizer=ADAMW)
+    base.update(overrides)
+    return RunConfig(schedule=schedule, stages=stages, microbatches=microbatches, **base)
+
+
+def run(cfg: RunConfig, corpus, capture_grads: bool = False):
+    """Run locally; returns ({(step, microbatch): loss}, {step: {name: grad}}, runtimes)."""
+    grads: dict[int, dict[str, torch.Tensor]] = {}
+
+    def configure(runtimes):
+        def on_update(state, op):
+            names = state.store.names
+            grads.setdefault(op.step, {}).update(
+                {name: p.grad.clone() for name, p in zip(names, state.params, strict=True)}
+            )
+
+        for runtime in runtimes:
+            runtime.on_update = on_update if capture_grads else None
+
+    runtimes = run_local(Assembly(cfg, corpus=corpus), configure=configure)
+    losses = {(step, j): loss for r in runtimes for step, j, loss, _ in r.losses}
+    return losses, grads, runtimes
+
+
+def data(cfg: RunConfig, corpus, step: int, microbatch: int):
+    return corpus.batch(
+        "train",
+        step=step,
+        microbatch=microbatch,
+        microbatch_size=cfg.microbatch_size,
+        seq_len=cfg.model_config.seq_len,
+        seed=cfg.seed,
+    )
+
+
+def reference_accumulation(cfg: RunConfig, corpus):
+    """Plain single-process training: loss/m per microbatch, one update per step."""
+    (model,) = build_stages(cfg.model_config, 1, seed=cfg.seed)
+    optimizer = make_optimizer(cfg.optimizer, model)
+    losses, grads = {}, {}
+    for step in range(cfg.steps):
+        for j in range(cfg.microbatches):
+            inputs, targets = data(cfg, corpus, step, j)
+            loss = loss_fn(model(inputs), targets)
+            (loss / cfg.microbatches).backward()
+            losses[step, j] = loss.item()
+        grads[step] = {name: p.grad.clone() for name, p in model.named_parameters()}
+        optimizer.step(step)
+        optimizer.zero_grad()
+    return losses, grads
+
+
+def assert_close(ours: dict, theirs: dict, rtol: float = 1e-5) -> None:
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        torch.testing.assert_close(
+            torch.as_tensor(ours[key]), torch.as_tensor(theirs[key]), rtol=rtol, atol=1e-7
+        )
+
+
+# Each case: a flushing schedule at P = 2 and 4 (interleaved: 2 ranks x 2 chunks = 4 pieces).
+FLUSH_CASES = [
+    ("gpipe", 2, 1),
+    ("gpipe", 4, 1),
+    ("1f1b", 2, 1),
+    ("1f1b", 4, 1),
+    ("zb-h1", 4, 1),  # I and W split: the same gradients
+    ("interleaved", 2, 2),  # a rank holds two non-adjacent pieces
+]
+
+
+@pytest.mark.parametrize(("schedule", "stages", "chunks"), FLUSH_CASES)
+def test_flushing_schedules_equal_gradient_accumulation(corpus, schedule, stages, chunks):
+    cfg = config(schedule, stages, chunks=chunks)
+    losses, grads, _ = run(cfg, corpus, capture_grads=True)
+    ref_losses, ref_grads = reference_accumulation(cfg, corpus)
+    assert_close(losses, ref_losses)
+    for step in range(cfg.steps):
+        assert_close(grads[step], ref_grads[step])
+
+
+def reference_pipedream(cfg: RunConfig, corpus):
+    """Stage s of P: microbatch j (global) runs at W_s(max(0, j - (P-1-s))); its update makes W_s(j+1)."""
+    P = cfg.stages
+    pieces = build_stages(cfg.model_config, P, seed=cfg.seed)
+    optimizers = [
+        make_optimizer(cfg.optimizer, m, stage=s, stages=P, delay=P - 1 - s) for s, m in enumerate(pieces)
+    ]
+    history = [{0: [p.detach().clone() for p in m.parameters()]} for m in pieces]
+    losses = {}
+    for j in range(cfg.steps * cfg.microbatches):
+        step, microbatch = divmod(j, cfg.microbatches)
+        inputs, targets = data(cfg, corpus, step, microbatch)
+        hidden, leaves = inputs, []
+        for s, module in enumerate(pieces):
+            weights = [t.clone().requires_grad_() for t in history[s][max(0, j - (P - 1 - s))]]
+            names = [name for name, _ in module.named_parameters()]
+            hidden = torch.func.functional_call(module, dict(zip(names, weights, strict=True)), (hidden,))
+            leaves.append(weights)
+        loss = loss_fn(hidden, targets)
+        loss.backward()
+        losses[step, microbatch] = loss.item()
+        for s, module in enumerate(pieces):
+            for param, leaf in zip(module.parameters(), leaves[s], strict=True):
+                param.grad = leaf.grad
+            optimizers[s].step(j)
+            optimizers[s].zero_grad()
+            history[s][j + 1] = [p.detach().clone() for p in module.parameters()]
+    return losses
+
+
+@pytest.mark.parametrize("stages", [2, 4])
+def test_pipedream_equals_per_stage_delayed_rule(corpus, stages):
+    cfg = config("pipedream", stages)
+    losses, _, runtimes = run(cfg, corpus)
+    assert_close(losses, reference_pipedream(cfg, corpus))
+
+
+def reference_2bw(cfg: RunConfig, corpus):
+    """W(k+1) = W(k) - lr U(grad f(W(k-1))), steps 0 and 1 both at W(0)."""
+    (model,) = build_stages(cfg.model_config, 1, seed=cfg.seed)
+    optimizer = make_optimizer(cfg.optimizer, model, delay=1)
+    names = [name for name, _ in model.named_parameters()]
+    older = [p.detach().clone() for p in model.parameters()]
+    losses = {}
+    for step in range(cfg.steps):
+        leaves = [t.clone().requires_grad_() for t in older]
+        for j in range(cfg.microbatches):
+            inputs, targets = data(cfg, corpus, step, j)
+            logits = torch.func.functional_call(model, dict(zip(names, leaves, strict=True)), (inputs,))
+            loss = loss_fn(logits, targets)
+            (loss / cfg.microbatches).backward()
+            losses[step, j] = loss.item()
+        older = [p.detach().clone() for p in model.parameters()]
+        for param, leaf in zip(model.parameters(), leaves, strict=True):
+            param.grad = leaf.grad
+        optimizer.step(step)
+        optimizer.zero_grad()
+    return losses
+
+
+@pytest.mark.parametrize("stages", [2, 4])
+def test_2bw_equals_one_step_delay_rule(corpus, stages):
+    cfg = config("2bw", stages, microbatches=4, steps=4)
+    losses, _, _ = run(cfg, corpus)
+    assert_close(losses, reference_2bw(cfg, corpus))
+
+
+def test_2bw_step0_equals_1f1b_and_step1_differs(corpus):
+    two_bw, _, _ = run(config("2bw", 2), corpus)
+    one_f_one_b, _, _ = run(config("1f1b", 2), corpus)
+    m = 4
+    assert [two_bw[0, j] for j in range(m)] == [one_f_one_b[0, j] for j in range(m)]
+    assert [two_bw[1, j] for j in range(m)] != [one_f_one_b[1, j] for j in range(m)]
+
+
+class VersionProbe:
+    """A recorder that keeps, per stage, the most weight copies it ever held."""
+
+    def __init__(self) -> None:
+        self.runtime = None
+        self.most: dict[int, int] = {}
+
+    def event(self, index, op, start, end, moved, memory) -> None:
+        for stage, state in self.runtime.stages.items():
+            self.most[stage] = max(self.most.get(stage, 0), state.store.held())
+
+    def loss(self, *args) -> None: ...
+    def val(self, *args) -> None: ...
+    def cut(self, *args) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [("1f1b", lambda s, P: 1), ("pipedream", lambda s, P: P - s), ("2bw", lambda s, P: 2)],
+)
+def test_weight_versions_held(corpus, schedule, expected):
+    P = 4
+    cfg = config(schedule, P, microbatches=4, steps=3, layers=4, hidden=32)
+    probes = {rank: VersionProbe() for rank in range(P)}
+    assembly = Assembly(cfg, corpus=corpus)
+
+    def configure(runtimes):
+        for runtime in runtimes:
+            probes[runtime.rank].runtime = runtime
+
+    run_local(assembly, recorder_for=lambda rank: probes[rank], configure=configure)
+    most = {stage: n for probe in probes.values() for stage, n in probe.most.items()}
+    assert most == {s: expected(s, P) for s in range(P)}
+
+
+def test_amdp_replicas_end_identical_and_train(corpus):
+    cfg = config("amdp", 4, microbatches=4, steps=4, layers=4, hidden=32)
+    losses, _, runtimes = run(cfg, corpus)
+    states = {stage: state for r in runtimes for stage, state in r.stages.items()}
+    layout = runtimes[0].layout
+    for stage in range(layout.stages_per_pipeline):
+        for replica in layout.replicas(stage)[1:]:
+            for a, b in zip(states[stage].params, states[replica].params, strict=True):
+                assert torch.equal(a, b)
+        assert states[stage].store.live == cfg.steps
+    first = sum(losses[0, j] for j in range(4)) / 4
+    last = sum(losses[cfg.steps - 1, j] for j in range(4)) / 4
+    assert last < first
+
+
+def test_frozen_forwards_are_the_ones_an_update_overtakes():
+    """2BW, P = 2, stage 0: the first w_0 = 1 forward of step 1 runs before OPT(0) and backs after it."""
+    schedule = build("2bw", 2, 4, 2)
+    plan = build_plans(schedule)[0]
+    frozen = [plan.ops[i] for i in sorted(plan.frozen_forward)]
+    assert [(op.step, op.microbatch) for op in frozen] == [(1, 0)]
+    kept = [plan.ops[i] for i in sorted(plan.keep_on_update)]
+    assert [(op.kind, op.step) for op in kept] == [(Kind.OPT, 0)]
