@@ -4,9 +4,9 @@
 
 The backward is split into I (gradient for the inputs, on the critical path) and W (gradient for the
 weights, free to wait). Stage s runs 1F1B with I in place of B and defers each W by s microbatches, so
-its Ws fill the cool-down bubble that 1F1B leaves. Stage s then holds at most P microbatches (freed by
-their W), the peak of 1F1B's first stage, and with t_F = t_I = t_W the idle time per rank drops from
-3(P-1) to P-1 (a third). Same order as the zero-bubble 1F1B of torch.distributed.pipelining.
+its Ws fill the cool-down bubble that 1F1B leaves. Activations are in flight from F to I, as in 1F1B
+(P - s on stage s); a deferred W keeps only its layer inputs. With t_F = t_I = t_W the idle time per
+rank drops from 3(P-1) to P-1 (a third). Same order as the zero-bubble 1F1B of torch.distributed.pipelining.
 
     warm-up:   F0 .. F(w-1)                          w = min(P-1-s, m)
     steady:    F(w+i), I(i), then W(i-s) once i >= s
