@@ -31,18 +31,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from schedules import build  # noqa: E402
-from schedules.ir import RECV_KINDS, SEND_KINDS, Kind, Schedule  # noqa: E402
-from simulator.costs import CostModel  # noqa: E402
-from simulator.engine import run_plan  # noqa: E402
-from simulator.plan import make_plan  # noqa: E402
-from simulator.reference import run_reference  # noqa: E402
-from simulator.simulate import simulate  # noqa: E402
+from schedules import build
+from schedules.ir import RECV_KINDS, SEND_KINDS, Kind, Schedule
+from simulator.costs import CostModel
+from simulator.engine import run_plan
+from simulator.plan import make_plan
+from simulator.reference import run_reference
+from simulator.simulate import simulate
 
 COSTS = CostModel.uniform(
-    forward=1e-3, backward=2e-3, optimizer=1e-4, latency=10e-6, bandwidth=25e9,
-    activation_bytes=8 * 2**20, stash_bytes=64 * 2**20, weight_bytes=2**30,
-)  # fmt: skip
+    forward=1e-3,
+    backward=2e-3,
+    optimizer_step=1e-4,
+    latency=10e-6,
+    bandwidth=25e9,
+    activation_bytes=8 * 2**20,
+    stash_bytes=64 * 2**20,
+    weight_bytes=2**30,
+)
 FULL = [("gpipe", 64, 1024, 1), ("2bw", 64, 512, 4), ("1f1b", 64, 512, 1)]
 QUICK = [("gpipe", 16, 64, 1), ("2bw", 16, 32, 2), ("1f1b", 16, 32, 1)]
 
@@ -54,9 +60,12 @@ def heapq_floor(schedule: Schedule, costs: CostModel) -> float:
     link (FIFO) for latency + bytes / bandwidth, a receive waits for the arrival.
     """
     table = {
-        Kind.F: costs.stage(0).forward, Kind.B: costs.stage(0).backward, Kind.I: costs.stage(0).input_grad,
-        Kind.W: costs.stage(0).weight_grad, Kind.OPT: costs.stage(0).optimizer,
-    }  # fmt: skip
+        Kind.F: costs.stage(0).forward,
+        Kind.B: costs.stage(0).backward,
+        Kind.I: costs.stage(0).input_grad,
+        Kind.W: costs.stage(0).weight_grad,
+        Kind.OPT: costs.stage(0).optimizer_step,
+    }
     transfer = {kind: costs.transfer_time(costs.stage(0).activation_bytes) for kind in SEND_KINDS}
     layout, ranks = schedule.layout, schedule.ranks
     arrival: dict[tuple, float] = {}
@@ -74,18 +83,27 @@ def heapq_floor(schedule: Schedule, costs: CostModel) -> float:
         action = actions[i]
         kind = action.kind
         if kind in RECV_KINDS:
-            source = layout.prev_stage(action.stage) if kind is Kind.RECV_F else layout.next_stage(action.stage)
+            source = (
+                layout.prev_stage(action.stage) if kind is Kind.RECV_F else layout.next_stage(action.stage)
+            )
             key = (source, action.microbatch, action.step, kind)
             if key not in arrival:
                 parked[key] = rank
                 continue
             end = max(now, arrival[key])
         elif kind in SEND_KINDS:
-            target = layout.next_stage(action.stage) if kind is Kind.SEND_F else layout.prev_stage(action.stage)
+            target = (
+                layout.next_stage(action.stage) if kind is Kind.SEND_F else layout.prev_stage(action.stage)
+            )
             link = (rank, layout.placement[target])
             begin = max(now, link_free.get(link, 0.0))
             link_free[link] = done = begin + transfer[kind]
-            key = (action.stage, action.microbatch, action.step, Kind.RECV_F if kind is Kind.SEND_F else Kind.RECV_B)
+            key = (
+                action.stage,
+                action.microbatch,
+                action.step,
+                Kind.RECV_F if kind is Kind.SEND_F else Kind.RECV_B,
+            )
             arrival[key] = done
             if key in parked:
                 waiter = parked.pop(key)
@@ -104,18 +122,25 @@ def torch_order(schedule: Schedule):
     from torch.distributed.pipelining import schedules as torch_schedules
 
     kinds = {
-        Kind.F: torch_schedules.FORWARD, Kind.B: torch_schedules.FULL_BACKWARD,
-        Kind.SEND_F: torch_schedules.SEND_F, Kind.RECV_F: torch_schedules.RECV_F,
-        Kind.SEND_B: torch_schedules.SEND_B, Kind.RECV_B: torch_schedules.RECV_B,
-    }  # fmt: skip
+        Kind.F: torch_schedules.FORWARD,
+        Kind.B: torch_schedules.FULL_BACKWARD,
+        Kind.SEND_F: torch_schedules.SEND_F,
+        Kind.RECV_F: torch_schedules.RECV_F,
+        Kind.SEND_B: torch_schedules.SEND_B,
+        Kind.RECV_B: torch_schedules.RECV_B,
+    }
     order = {
-        rank: [torch_schedules._Action(a.stage, kinds[a.kind], a.microbatch) for a in actions if a.kind in kinds]
+        rank: [
+            torch_schedules._Action(a.stage, kinds[a.kind], a.microbatch) for a in actions if a.kind in kinds
+        ]
         for rank, actions in enumerate(schedule.actions)
     }
     ranks = schedule.ranks
 
     def run() -> None:
-        torch_schedules._simulate_comms_compute({r: list(a) for r, a in order.items()}, lambda s: s % ranks, ranks)
+        torch_schedules._simulate_comms_compute(
+            {r: list(a) for r, a in order.items()}, lambda s: s % ranks, ranks
+        )
 
     return run, sum(map(len, order.values()))
 
@@ -153,8 +178,17 @@ def bench_case(name: str, ranks: int, microbatches: int, steps: int, repeats: in
     rows = []
     for key, samples in times.items():
         best, count = min(samples), contenders[key][1]
-        rows.append((f"{name} P={ranks} m={microbatches} x{steps}", count, key, best,
-                     statistics.median(samples), count / best, best / floor * actions / count))  # fmt: skip
+        rows.append(
+            (
+                f"{name} P={ranks} m={microbatches} x{steps}",
+                count,
+                key,
+                best,
+                statistics.median(samples),
+                count / best,
+                best / floor * actions / count,
+            )
+        )
     return rows
 
 
@@ -183,7 +217,9 @@ def main() -> None:
     for case in cases:
         for row in bench_case(*case, repeats=args.repeats):
             label, count, key, best, median, rate, ratio = row
-            print(f"{label:>24} {count:>9} {key:>13} {best:>9.3f} {median:>9.3f} {rate / 1e3:>10.0f}k {ratio:>8.2f}x")
+            print(
+                f"{label:>24} {count:>9} {key:>13} {best:>9.3f} {median:>9.3f} {rate / 1e3:>10.0f}k {ratio:>8.2f}x"
+            )
     print("\nmemory of simulate(), gpipe P=16 (traced peak bytes per action):")
     for actions, per_action in memory_per_action("gpipe", 16, [64, 256, 1024]):
         print(f"  {actions:>8} actions  {per_action:8.0f} B/action")

@@ -36,7 +36,9 @@ def stage_delay(schedule: Schedule, stage: int) -> int:
 class Assembly:
     """What every rank of one run shares: the schedule, the static plans, the corpus."""
 
-    def __init__(self, config: RunConfig, schedule: Schedule | None = None, corpus: Corpus | None = None) -> None:
+    def __init__(
+        self, config: RunConfig, schedule: Schedule | None = None, corpus: Corpus | None = None
+    ) -> None:
         self.config = config
         self.schedule = schedule or config.build_schedule()
         self.plans = build_plans(

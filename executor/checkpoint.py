@@ -84,7 +84,8 @@ def attach(runtime: Runtime, assembly: Assembly, folder: RunFolder, resume_from:
     rank_of = layout.placement.__getitem__
     steps = sorted(assembly.config.checkpoint_steps())
     mine = {
-        step: {m for m in crossing(plans, rank_of, step)[0] if rank_of(m.src) == runtime.rank} for step in steps
+        step: {m for m in crossing(plans, rank_of, step)[0] if rank_of(m.src) == runtime.rank}
+        for step in steps
     }
     runtime.keep_sent = frozenset().union(*mine.values()) if mine else frozenset()
 
@@ -145,7 +146,9 @@ def checkpoint_time(path: Path, ranks: int) -> float:
 
 def restore(runtime: Runtime, assembly: Assembly, path: Path) -> None:
     """Load this rank's checkpoint, recompute its in-flight forwards, re-send what crosses the cut."""
-    state = torch.load(path / f"rank{runtime.rank}.pt", map_location=runtime.settings.device, weights_only=False)
+    state = torch.load(
+        path / f"rank{runtime.rank}.pt", map_location=runtime.settings.device, weights_only=False
+    )
     step = state["step"]
     for stage, saved in state["stages"].items():
         _load_stage(runtime.stages[stage], saved)
@@ -181,7 +184,6 @@ def _load_stage(stage_state, saved: dict) -> None:
 
 
 def _forward_index(runtime: Runtime, key) -> int:
-    stage, step, microbatch = key
     for index, op in enumerate(runtime.plan.ops):
         if op.kind == "F" and (op.stage, op.step, op.microbatch) == key:
             return index

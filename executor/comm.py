@@ -6,12 +6,13 @@
 
 Every (sender, receiver) pair carries its messages in one static order, the sender's (see
 executor.program.pair_orders). A receiver posts its receives in that order, together with any earlier
-message of the pair it has not posted yet; the tag of a message is its position in the pair's order.
+message of the pair it has not posted yet; the tag of a message is 1 + its position in the pair's order.
 Transports that match by tag (gloo) and those that match by order (NCCL) both see the same pairs.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -53,7 +54,9 @@ class DistTransport:
             op = ops[0]
             call = dist.isend if op.send else dist.irecv
             return [call(op.tensor, op.peer, tag=op.tag)]
-        p2p = [dist.P2POp(dist.isend if op.send else dist.irecv, op.tensor, op.peer, tag=op.tag) for op in ops]
+        p2p = [
+            dist.P2POp(dist.isend if op.send else dist.irecv, op.tensor, op.peer, tag=op.tag) for op in ops
+        ]
         return dist.batch_isend_irecv(p2p)
 
     def ready(self, op: P2P, handle: Handle) -> bool:
@@ -98,8 +101,8 @@ class LocalTransport:
         return self.office.boxes.pop((op.peer, self.rank, op.tag))
 
 
-class CommTimeout(RuntimeError):
-    """A receive did not complete in time."""
+class CommError(RuntimeError):
+    """A receive failed: its peer died, or it did not complete in time."""
 
 
 class Mailman:
@@ -128,8 +131,8 @@ class Mailman:
         self.incoming: dict[int, list[Message]] = {}
         self.next_post: dict[int, int] = {}
         for (src, dst), messages in orders.items():
-            for tag, message in enumerate(messages):
-                self.tags[message] = tag
+            for position, message in enumerate(messages):
+                self.tags[message] = position + 1  # tag 0 stays free for control messages (the clock)
             if dst == self.rank:
                 self.incoming[src] = messages
                 self.next_post[src] = 0
@@ -180,7 +183,10 @@ class Mailman:
             try:
                 handle.wait(timedelta(seconds=timeout))
             except RuntimeError as error:
-                raise CommTimeout(str(error).splitlines()[0] if str(error) else "receive failed") from None
+                raise CommError(
+                    f"receive of {message.kind}{message.microbatch} from rank {op.peer} failed: "
+                    f"{_reason(error)}"
+                ) from None
         else:
             handle.wait()
         return self.transport.result(op, handle)
@@ -197,3 +203,9 @@ class Mailman:
             else:
                 handle.wait(timedelta(seconds=timeout))
         self.in_flight = []
+
+
+def _reason(error: BaseException) -> str:
+    """The gist of a transport error: no source location, no advice."""
+    text = re.sub(r"\[[^\]]*\]\s*", "", str(error).strip().splitlines()[0] if str(error).strip() else "")
+    return text.split(". This is")[0].rstrip(".") or type(error).__name__

@@ -42,9 +42,7 @@ def round_robin(runtimes: list[Runtime], poll: Callable[[], None] | None = None)
         if poll is not None:
             poll()
         if not progressed:
-            waiting = ", ".join(
-                f"rank {r.rank} at {r.plan.ops[r.index]}" for r in runtimes if not r.done
-            )
+            waiting = ", ".join(f"rank {r.rank} at {r.plan.ops[r.index]}" for r in runtimes if not r.done)
             raise Deadlock(f"no rank can proceed: {waiting}")
 
 

@@ -164,9 +164,7 @@ def _version_analysis(ops: tuple[Op, ...], versioning: Versioning, checkpoint_cu
     for index, op in enumerate(ops):
         if op.kind in UPDATE_KINDS:
             updates[op.stage].append(index)
-    frozen = frozenset(
-        f for f, end in graph_end.items() if any(f < u < end for u in updates[ops[f].stage])
-    )
+    frozen = frozenset(f for f, end in graph_end.items() if any(f < u < end for u in updates[ops[f].stage]))
     readers: dict[tuple[int, int], list[int]] = defaultdict(list)  # (stage, version) -> indices
     for index, op in enumerate(ops):
         if op.kind in COMPUTE_KINDS:

@@ -139,7 +139,9 @@ def validate(config: RunConfig) -> Schedule:
         info = get_info(config.schedule)
         check_request(info, config.stages, config.microbatches, config.steps, config.chunks)
     except ScheduleError as error:
-        raise ExecutorConfigError(str(error).replace("stages (-p)", "--stages").replace("-m ", "--microbatches "))
+        raise ExecutorConfigError(
+            str(error).replace("stages (-p)", "--stages").replace("-m ", "--microbatches ")
+        ) from None
     split_layers(config.model_config.layers, config.pieces, config.split)
     if config.device not in DEVICES:
         raise ExecutorConfigError(f"--device must be one of {', '.join(DEVICES)}, got {config.device!r}")
@@ -183,10 +185,10 @@ def check_resume(config: RunConfig) -> None:
     folder = Path(config.resume)
     path = folder / "config.json"
     try:
-        saved = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        saved = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
     except OSError:
         raise ExecutorConfigError(f"--resume {folder}: no readable config.json there") from None
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, KeyError) as error:
         raise ExecutorConfigError(f"--resume {folder}: config.json is not a run config ({error})") from None
     ours, theirs = config.identity(), saved.identity()
     for name in ours:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ class RankLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.rank = rank
         self.handle = path.open("w", encoding="utf-8")
-        self.write({"t": "start", "rank": rank, "pid": os.getpid()})
+        self.write({"t": "start", "rank": rank, "pid": os.getpid(), "wall": time.time()})
 
     def write(self, record: dict[str, Any]) -> None:
         self.handle.write(json.dumps(record, separators=(",", ":")) + "\n")
@@ -76,7 +77,7 @@ class RankLog:
         self.write({"t": "cut", "step": step, "time": time})
 
     def end(self, status: str, **details: Any) -> None:
-        self.write({"t": "end", "status": status, **details})
+        self.write({"t": "end", "status": status, "wall": time.time(), **details})
         self.handle.close()
 
 

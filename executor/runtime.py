@@ -245,7 +245,9 @@ class Runtime:
             torch.autograd.backward(record.out, record.grad, inputs=targets, retain_graph=keep)
             grad_x = record.x.grad if want_input else None
         else:
-            grads = torch.autograd.grad(record.out, targets, record.grad, retain_graph=keep, allow_unused=True)
+            grads = torch.autograd.grad(
+                record.out, targets, record.grad, retain_graph=keep, allow_unused=True
+            )
             grad_x = grads[0] if want_input else None
             if want_weights:
                 _accumulate(state.params, grads[1:] if want_input else grads)
@@ -387,7 +389,7 @@ class Runtime:
         for state in self.stages.values():
             total += state.store.held_bytes()
             total += sum(p.grad.nbytes for p in state.params if p.grad is not None)
-        for (stage, _, _), record in self.forwards.items():
+        for stage, _, _ in self.forwards:
             total += self.stages[stage].saved_bytes or 0
         for pending in (self.inputs, self.grads, self.grad_out):
             total += sum(t.nbytes for t in pending.values())

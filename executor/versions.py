@@ -99,5 +99,6 @@ class VersionStore:
         for param, tensor in zip(self.params, state["params"], strict=True):
             param.data = tensor.to(param.device).clone()
         self.old = {
-            int(version): [t.to(self.params[0].device) for t in tensors] for version, tensors in state["old"].items()
+            int(version): [t.to(self.params[0].device) for t in tensors]
+            for version, tensors in state["old"].items()
         }

@@ -18,6 +18,7 @@ exit, or sleep for good, right before running that op (e.g. "1:1F2@s1v1:exit").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -45,7 +46,7 @@ class Clock:
         return (time.perf_counter_ns() - self.offset_ns - self.zero_ns) / 1e9
 
 
-def sync_clock(rank: int, world: int, group, rounds: int = 8) -> Clock:
+def sync_clock(clock: Clock, rank: int, world: int, group, rounds: int = 8) -> None:
     """NTP-style: rank 0 pings every rank, keeps the offset of the fastest round trip, tells it."""
     stamp = torch.zeros(1, dtype=torch.int64)
     if rank == 0:
@@ -68,7 +69,7 @@ def sync_clock(rank: int, world: int, group, rounds: int = 8) -> Clock:
         offset = int(stamp)
     zero = torch.tensor([time.perf_counter_ns()])
     dist.broadcast(zero, 0, group=group)
-    return Clock(offset, int(zero))
+    clock.offset_ns, clock.zero_ns = offset, int(zero)
 
 
 class Watchdog:
@@ -92,10 +93,8 @@ class Watchdog:
 
 def stop(rank: int, log: RankLog, op, message: str, code: int) -> None:
     """Record why this rank stops, say it in one line, and leave at once (no hanging collective)."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         log.end("error", op=str(op), message=message)
-    except (OSError, ValueError):
-        pass
     print(f"pipesim: rank {rank} stopped on {op}: {message}", file=sys.stderr, flush=True)
     os._exit(code)
 
@@ -134,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=config.timeout))
     control = dist.new_group(backend="gloo") if cuda else None
-    clock = sync_clock(rank, world, control)
     assembly = Assembly(config)
+    clock = Clock()
     runtime = assembly.runtime(rank, DistTransport(), recorder=log, clock=clock.now)
     watchdog = Watchdog(runtime, log, config.timeout)
     fault = fault_hook(rank)
@@ -148,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     runtime.before_op = before_op
     from executor.checkpoint import attach
 
+    sync_clock(clock, rank, world, control)  # after the set-up: step 0 is timed from here
+    clock.zero_ns -= int(float(os.environ.get("PIPESIM_TIME_SHIFT", "0")) * 1e9)  # a resumed run goes on
     attach(runtime, assembly, folder, args.resume_from)
     try:
         runtime.run()
@@ -168,4 +169,7 @@ def _one_line(error: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip the interpreter's slow teardown of torch: everything is written and closed

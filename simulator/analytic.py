@@ -12,6 +12,8 @@ a heads; Megatron-LM's counts, Narayanan et al. 2021, attention counted in full,
     params  block 12 h^2 + 13 h   embedding (V + s) h   head V h + 2 h
     stash   block T h (34 + 5 a s / h) x dtype/2 (Korthikanti et al. 2022, no recomputation)
             head T (2 h + 2 V) x dtype;  embedding T x 8 (token ids)
+    kept    what a deferred W needs, the inputs of the layers with weights: block T 7 h x dtype
+            (qkv, proj and fc inputs h each, out input 4 h), head T h x dtype
     message T h x dtype (the activation to the next stage; its gradient back is as big)
 
 Times are FLOPs / (peak x efficiency). The optimizer step is bound by memory bandwidth: it reads the
@@ -47,6 +49,8 @@ class StageWork:
     rotation_elements: int
     """Sum of 2(r^2 + c^2) over those matrices."""
     stash_bytes: int
+    weight_input_bytes: int
+    """Part of the stash that a deferred W needs: the inputs of the layers with weights."""
     activation_bytes: int
 
 
@@ -71,8 +75,13 @@ def stage_work(spec: ModelSpec, stages: int) -> list[StageWork]:
     for stage, n in enumerate(split_layers(spec.layers, stages)):
         first, last = stage == 0, stage == stages - 1
         head = 2 * h * V * tokens if last else 0
-        parameters = n * (12 * h * h + 13 * h) + ((V + s) * h if first else 0) + (V * h + 2 * h if last else 0)
-        stash = n * block_stash + (8 * tokens if first else 0) + ((2 * h + 2 * V) * tokens * dtype if last else 0)
+        parameters = (
+            n * (12 * h * h + 13 * h) + ((V + s) * h if first else 0) + (V * h + 2 * h if last else 0)
+        )
+        stash = (
+            n * block_stash + (8 * tokens if first else 0) + ((2 * h + 2 * V) * tokens * dtype if last else 0)
+        )
+        kept = n * 7 * tokens * h * dtype + (tokens * h * dtype if last else 0)
         out.append(
             StageWork(
                 layers=n,
@@ -83,6 +92,7 @@ def stage_work(spec: ModelSpec, stages: int) -> list[StageWork]:
                 matrix_parameters=n * 12 * h * h,
                 rotation_elements=n * ROTATION_ELEMENTS_PER_H2 * h * h,
                 stash_bytes=int(stash),
+                weight_input_bytes=kept,
                 activation_bytes=tokens * h * dtype,
             )
         )
@@ -98,9 +108,10 @@ def stage_cost(work: StageWork, spec: ModelSpec, device: DeviceSpec, optimizer: 
         forward=work.forward_flops / device.flops,
         backward=(work.input_grad_flops + work.weight_grad_flops) / device.flops,
         backward_weight=work.weight_grad_flops / device.flops,
-        optimizer=touched / device.memory_bandwidth,
+        optimizer_step=touched / device.memory_bandwidth,
         activation_bytes=work.activation_bytes,
         stash_bytes=work.stash_bytes,
+        weight_input_bytes=work.weight_input_bytes,
         weight_bytes=weight_bytes,
         matrix_bytes=work.matrix_parameters * dtype,
         rotation_bytes=work.rotation_elements * dtype,

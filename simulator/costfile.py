@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from simulator.costs import CostModel, StageCost
+from simulator.costs import SIZE_FIELDS, CostModel, StageCost
 from simulator.units import (
     CostError,
     parse_bandwidth,
@@ -39,8 +39,8 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-_STAGE_TIMES = ("forward", "backward", "backward_weight", "optimizer")
-_STAGE_SIZES = ("activation_bytes", "stash_bytes", "weight_bytes", "rotation_bytes", "matrix_bytes")
+_STAGE_TIMES = ("forward", "backward", "backward_weight", "optimizer_step")
+_STAGE_SIZES = (*SIZE_FIELDS, "matrix_bytes")
 _TABLES = {
     "link": ("latency", "bandwidth", "overlap"),
     "data_parallel": ("replicas", "latency", "bandwidth"),
@@ -104,7 +104,10 @@ def _stage(values: dict[str, Any], where: str, base: StageCost) -> StageCost:
     for key, value in values.items():
         parse = parse_time if key in _STAGE_TIMES else parse_bytes
         changes[key] = parse(value, f"{where}.{key}")
-    return replace(base, **changes)
+    try:
+        return replace(base, **changes)
+    except CostError as error:  # StageCost names its fields stage.x: say which table
+        raise CostError(str(error).replace("stage.", f"{where}.")) from None
 
 
 def _stages(defaults: dict[str, Any], stages: dict[str, Any]) -> tuple[StageCost, ...]:
@@ -179,7 +182,7 @@ def with_overrides(
     forward: object = None,
     backward: object = None,
     backward_weight: object = None,
-    optimizer_time: object = None,
+    optimizer_step: object = None,
     latency: object = None,
     bandwidth: object = None,
     optimizer: str | None = None,
@@ -192,7 +195,7 @@ def with_overrides(
     """Flags win over the file or presets; None leaves a field alone. Values may carry units.
 
     The flag names are the CLI's: --tf forward, --tb backward (full, B = I + W), --tw its W part,
-    --topt optimizer_time, --latency, --bandwidth, --optimizer, --no-overlap, --dp, --seed, --jitter,
+    --topt optimizer_step, --latency, --bandwidth, --optimizer, --no-overlap, --dp, --seed, --jitter,
     --jitter-sigma.
     """
     stage_changes: dict[str, Any] = {}
@@ -200,7 +203,7 @@ def with_overrides(
         ("forward", forward, "--tf"),
         ("backward", backward, "--tb"),
         ("backward_weight", backward_weight, "--tw"),
-        ("optimizer", optimizer_time, "--topt"),
+        ("optimizer_step", optimizer_step, "--topt"),
     ):
         if value is not None:
             stage_changes[key] = parse_time(value, flag)
@@ -224,4 +227,3 @@ def with_overrides(
     if jitter_sigma is not None:
         changes["jitter_sigma"] = parse_factor(jitter_sigma, "--jitter-sigma")
     return replace(costs, **changes) if changes else costs
-

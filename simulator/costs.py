@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from simulator.links import ring_allreduce_time, transfer_time
 from simulator.units import CostError
 
 OPTIMIZER_STATE = {"adamw": 2, "nadamw": 2, "rotation": 2, "muon": 1, "sgd": 1, "none": 0}
@@ -25,6 +26,7 @@ Muon and basis rotation apply to the hidden matrices (StageCost.matrix_bytes) an
 basis rotation adds its bases, StageCost.rotation_bytes."""
 
 JITTERS = ("none", "normal", "lognormal", "uniform")
+SIZE_FIELDS = ("activation_bytes", "stash_bytes", "weight_input_bytes", "weight_bytes", "rotation_bytes")
 
 
 def _check_time(name: str, value: float) -> None:
@@ -45,12 +47,15 @@ class StageCost:
     backward_weight: float | None = None
     """Seconds for the weight-gradient part W of the backward; None = half of `backward`.
     The input-gradient part I takes the rest: backward - backward_weight."""
-    optimizer: float = 0.0
+    optimizer_step: float = 0.0
     """Seconds for the stage's optimizer step (OPT), without any data-parallel all-reduce."""
     activation_bytes: int = 0
     """Bytes of the activation sent to the next stage per microbatch (the gradient sent back is as big)."""
     stash_bytes: int = 0
     """Bytes of activations kept from a forward until its backward, per in-flight microbatch."""
+    weight_input_bytes: int = 0
+    """Part of stash_bytes that a split backward keeps from I until W (the inputs of the layers with
+    weights); I frees the rest. Unused by a full backward B, which frees all of stash_bytes."""
     weight_bytes: int = 0
     """Bytes of one copy of the stage's weights (its gradient buffer is as big)."""
     rotation_bytes: int = 0
@@ -60,7 +65,7 @@ class StageCost:
     None = all of weight_bytes."""
 
     def __post_init__(self) -> None:
-        for name in ("forward", "backward", "optimizer"):
+        for name in ("forward", "backward", "optimizer_step"):
             _check_time(f"stage.{name}", getattr(self, name))
         if self.backward_weight is not None:
             _check_time("stage.backward_weight", self.backward_weight)
@@ -68,9 +73,14 @@ class StageCost:
                 raise CostError(
                     f"stage.backward_weight ({self.backward_weight}) exceeds stage.backward ({self.backward})"
                 )
-        for name in ("activation_bytes", "stash_bytes", "weight_bytes", "rotation_bytes", "matrix_bytes"):
+        for name in (*SIZE_FIELDS, "matrix_bytes"):
             if (getattr(self, name) or 0) < 0:
                 raise CostError(f"stage.{name}: must be >= 0 bytes, got {getattr(self, name)}")
+        if self.weight_input_bytes > self.stash_bytes:
+            raise CostError(
+                f"stage.weight_input_bytes ({self.weight_input_bytes}) exceeds "
+                f"stage.stash_bytes ({self.stash_bytes})"
+            )
 
     @property
     def weight_grad(self) -> float:
@@ -178,15 +188,12 @@ class CostModel:
         return dict(self.stragglers).get(rank, 1.0)
 
     def transfer_time(self, nbytes: int) -> float:
-        """Seconds one point-to-point transfer of nbytes holds its link: latency + bytes / bandwidth."""
-        return self.latency + nbytes / self.bandwidth
+        """Seconds one point-to-point transfer of nbytes holds its link (simulator/links.py)."""
+        return transfer_time(nbytes, self.latency, self.bandwidth)
 
     def allreduce_time(self, nbytes: int) -> float:
-        """Ring all-reduce over the data-parallel replicas: 2(d-1)/d * bytes/bw + 2(d-1) * latency."""
-        d = self.data_parallel
-        if d == 1:
-            return 0.0
-        return 2 * (d - 1) / d * nbytes / self.dp_bandwidth + 2 * (d - 1) * self.dp_latency
+        """Seconds of the ring all-reduce of nbytes over the data-parallel replicas (simulator/links.py)."""
+        return ring_allreduce_time(nbytes, self.data_parallel, self.dp_latency, self.dp_bandwidth)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (infinite bandwidth as the string 'inf'), for trace meta."""

@@ -12,7 +12,7 @@ Note: what is held, per rank (sizes per virtual stage from the cost model, divid
     optimizer    stages the rank updates: OPTIMIZER_STATE[optimizer] x weights (+ rotation_bytes)
     gradients    a stage's buffer from its first B/W after an update until its OPT (or SEND_G)
                  + each RECV_G's buffer until the stage's next OPT
-    activations  stash_bytes from F until the last backward of that microbatch (W when split, else B)
+    activations  stash_bytes from F until its B; split: all but weight_input_bytes until I, those until W
     buffers      a RECV_F/RECV_B buffer until the action that consumes it; a send's buffer from the
                  moment it is posted until its transfer ends (the only part that needs simulated time)
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from itertools import accumulate
 
 from schedules.ir import Action, Kind, Schedule
 from simulator.costs import CostModel
@@ -42,6 +43,8 @@ class StageBytes:
     weights: int
     optimizer: int
     stash: int
+    kept: int
+    """Part of the stash a split backward keeps from I until W."""
     activation: int
 
 
@@ -64,6 +67,7 @@ def stage_bytes(schedule: Schedule, costs: CostModel) -> list[StageBytes]:
                 weights=entry.weight_bytes // chunks,
                 optimizer=costs.optimizer_state_bytes(entry) // chunks,
                 stash=entry.stash_bytes // chunks,
+                kept=entry.weight_input_bytes // chunks,
                 activation=entry.activation_bytes,
             )
         )
@@ -71,21 +75,53 @@ def stage_bytes(schedule: Schedule, costs: CostModel) -> list[StageBytes]:
 
 
 def memory_plan(schedule: Schedule, costs: CostModel) -> MemoryPlan:
+    """Bytes after every action in program order (send buffers are freed later, by memory_over_time)."""
     sizes = stage_bytes(schedule, costs)
+    constants = _constants(schedule, sizes)
     base, static = [], []
     for rank, actions in enumerate(schedule.actions):
-        stages = set(schedule.layout.rank_stages(rank)) | {action.stage for action in actions}
-        delta = [0] * len(actions)
+        delta = [constants[a.stage][a.kind] for a in actions]
+        stages = set(schedule.layout.rank_stages(rank)) | {a.stage for a in actions}
         start = _weights(actions, stages, sizes, delta)
         start += sum(sizes[stage].optimizer for stage in {a.stage for a in actions if a.kind is Kind.OPT})
-        _transient(actions, sizes, delta)
-        held, running = start, []
-        for change in delta:
-            held += change
-            running.append(held)
+        _stateful(actions, sizes, delta)
         base.append(start)
-        static.append(running)
+        static.append(list(accumulate(delta, initial=start))[1:])
     return MemoryPlan(base=base, static=static)
+
+
+def _constants(schedule: Schedule, sizes: list[StageBytes]) -> list[dict[Kind, int]]:
+    """Per stage and kind, the bytes an action always allocates (+) or frees (-).
+
+    A received activation (or gradient) becomes part of the stash (or is consumed) by the action that
+    uses it, which therefore frees the receive buffer: F when the previous stage is on another rank
+    (a RECV_F came first), B or I when the next stage is.
+    """
+    layout = schedule.layout
+    out = []
+    for stage, size in enumerate(sizes):
+        rank = layout.placement[stage]
+        before, after = layout.prev_stage(stage), layout.next_stage(stage)
+        received_input = size.activation if before is not None and layout.placement[before] != rank else 0
+        received_grad = size.activation if after is not None and layout.placement[after] != rank else 0
+        table = dict.fromkeys(Kind, 0)
+        table.update(
+            {
+                Kind.F: size.stash - received_input,
+                Kind.B: -received_grad - size.stash,
+                Kind.I: -received_grad - (size.stash - size.kept),
+                Kind.W: -size.kept,
+                Kind.RECV_F: size.activation,
+                Kind.RECV_B: size.activation,
+                Kind.SEND_F: size.activation,
+                Kind.SEND_B: size.activation,
+                Kind.SEND_G: size.weights,
+                Kind.SEND_W: size.weights,
+                Kind.RECV_G: size.weights,
+            }
+        )
+        out.append(table)
+    return out
 
 
 def version_lifetimes(actions: list[Action] | tuple[Action, ...]) -> list[tuple[int, int, int, float]]:
@@ -129,40 +165,31 @@ def _weights(actions, stages: set[int], sizes: list[StageBytes], delta: list[int
     return start
 
 
-def _transient(actions, sizes: list[StageBytes], delta: list[int]) -> None:
-    """Gradients, stashed activations and communication buffers, in program order."""
-    split = {(a.stage, a.microbatch, a.step) for a in actions if a.kind is Kind.W}
+_STATEFUL = frozenset({Kind.B, Kind.W, Kind.OPT, Kind.SEND_G, Kind.RECV_G})
+
+
+def _stateful(actions, sizes: list[StageBytes], delta: list[int]) -> None:
+    """What depends on history: a stage's gradient buffer (allocated by its first B/W after an update,
+    freed by OPT or SEND_G) and received gradients (freed by OPT)."""
     has_grad: set[int] = set()
-    received: dict[tuple, int] = {}  # what a RECV holds until its consumer runs
+    received: dict[int, int] = {}  # stage -> bytes of RECV_G buffers waiting for its OPT
     for i, a in enumerate(actions):
-        size, kind, stage = sizes[a.stage], a.kind, a.stage
-        key = (stage, a.microbatch, a.step)
-        change = 0
-        if kind in (Kind.B, Kind.W) and stage not in has_grad:
-            has_grad.add(stage)
-            change += size.weights
-        if kind is Kind.F:
-            change += size.stash - received.pop((Kind.RECV_F, *key), 0)
-        if kind in (Kind.B, Kind.I):
-            change -= received.pop((Kind.RECV_B, *key), 0)
-        if kind is Kind.W or (kind is Kind.B and key not in split):
-            change -= size.stash
-        if kind in (Kind.RECV_F, Kind.RECV_B):
-            received[(kind, *key)] = size.activation
-            change += size.activation
-        if kind is Kind.RECV_G:
-            received[(kind, stage)] = received.get((kind, stage), 0) + size.weights
-            change += size.weights
-        if kind is Kind.OPT:
-            change -= received.pop((Kind.RECV_G, stage), 0)
-        if kind in (Kind.OPT, Kind.SEND_G) and stage in has_grad:
-            has_grad.discard(stage)
-            change -= size.weights
-        if kind in (Kind.SEND_F, Kind.SEND_B):
-            change += size.activation
-        if kind in (Kind.SEND_G, Kind.SEND_W):
-            change += size.weights
-        delta[i] += change
+        kind = a.kind
+        if kind not in _STATEFUL:
+            continue
+        stage, size = a.stage, sizes[a.stage]
+        if kind is Kind.B or kind is Kind.W:
+            if stage not in has_grad:
+                has_grad.add(stage)
+                delta[i] += size.weights
+        elif kind is Kind.RECV_G:
+            received[stage] = received.get(stage, 0) + size.weights
+        else:  # OPT or SEND_G
+            if kind is Kind.OPT:
+                delta[i] -= received.pop(stage, 0)
+            if stage in has_grad:
+                has_grad.discard(stage)
+                delta[i] -= size.weights
 
 
 def memory_over_time(static: MemoryPlan, plan: Plan, timeline: Timeline) -> list[list[int]]:

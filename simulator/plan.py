@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from schedules.errors import UserError
 from schedules.ir import MATCHING, RECV_KINDS, Action, Kind, Layout, Schedule
 from simulator.costs import CostModel, StageCost
+from simulator.links import link_index
 
 COMPUTE, SEND, RECV = 0, 1, 2
 
@@ -61,33 +62,24 @@ def make_plan(schedule: Schedule, costs: CostModel) -> Plan:
     templates = _templates(schedule, costs)
     draw = _jitter(costs, random.Random(costs.seed))
     message_ids: dict[tuple, int] = {}  # send key -> message index, claimed by a send or its receive
-    sent: list[bool] = []
+    senders: set[int] = set()
     classes, durations, nbytes, messages, links = [], [], [], [], []
     for rank, actions in enumerate(schedule.actions):
-        slow = costs.straggler_factor(rank)
-        c, d, b, g, lk = [], [], [], [], []
-        for action in actions:
-            cls, duration, size, link, send_key = templates[action.stage][action.kind](action)
-            if cls == COMPUTE:
-                duration = duration * slow * draw()
-                message = -1
-            else:
-                message = message_ids.setdefault(send_key, len(message_ids))
-                if message == len(sent):
-                    sent.append(False)
-                if cls == SEND:
-                    sent[message] = True
-            c.append(cls)
-            d.append(duration)
-            b.append(size)
-            g.append(message)
-            lk.append(link)
-        classes.append(c)
-        durations.append(d)
-        nbytes.append(b)
-        messages.append(g)
-        links.append(lk)
-    _check_matched(schedule, message_ids, sent)
+        try:
+            rows = [templates[a.stage][a.kind](a) for a in actions]
+        except (KeyError, IndexError):
+            raise SimulationError(_unplaceable(schedule, rank, templates)) from None
+        classes.append([row[0] for row in rows])
+        durations.append(_durations(rows, costs.straggler_factor(rank), draw))
+        nbytes.append([row[2] for row in rows])
+        links.append([row[3] for row in rows])
+        numbered = [
+            -1 if row[4] is None else message_ids.setdefault(row[4], len(message_ids)) for row in rows
+        ]
+        senders.update(message for message, row in zip(numbered, rows, strict=True) if row[0] == SEND)
+        messages.append(numbered)
+    if len(senders) < len(message_ids):
+        _report_unmatched(schedule, message_ids, senders)
     return Plan(
         schedule=schedule,
         costs=costs,
@@ -98,6 +90,21 @@ def make_plan(schedule: Schedule, costs: CostModel) -> Plan:
         links=links,
         num_messages=len(message_ids),
     )
+
+
+def _durations(rows: list[tuple], slow: float, draw: Callable[[], float] | None) -> list[float]:
+    """Seconds per action; compute scaled by the rank's straggler factor and the jitter, in order."""
+    if draw is None and slow == 1.0:
+        return [row[1] for row in rows]
+    draw = draw or (lambda: 1.0)
+    return [row[1] * slow * draw() if row[0] == COMPUTE else row[1] for row in rows]
+
+
+def _unplaceable(schedule: Schedule, rank: int, templates: list[dict]) -> str:
+    for action in schedule.actions[rank]:
+        if not 0 <= action.stage < len(templates) or action.kind not in templates[action.stage]:
+            return f"rank {rank}: {action} has no neighbour stage to talk to (or no such stage)"
+    return f"rank {rank}: an action names no stage of the layout"
 
 
 def virtual_stage_cost(schedule: Schedule, costs: CostModel, stage: int) -> tuple[StageCost, int]:
@@ -122,7 +129,7 @@ def _templates(schedule: Schedule, costs: CostModel) -> list[dict[Kind, Callable
             Kind.B: entry.backward / chunks,
             Kind.I: entry.input_grad / chunks,
             Kind.W: entry.weight_grad / chunks,
-            Kind.OPT: entry.optimizer / chunks + costs.allreduce_time(weights),
+            Kind.OPT: entry.optimizer_step / chunks + costs.allreduce_time(weights),
         }
         table: dict[Kind, Callable[[Action], tuple]] = {
             kind: _constant((COMPUTE, seconds, 0, -1, None)) for kind, seconds in times.items()
@@ -132,7 +139,7 @@ def _templates(schedule: Schedule, costs: CostModel) -> list[dict[Kind, Callable
         after, before = layout.next_stage(stage), layout.prev_stage(stage)
         for kind, target in ((Kind.SEND_F, after), (Kind.SEND_B, before)):
             if target is not None:  # the tensor goes to `target`
-                link = rank * ranks + layout.placement[target]
+                link = link_index(rank, layout.placement[target], ranks)
                 table[kind] = _neighbour_send(stage, kind, activation, costs.transfer_time(activation), link)
         for kind, source in ((Kind.RECV_F, before), (Kind.RECV_B, after)):
             if source is not None:  # the tensor comes from `source`
@@ -160,7 +167,7 @@ def _peer_send(stage: int, size: int, seconds: float, rank: int, layout: Layout)
     def template(a: Action) -> tuple:
         if a.peer is None or not 0 <= a.peer < layout.num_stages:
             raise SimulationError(f"{a} names no peer stage")
-        link = rank * layout.ranks + layout.placement[a.peer]
+        link = link_index(rank, layout.placement[a.peer], layout.ranks)
         return (SEND, seconds, size, link, (stage, a.kind, a.microbatch, a.step, a.peer))
 
     return template
@@ -170,11 +177,9 @@ def _peer_recv(stage: int, kind: Kind, size: int) -> Callable:
     return lambda a: (RECV, 0.0, size, -1, (a.peer, kind, a.microbatch, a.step, stage))
 
 
-def _check_matched(schedule: Schedule, message_ids: dict[tuple, int], sent: list[bool]) -> None:
-    """Every receive needs a send (a send nobody receives is harmless here; validate() reports it)."""
-    if all(sent):
-        return
-    missing = {message for message, was_sent in enumerate(sent) if not was_sent}
+def _report_unmatched(schedule: Schedule, message_ids: dict[tuple, int], senders: set[int]) -> None:
+    """Raise for the first receive with no send (a send nobody receives is harmless; validate() says)."""
+    missing = set(range(len(message_ids))) - senders
     for rank, action in schedule.all_actions():
         if action.kind in RECV_KINDS:
             source, kind, microbatch, step, peer = _recv_key(schedule, action)
@@ -192,11 +197,12 @@ def _recv_key(schedule: Schedule, action: Action) -> tuple:
     return (action.peer, kind, action.microbatch, action.step, action.stage)
 
 
-def _jitter(costs: CostModel, rng: random.Random):
-    """A function returning the next compute-time factor (mean 1), drawn in program order."""
+def _jitter(costs: CostModel, rng: random.Random) -> Callable[[], float] | None:
+    """A function returning the next compute-time factor (mean 1), drawn in program order; None = no
+    jitter."""
     sigma = costs.jitter_sigma
     if costs.jitter == "none" or sigma == 0:
-        return lambda: 1.0
+        return None
     if costs.jitter == "normal":
         return lambda: max(0.0, 1.0 + sigma * rng.gauss(0.0, 1.0))
     if costs.jitter == "lognormal":

@@ -46,7 +46,9 @@ class ModelSpec:
             if getattr(self, name) < 1:
                 raise CostError(f"model {self.name}: {name} must be at least 1, got {getattr(self, name)}")
         if self.hidden % self.heads:
-            raise CostError(f"model {self.name}: hidden {self.hidden} is not a multiple of heads {self.heads}")
+            raise CostError(
+                f"model {self.name}: hidden {self.hidden} is not a multiple of heads {self.heads}"
+            )
         if self.dtype not in DTYPE_BYTES:
             raise CostError(f"model {self.name}: dtype {self.dtype!r} (known: {', '.join(DTYPE_BYTES)})")
 
@@ -106,44 +108,77 @@ def gpt2_medium() -> ModelSpec:
 def gpt3_1_3b() -> ModelSpec:
     """GPT-3 XL (Brown et al. 2020, table 2.1) with GPT-2's BPE vocabulary, bf16."""
     return ModelSpec(
-        name="gpt3-1.3b", layers=24, hidden=2048, heads=16, sequence=2048, vocab=50257, microbatch_size=1,
+        name="gpt3-1.3b",
+        layers=24,
+        hidden=2048,
+        heads=16,
+        sequence=2048,
+        vocab=50257,
+        microbatch_size=1,
         dtype="bf16",
-    )  # fmt: skip
+    )
 
 
 def gpt3_6_7b() -> ModelSpec:
     """GPT-3 6.7B (Brown et al. 2020, table 2.1), bf16."""
     return ModelSpec(
-        name="gpt3-6.7b", layers=32, hidden=4096, heads=32, sequence=2048, vocab=50257, microbatch_size=1,
+        name="gpt3-6.7b",
+        layers=32,
+        hidden=4096,
+        heads=32,
+        sequence=2048,
+        vocab=50257,
+        microbatch_size=1,
         dtype="bf16",
-    )  # fmt: skip
+    )
 
 
 def h100_sxm() -> DeviceSpec:
     """NVIDIA H100 SXM5 80GB: 989 TFLOP/s dense bf16, HBM3 3.35 TB/s, NVLink 4 (900 GB/s both ways),
     one 400 Gbit/s NDR InfiniBand port per GPU between nodes."""
     return DeviceSpec(
-        name="h100-sxm", peak_flops=989e12, efficiency=0.5, memory=80 * 10**9, memory_bandwidth=3.35e12,
-        link_bandwidth=450e9, link_latency=5e-6, dp_bandwidth=50e9, dp_latency=10e-6,
-    )  # fmt: skip
+        name="h100-sxm",
+        peak_flops=989e12,
+        efficiency=0.5,
+        memory=80 * 10**9,
+        memory_bandwidth=3.35e12,
+        link_bandwidth=450e9,
+        link_latency=5e-6,
+        dp_bandwidth=50e9,
+        dp_latency=10e-6,
+    )
 
 
 def a100_80gb() -> DeviceSpec:
     """NVIDIA A100 SXM4 80GB: 312 TFLOP/s dense bf16, HBM2e 2.04 TB/s, NVLink 3 (600 GB/s both ways),
     one 200 Gbit/s HDR InfiniBand port per GPU between nodes."""
     return DeviceSpec(
-        name="a100-80gb", peak_flops=312e12, efficiency=0.5, memory=80 * 10**9, memory_bandwidth=2.039e12,
-        link_bandwidth=300e9, link_latency=5e-6, dp_bandwidth=25e9, dp_latency=10e-6,
-    )  # fmt: skip
+        name="a100-80gb",
+        peak_flops=312e12,
+        efficiency=0.5,
+        memory=80 * 10**9,
+        memory_bandwidth=2.039e12,
+        link_bandwidth=300e9,
+        link_latency=5e-6,
+        dp_bandwidth=25e9,
+        dp_latency=10e-6,
+    )
 
 
 def cpu() -> DeviceSpec:
     """This machine: 2 Zen 4 cores at 2.6 GHz, 32 float32 FLOP per cycle each (166 GFLOP/s peak), 23 GiB;
     ranks talk through gloo over loopback TCP."""
     return DeviceSpec(
-        name="cpu", peak_flops=166e9, efficiency=0.28, memory=23 * 2**30, memory_bandwidth=20e9,
-        link_bandwidth=2e9, link_latency=50e-6, dp_bandwidth=2e9, dp_latency=50e-6,
-    )  # fmt: skip
+        name="cpu",
+        peak_flops=166e9,
+        efficiency=0.28,
+        memory=23 * 2**30,
+        memory_bandwidth=20e9,
+        link_bandwidth=2e9,
+        link_latency=50e-6,
+        dp_bandwidth=2e9,
+        dp_latency=50e-6,
+    )
 
 
 MODELS: dict[str, Callable[[], ModelSpec]] = {

@@ -53,12 +53,17 @@ class CostRequest:
 
     @property
     def label(self) -> str:
-        """Short name of the cost source, for tables and CSV rows."""
+        """Short name of the cost source and its overrides, for tables and CSV rows."""
         if self.costs_file is not None:
-            return self.costs_file
-        if self.model is not None:
-            return f"{self.model}@{self.device}"
-        return "unit"
+            label = self.costs_file
+        elif self.model is not None:
+            label = f"{self.model}@{self.device}"
+        else:
+            label = "unit"
+        changes = [f"{key}={value}" for key, value in self.overrides.items()]
+        if self.optimizer is not None:
+            changes.append(f"optimizer={self.optimizer}")
+        return f"{label} ({', '.join(changes)})" if changes else label
 
     def base(self, model_stages: int) -> CostModel:
         """The cost model before overrides, for a model cut into `model_stages` stages."""

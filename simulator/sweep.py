@@ -31,10 +31,24 @@ ASYNC_STEPS = 4
 INTERLEAVED_CHUNKS = 2
 
 COLUMNS = (
-    "schedule", "ranks", "microbatches", "steps", "chunks", "costs", "step_time", "samples_per_s",
-    "tokens_per_s", "bubble_fraction", "utilization_mean", "peak_memory_max", "weight_versions_max",
-    "delay_max", "mismatches_total", "makespan", "error",
-)  # fmt: skip
+    "schedule",
+    "ranks",
+    "microbatches",
+    "steps",
+    "chunks",
+    "costs",
+    "step_time",
+    "samples_per_s",
+    "tokens_per_s",
+    "bubble_fraction",
+    "utilization_mean",
+    "peak_memory_max",
+    "weight_versions_max",
+    "delay_max",
+    "mismatches_total",
+    "makespan",
+    "error",
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -76,7 +76,7 @@ def parse_time(value: object, field: str) -> float:
 
 def parse_bytes(value: object, field: str) -> int:
     """Bytes from a number or a string such as '64 MiB'."""
-    return int(round(_parse(value, field, BYTE_UNITS, "size")))
+    return round(_parse(value, field, BYTE_UNITS, "size"))
 
 
 def parse_bandwidth(value: object, field: str) -> float:

@@ -1,4 +1,4 @@
-"""Export a trace to the Chrome trace event format, which Perfetto (ui.perfetto.dev) and chrome://tracing open.
+"""Export a trace to the Chrome trace event format, which Perfetto (ui.perfetto.dev) opens.
 
     from traces.chrome import write_chrome
     write_chrome("trace.chrome.json", trace)
@@ -61,9 +61,14 @@ def to_chrome(trace: Trace) -> dict[str, Any]:
         if event.memory is not None:
             moment = event.start if event.stream == "send" else event.end
             counters.append(
-                {"name": "memory", "ph": "C", "pid": event.rank, "ts": moment * MICROSECONDS,
-                 "args": {"bytes": event.memory}}
-            )  # fmt: skip
+                {
+                    "name": "memory",
+                    "ph": "C",
+                    "pid": event.rank,
+                    "ts": moment * MICROSECONDS,
+                    "args": {"bytes": event.memory},
+                }
+            )
     counters.sort(key=lambda counter: (counter["pid"], counter["ts"]))
     return {
         "traceEvents": _metadata(trace, threads) + slices + counters,
@@ -100,7 +105,9 @@ def _metadata(trace: Trace, threads: dict[tuple[int, int], str]) -> list[dict[st
         out.append({"name": "process_sort_index", "ph": "M", "pid": rank, "args": {"sort_index": rank}})
     for (rank, tid), name in sorted(threads.items()):
         out.append({"name": "thread_name", "ph": "M", "pid": rank, "tid": tid, "args": {"name": name}})
-        out.append({"name": "thread_sort_index", "ph": "M", "pid": rank, "tid": tid, "args": {"sort_index": tid}})
+        out.append(
+            {"name": "thread_sort_index", "ph": "M", "pid": rank, "tid": tid, "args": {"sort_index": tid}}
+        )
     return out
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from schedules.fileio import write_atomic
 from schedules.ir import ScheduleError, Versioning, parse_action
 from traces.schema import (
     FORMAT,
@@ -23,22 +23,6 @@ from traces.schema import (
     Trace,
     TraceError,
 )
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to path through a temporary file in the same folder and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def trace_to_dict(trace: Trace) -> dict[str, Any]:

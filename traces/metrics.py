@@ -12,7 +12,7 @@ to the trace's per-rank order instead of the planned one, so a simulated trace w
 no communication reports exactly what `analyze()` reports for its schedule.
 
 Note: the steady state of an asynchronous schedule is taken between the ends of its last two steps, as
-in schedules/analytics.py:
+in schedules/analytics.py (a step ends with its last forward or backward on any rank, not its update):
 
     step_time       = end(step K-1) - end(step K-2)       (the makespan when K = 1)
     bubble_fraction = 1 - compute per step / (ranks x step_time)
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schedules.analytics import delays, mismatches, peak_activations, weight_versions
-from schedules.ir import Schedule
+from schedules.ir import COMPUTE_KINDS, Schedule
 from traces.schema import Event, Trace
 
 COMPUTE_STREAM = "compute"
@@ -63,7 +63,9 @@ class Metrics:
     peak_memory: list[int | None]
     """Per rank: most bytes held (max of the events' memory; None where the trace has none)."""
     peak_activations: list[float]
-    """Per stage: most microbatches between forward and last backward (divided by chunks)."""
+    """Per stage: most microbatches between forward and backward for inputs (divided by chunks)."""
+    peak_activations_per_rank: list[float]
+    """Per rank: the same summed over the rank's stages (divided by chunks)."""
     weight_versions: list[int]
     """Per stage: most weight versions held at once."""
     delay: list[int]
@@ -88,6 +90,7 @@ class Metrics:
             "bubble": list(self.bubble),
             "peak_memory": list(self.peak_memory),
             "peak_activations": list(self.peak_activations),
+            "peak_activations_per_rank": list(self.peak_activations_per_rank),
             "weight_versions": list(self.weight_versions),
             "delay": list(self.delay),
             "mismatches": list(self.mismatches),
@@ -115,7 +118,7 @@ def compute_metrics(
     capacity = header.ranks * step_time
     utilization = [b / makespan if makespan > 0 else 0.0 for b in busy]
     ordered = executed_schedule(trace)
-    per_stage, _ = peak_activations(ordered)
+    per_stage, per_rank = peak_activations(ordered)
     throughput = header.microbatches * samples / step_time if step_time > 0 else 0.0
     return Metrics(
         schedule=header.name,
@@ -133,6 +136,7 @@ def compute_metrics(
         bubble=[1 - u for u in utilization],
         peak_memory=peak_memory(trace),
         peak_activations=per_stage,
+        peak_activations_per_rank=per_rank,
         weight_versions=weight_versions(ordered),
         delay=delays(ordered),
         mismatches=mismatches(ordered),
@@ -171,11 +175,13 @@ def peak_memory(trace: Trace) -> list[int | None]:
 
 
 def memory_series(trace: Trace) -> list[list[tuple[float, int]]]:
-    """Per rank: (time, bytes held) at each event's end, in time order (the memory time series)."""
+    """Per rank: (time, bytes held), in time order. The time is the event's end, or for a send its start
+    (an event's memory is what the rank holds right after it, and a send is done when posted)."""
     series: list[list[tuple[float, int]]] = [[] for _ in range(trace.schedule.ranks)]
     for event in trace.events:
         if event.memory is not None:
-            series[event.rank].append((event.end, event.memory))
+            moment = event.start if event.stream == "send" else event.end
+            series[event.rank].append((moment, event.memory))
     for points in series:
         points.sort(key=lambda point: point[0])
     return series
@@ -196,6 +202,6 @@ def _step_time(trace: Trace, origin: float) -> float:
     step_end: dict[int, float] = defaultdict(lambda: origin)
     for event in trace.events:
         step = event.action.step
-        if event.end > step_end[step]:
+        if event.action.kind in COMPUTE_KINDS and event.end > step_end[step]:
             step_end[step] = event.end
     return step_end[steps - 1] - step_end[steps - 2]

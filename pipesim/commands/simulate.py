@@ -43,16 +43,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--schedule", required=True, metavar="NAMES", help=f"one or a comma list of: {', '.join(SCHEDULES)}"
     )
-    parser.add_argument("-p", "--stages", type=int, required=True, metavar="P", help="pipeline stages (ranks)")
-    parser.add_argument("-m", "--microbatches", type=int, required=True, metavar="M", help="microbatches per step")
     parser.add_argument(
-        "--steps", type=int, default=None, metavar="K",
+        "-p", "--stages", type=int, required=True, metavar="P", help="pipeline stages (ranks)"
+    )
+    parser.add_argument(
+        "-m", "--microbatches", type=int, required=True, metavar="M", help="microbatches per step"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        metavar="K",
         help=f"optimizer steps (default 1 for synchronous schedules, {ASYNC_DEFAULT_STEPS} for asynchronous)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--chunks", type=int, default=None, metavar="V",
+        "--chunks",
+        type=int,
+        default=None,
+        metavar="V",
         help=f"model chunks per rank, interleaved only (default {INTERLEAVED_DEFAULT_CHUNKS})",
-    )  # fmt: skip
+    )
     add_cost_flags(parser)
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the metrics as JSON (a list for several)")
@@ -72,12 +82,16 @@ def add_cost_flags(parser: argparse.ArgumentParser, *, device: bool = True) -> N
     flags = parser.add_argument_group("overrides (units allowed: 2ms, 10us, 25GB/s)")
     flags.add_argument("--tf", metavar="TIME", help="forward of one stage")
     flags.add_argument("--tb", metavar="TIME", help="full backward of one stage (B = I + W)")
-    flags.add_argument("--tw", metavar="TIME", help="the weight-gradient part W of the backward (default tb/2)")
+    flags.add_argument(
+        "--tw", metavar="TIME", help="the weight-gradient part W of the backward (default tb/2)"
+    )
     flags.add_argument("--topt", metavar="TIME", help="optimizer step of one stage")
     flags.add_argument("--latency", metavar="TIME", help="per point-to-point transfer")
     flags.add_argument("--bandwidth", metavar="RATE", help="of a point-to-point link, bytes/s or with a unit")
     flags.add_argument("--no-overlap", action="store_true", help="sends block their rank (no send stream)")
-    flags.add_argument("--optimizer", choices=tuple(OPTIMIZER_STATE), help="optimizer state held (default adamw)")
+    flags.add_argument(
+        "--optimizer", choices=tuple(OPTIMIZER_STATE), help="optimizer state held (default adamw)"
+    )
     flags.add_argument("--dp", metavar="D", help="data-parallel replicas (ring all-reduce at OPT)")
     flags.add_argument("--jitter", choices=JITTERS, help="compute-time jitter distribution (mean 1)")
     flags.add_argument("--jitter-sigma", metavar="X", help="relative spread of the jitter")
@@ -90,7 +104,7 @@ def cost_request(args: argparse.Namespace, device: str | None = None) -> CostReq
         "forward": args.tf,
         "backward": args.tb,
         "backward_weight": args.tw,
-        "optimizer_time": args.topt,
+        "optimizer_step": args.topt,
         "latency": args.latency,
         "bandwidth": args.bandwidth,
         "overlap": False if args.no_overlap else None,
@@ -115,7 +129,9 @@ def schedule_names(text: str) -> list[str]:
     return [get_info(name).name for name in names]
 
 
-def build_schedule(name: str, ranks: int, microbatches: int, steps: int | None, chunks: int | None) -> Schedule:
+def build_schedule(
+    name: str, ranks: int, microbatches: int, steps: int | None, chunks: int | None
+) -> Schedule:
     """The lowered schedule, with the `schedules show` defaults for steps and chunks."""
     info = get_info(name)
     steps = steps if steps is not None else (ASYNC_DEFAULT_STEPS if info.asynchronous else 1)
@@ -146,7 +162,9 @@ def _write_files(args: argparse.Namespace, simulation: Simulation, *, several: b
         if path:
             target = Path(path)
             if several:
-                target = target.with_name(f"{target.stem}.{simulation.schedule.name}{target.suffix or '.json'}")
+                target = target.with_name(
+                    f"{target.stem}.{simulation.schedule.name}{target.suffix or '.json'}"
+                )
             write(target, simulation.trace())
 
 
@@ -235,7 +253,9 @@ def format_side_by_side(results: list[tuple[Simulation, Metrics]], request: Cost
     row("tokens/s", lambda s, m: rate(m.tokens_per_s))
     row("bubble fraction", lambda s, m: number(m.bubble_fraction))
     row("utilization (mean)", lambda s, m: number(sum(m.utilization) / len(m.utilization)))
-    row("peak memory (max)", lambda s, m: size(max((p for p in m.peak_memory if p is not None), default=None)))
+    row(
+        "peak memory (max)", lambda s, m: size(max((p for p in m.peak_memory if p is not None), default=None))
+    )
     row("weight versions (max)", lambda s, m: str(max(m.weight_versions)))
     row("delay (max)", lambda s, m: str(max(m.delay)))
     row("mismatches (total)", lambda s, m: str(sum(m.mismatches)))

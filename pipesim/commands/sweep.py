@@ -28,11 +28,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--schedules", required=True, metavar="NAMES", help="comma list of schedules")
     parser.add_argument("-p", "--stages", required=True, metavar="P,P", help="comma list of stage counts")
-    parser.add_argument("-m", "--microbatches", required=True, metavar="M,M", help="comma list of microbatches")
-    parser.add_argument("--steps", type=int, default=None, metavar="K", help="steps (default 1 sync, 4 async)")
-    parser.add_argument("--chunks", type=int, default=None, metavar="V", help="interleaved chunks (default 2)")
     parser.add_argument(
-        "--device", metavar="PRESETS", help=f"comma list of device presets (with --model): {', '.join(DEVICES)}"
+        "-m", "--microbatches", required=True, metavar="M,M", help="comma list of microbatches"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, metavar="K", help="steps (default 1 sync, 4 async)"
+    )
+    parser.add_argument(
+        "--chunks", type=int, default=None, metavar="V", help="interleaved chunks (default 2)"
+    )
+    parser.add_argument(
+        "--device",
+        metavar="PRESETS",
+        help=f"comma list of device presets (with --model): {', '.join(DEVICES)}",
     )
     add_cost_flags(parser, device=False)
     parser.add_argument("--out", required=True, metavar="FILE.csv", help="where to write the CSV")

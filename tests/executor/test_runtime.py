@@ -146,7 +146,7 @@ def reference_pipedream(cfg: RunConfig, corpus):
 @pytest.mark.parametrize("stages", [2, 4])
 def test_pipedream_equals_per_stage_delayed_rule(corpus, stages):
     cfg = config("pipedream", stages)
-    losses, _, runtimes = run(cfg, corpus)
+    losses, _, _ = run(cfg, corpus)
     assert_close(losses, reference_pipedream(cfg, corpus))
 
 

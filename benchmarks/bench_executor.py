@@ -1,0 +1,196 @@
+"""Speed of the real executor on gloo CPU: our GPipe and 1F1B against torch.distributed.pipelining's
+ScheduleGPipe and Schedule1F1B, and our 2BW against our 1F1B. Prints a table.
+
+    .venv/bin/python benchmarks/bench_executor.py
+    .venv/bin/python benchmarks/bench_executor.py --stages 2 --microbatches 8 --steps 6 --rounds 5
+
+Same model split, same ranks, same microbatches, one thread per rank. The variants alternate inside every
+round (so a slow patch of the machine hits them all) and the table gives the median over rounds of the
+time per optimizer step (forwards, backwards, optimizer step). Goals: ours no slower than PyTorch's;
+2BW at least 90% of the ideal gain (m + P - 1) / m over 1F1B (no flush, no bubble in steady state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = [("ours", "gpipe"), ("torch", "gpipe"), ("ours", "1f1b"), ("torch", "1f1b"), ("ours", "2bw")]
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stages", type=int, default=2)
+    parser.add_argument("--microbatches", type=int, default=8)
+    parser.add_argument("--microbatch-size", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=6, help="optimizer steps per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="measurements per variant (alternating)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def run_config(args: argparse.Namespace, schedule: str):
+    from executor.optim import OptimizerConfig
+    from executor.runconfig import RunConfig
+
+    return RunConfig(
+        schedule=schedule,
+        stages=args.stages,
+        microbatches=args.microbatches,
+        steps=args.steps,
+        layers=args.layers,
+        hidden=args.hidden,
+        seq_len=args.seq_len,
+        microbatch_size=args.microbatch_size,
+        val_every=0,
+        optimizer=OptimizerConfig(name="adamw", lr=1e-3),
+    )
+
+
+class Ours:
+    """Our runtime for one schedule, rebuilt for every measurement (the build is not timed)."""
+
+    def __init__(self, args, schedule: str, corpus, rank: int, log_dir: Path) -> None:
+        from executor.assemble import Assembly
+
+        self.assembly = Assembly(run_config(args, schedule), corpus=corpus)
+        self.rank, self.log = rank, log_dir / f"{schedule}-rank{rank}.jsonl"
+
+    def prepare(self):
+        from executor.comm import DistTransport
+        from executor.runfolder import RankLog
+
+        recorder = RankLog(self.log, self.rank)  # as in a real run: every op logged
+        self.runtime = self.assembly.runtime(self.rank, DistTransport(), recorder=recorder)
+
+    def run(self) -> None:
+        self.runtime.run()
+        self.runtime.mailman.finish()
+        self.runtime.recorder.end("ok")
+
+
+class Torch:
+    """torch.distributed.pipelining on the same stage module, optimizer and batches."""
+
+    def __init__(self, args, schedule: str, corpus, rank: int, log_dir: Path) -> None:
+        import torch
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+        from executor.model import build_stages, loss_fn
+        from executor.optim import make_optimizer
+
+        self.args, self.corpus, self.rank = args, corpus, rank
+        config = run_config(args, schedule)
+        module = build_stages(config.model_config, args.stages, seed=0)[rank]
+        stage = PipelineStage(module, rank, args.stages, torch.device("cpu"))
+        kind = ScheduleGPipe if schedule == "gpipe" else Schedule1F1B
+        self.schedule = kind(stage, args.microbatches, loss_fn=loss_fn)
+        self.optimizer = make_optimizer(config.optimizer, module, stage=rank, stages=args.stages)
+
+    def prepare(self) -> None:
+        return None
+
+    def batch(self, step: int):
+        import torch
+
+        parts = [
+            self.corpus.batch(
+                "train",
+                step=step,
+                microbatch=j,
+                microbatch_size=self.args.microbatch_size,
+                seq_len=self.args.seq_len,
+                seed=0,
+            )
+            for j in range(self.args.microbatches)
+        ]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def run(self) -> None:
+        last = self.args.stages - 1
+        for step in range(self.args.steps):
+            inputs, targets = self.batch(step)
+            if self.rank == 0:
+                self.schedule.step(inputs)
+            elif self.rank == last:
+                self.schedule.step(target=targets, losses=[])
+            else:
+                self.schedule.step()
+            self.optimizer.step(step)
+            self.optimizer.zero_grad()
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from executor.data import load_corpus
+
+    dist.init_process_group("gloo")
+    torch.set_num_threads(1)
+    rank = dist.get_rank()
+    corpus = load_corpus()
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-executor-"))
+    runners = {(who, s): (Ours if who == "ours" else Torch)(args, s, corpus, rank, log_dir) for who, s in VARIANTS}
+    for runner in runners.values():  # warm-up: first-call costs, torch's shape inference
+        runner.prepare()
+        runner.run()
+    times: dict[tuple[str, str], list[float]] = {variant: [] for variant in VARIANTS}
+    for round_ in range(args.rounds):
+        order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
+        for variant in order:
+            runners[variant].prepare()
+            dist.barrier()
+            start = time.perf_counter()
+            runners[variant].run()
+            dist.barrier()
+            times[variant].append((time.perf_counter() - start) / args.steps)
+    if rank == 0:
+        print_table(args, {variant: statistics.median(values) for variant, values in times.items()})
+    dist.destroy_process_group()
+
+
+def print_table(args: argparse.Namespace, median: dict[tuple[str, str], float]) -> None:
+    P, m = args.stages, args.microbatches
+    tokens = m * args.microbatch_size * args.seq_len
+    print(
+        f"gloo CPU, P={P}, m={m}, microbatch {args.microbatch_size}x{args.seq_len} tokens, "
+        f"layers {args.layers}, hidden {args.hidden}, {args.steps} steps x {args.rounds} rounds (median)"
+    )
+    print(f"{'variant':<14} {'step ms':>9} {'tokens/s':>10}  comparison")
+    for who, schedule in VARIANTS:
+        value = median[who, schedule]
+        note = ""
+        if who == "ours" and schedule != "2bw":
+            note = f"{median['torch', schedule] / value:.2f}x PyTorch's speed (goal >= 1)"
+        if schedule == "2bw":
+            gain, ideal = median["ours", "1f1b"] / value, (m + P - 1) / m
+            note = f"gain over 1F1B {gain:.3f}, ideal {ideal:.3f}: {gain / ideal:.1%} of ideal (goal >= 90%)"
+        print(f"{who + ' ' + schedule:<14} {value * 1e3:>9.1f} {tokens / value:>10,.0f}  {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={args.stages}"]
+    command += ["--master-addr=127.0.0.1", "--master-port=0", "--max-restarts=0", __file__, "--worker"]
+    command += (argv if argv is not None else sys.argv[1:])
+    return subprocess.run(command, env=env, check=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""`pipesim run`: train a real small GPT with one schedule on this machine's CPUs (gloo) or GPUs (NCCL).
+
+    pipesim run --schedule 2bw --stages 2 --microbatches 8 --steps 50 --optimizer adamw --model tiny \\
+        --device cpu --out runs/NAME
+    pipesim run --single-process --schedule pipedream --stages 4 --steps 20 --out runs/pd
+    pipesim run --resume runs/NAME                        # continue from its latest checkpoint
+
+The flags mirror executor.runconfig.RunConfig (and executor.optim.OptimizerConfig); everything is
+checked before any process starts. The run folder gets config.json, metrics.jsonl and trace.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from executor.errors import ExecutorConfigError
+
+# (flag, RunConfig field, type, help); optimizer fields are prefixed with "optimizer."
+FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--schedule", "schedule", str, "schedule name (default 1f1b)"),
+    ("--stages", "stages", int, "pipeline ranks P (default 2)"),
+    ("--microbatches", "microbatches", int, "microbatches per step m (default 4)"),
+    ("--steps", "steps", int, "optimizer steps (default 20)"),
+    ("--chunks", "chunks", int, "model chunks per rank, interleaved only (default 1)"),
+    ("--model", "model", str, "model preset: tiny, small, gpt2-small, gpt2-medium (default tiny)"),
+    ("--layers", "layers", int, "override the preset's blocks"),
+    ("--hidden", "hidden", int, "override the preset's width"),
+    ("--seq-len", "seq_len", int, "override the preset's context length"),
+    ("--split", "split", str, "blocks per model piece, e.g. 1,3 (default balanced)"),
+    ("--microbatch-size", "microbatch_size", int, "sequences per microbatch (default 8)"),
+    ("--optimizer", "optimizer.name", str, "sgd, adamw, nadamw, muon, basis-rotation (default adamw)"),
+    ("--lr", "optimizer.lr", float, "peak learning rate (default 1e-3)"),
+    ("--weight-decay", "optimizer.weight_decay", float, "decoupled weight decay (default 0)"),
+    ("--grad-clip", "optimizer.grad_clip", float, "clip each stage's gradient norm to this (default off)"),
+    ("--warmup-steps", "optimizer.warmup_steps", int, "linear warm-up, in updates (default 0)"),
+    ("--total-steps", "optimizer.total_steps", int, "end of the cosine decay, in updates (default none)"),
+    ("--correction", "optimizer.correction", str, "staleness correction: none, pipemare, delay"),
+    ("--data", "data", str, "text file or folder (default: the Python standard library's sources)"),
+    ("--seed", "seed", int, "seed of weights and batches (default 0)"),
+    ("--device", "device", str, "cpu (gloo) or cuda (NCCL) (default cpu)"),
+    ("--threads", "threads", int, "torch threads per rank (default 1)"),
+    ("--val-every", "val_every", int, "validation loss every N steps, 0: never (default 10)"),
+    ("--val-microbatches", "val_microbatches", int, "validation microbatches (default 2)"),
+    ("--timeout", "timeout", float, "seconds a rank may wait on one action (default 60)"),
+    ("--checkpoint-every", "checkpoint_every", int, "checkpoint every N steps, 0: never (default 0)"),
+]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="train a small GPT with a schedule on real ranks (torchrun) and record a measured trace",
+        description="Train a small GPT with a schedule on real ranks and record a measured trace.",
+    )
+    for flag, field, kind, text in FLAGS:
+        parser.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    parser.add_argument(
+        "--single-process", action="store_true", default=None, help="all ranks in this process"
+    )
+    parser.add_argument("--out", default=None, help="run folder (default runs/<schedule>-p<P>-m<m>)")
+    parser.add_argument("--resume", default=None, help="continue this run folder from its latest checkpoint")
+    parser.add_argument(
+        "--prepare", action="store_true", help="write the run folder, print the torchrun command"
+    )
+    parser.set_defaults(func=run)
+
+
+def given(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags the user gave, as RunConfig / optimizer field names."""
+    names = [field for _, field, _, _ in FLAGS] + ["single_process", "out", "resume"]
+    values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if "split" in values:
+        try:
+            values["split"] = tuple(int(part) for part in values["split"].split(","))
+        except ValueError:
+            raise ExecutorConfigError(
+                f"--split takes comma-separated block counts, got {args.split!r}"
+            ) from None
+    return values
+
+
+def make_config(values: dict[str, Any]):
+    """RunConfig from flags; on --resume the unset ones come from the folder's config.json."""
+    from executor.runconfig import RunConfig
+
+    base = RunConfig()
+    if values.get("resume"):
+        path = Path(values["resume"]) / "config.json"
+        try:
+            base = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ExecutorConfigError(
+                f"--resume {values['resume']}: no readable run config.json there"
+            ) from None
+        values = {**values, "out": values["resume"]}
+    optimizer = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("optimizer.")}
+    plain = {k: v for k, v in values.items() if not k.startswith("optimizer.")}
+    plain["optimizer"] = dataclasses.replace(base.optimizer, **optimizer) if optimizer else base.optimizer
+    if "out" not in plain:
+        stages, microbatches = plain.get("stages", base.stages), plain.get("microbatches", base.microbatches)
+        plain["out"] = f"runs/{plain.get('schedule', base.schedule)}-p{stages}-m{microbatches}"
+    return dataclasses.replace(base, **plain)
+
+
+def run(args: argparse.Namespace) -> int:
+    from executor.launch import launch, prepare_only
+
+    values = given(args)
+    config = make_config(values)
+    if values.get("resume"):
+        from executor.runconfig import check_resume
+
+        check_resume(config)
+    return prepare_only(config) if args.prepare else launch(config)

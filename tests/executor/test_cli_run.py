@@ -1,0 +1,79 @@
+"""`pipesim run`: bad input is one line and exit code 2 before anything starts; a run leaves its folder.
+
+Run: .venv/bin/pytest tests/executor/test_cli_run.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from executor.runconfig import RunConfig
+from pipesim.cli import main
+
+SMALL = ["--microbatch-size", "2", "--seq-len", "32", "--steps", "4", "--microbatches", "4"]
+
+
+# Each case: the flags, and a piece of the one-line message that names the problem.
+BAD_INPUT = [
+    (["--schedule", "nope"], "unknown schedule 'nope'"),
+    (["--optimizer", "nope"], "--optimizer: unknown 'nope'"),
+    (["--stages", "8"], "--stages 8 is more than the model's 4 layers"),
+    (["--schedule", "2bw", "--stages", "4", "--microbatches", "2"], "needs microbatches >= stages"),
+    (["--data", "/no/such/corpus"], "no such file or folder: /no/such/corpus"),
+    (["--split", "1,x"], "--split takes comma-separated block counts"),
+    (["--split", "1,1"], "--split 1,1 sums to 2, not 4"),
+    (["--val-every", "-1"], "--val-every must be at least 0"),
+]
+
+
+@pytest.mark.parametrize(("flags", "message"), BAD_INPUT, ids=[m for _, m in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_2_before_any_process(tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    assert main(["run", *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pipesim: error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert not out.exists()
+
+
+def test_resume_refuses_a_folder_of_another_config_or_without_checkpoint(tmp_path, capsys):
+    folder = tmp_path / "a"
+    assert main(["run", "--schedule", "1f1b", *SMALL, "--out", str(folder), "--prepare"]) == 0
+    capsys.readouterr()
+    assert main(["run", "--resume", str(folder), "--schedule", "gpipe"]) == 2
+    err = capsys.readouterr().err
+    assert "was run with schedule='1f1b', this run has 'gpipe'" in err and err.count("\n") == 1
+    assert main(["run", "--resume", str(folder)]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "no readable run config.json" in capsys.readouterr().err
+
+
+def test_prepare_writes_the_config_and_prints_the_torchrun_command(tmp_path, capsys):
+    folder = tmp_path / "prepared"
+    assert main(["run", "--schedule", "2bw", "--stages", "2", *SMALL, "--out", str(folder), "--prepare"]) == 0
+    out = capsys.readouterr().out
+    assert f"torchrun --nnodes=1 --nproc-per-node=2" in out and f"-m executor.worker --run-dir {folder}" in out
+    saved = RunConfig.from_dict(json.loads((folder / "config.json").read_text())["config"])
+    assert saved.schedule == "2bw" and saved.steps == 4 and saved.microbatch_size == 2
+    assert main(["run", "--schedule", "2bw", *SMALL, "--out", str(folder)]) == 2  # never overwritten
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_single_process_run_prints_progress_and_a_summary_and_fills_the_folder(tmp_path, capsys):
+    folder = tmp_path / "run"
+    flags = ["--schedule", "pipedream", "--stages", "2", *SMALL, "--val-every", "2", "--single-process"]
+    assert main(["run", *flags, "--out", str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert "step 4/4" in captured.err and "tok/s" in captured.err and "val" in captured.err
+    assert "first / final loss" in captured.out and "best val loss" in captured.out
+    metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [0, 1, 2, 3]
+    assert all({"step", "loss", "tokens_per_s", "time"} <= m.keys() for m in metrics)
+    assert [("val_loss" in m) for m in metrics] == [False, True, False, True]
+    trace = json.loads((folder / "trace.json").read_text())
+    assert trace["source"] == "measured" and trace["schedule"]["name"] == "pipedream"
+    assert {e["action"].split("@")[0][1:2] for e in trace["events"]} >= {"F", "B", "O"}

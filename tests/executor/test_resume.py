@@ -1,0 +1,101 @@
+"""Checkpoints and resume: a run stopped and resumed gives bit-identical losses to one that never stopped.
+
+Run: .venv/bin/pytest tests/executor/test_resume.py
+
+In one process for every schedule (cheap), then once through the real thing: `pipesim run` with a rank
+killed after a checkpoint, `pipesim run --resume`, compared with an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from executor.assemble import Assembly
+from executor.checkpoint import attach, latest_checkpoint, step_folder
+from executor.data import load_corpus
+from executor.launch import launch
+from executor.local import build_local, round_robin
+from executor.optim import OptimizerConfig
+from executor.runconfig import RunConfig
+from executor.runfolder import RunFolder, read_metrics
+from pipesim.cli import main
+
+SGD = OptimizerConfig(name="sgd", lr=0.05)  # momentum: optimizer state that must be restored
+
+
+def config(**fields) -> RunConfig:
+    base = dict(microbatch_size=2, seq_len=32, val_every=2, checkpoint_every=2, optimizer=SGD)
+    base.update(fields)
+    return RunConfig(**base)
+
+
+def local_losses(assembly: Assembly, folder: RunFolder, resume_from: Path | None):
+    runtimes = build_local(assembly)
+    for runtime in runtimes:
+        attach(runtime, assembly, folder, str(resume_from) if resume_from else None)
+    round_robin(runtimes)
+    losses = sorted((step, j, loss) for r in runtimes for step, j, loss, _ in r.losses)
+    vals = sorted((step, loss) for r in runtimes for step, loss, _ in r.vals)
+    return losses, vals, runtimes
+
+
+# Every versioning, and a rank holding several stages (interleaved) or replicas (AMDP).
+CASES = [
+    dict(schedule="1f1b", stages=2),
+    dict(schedule="zb-h1", stages=4),  # an I before the cut, its W after it
+    dict(schedule="interleaved", stages=2, chunks=2),
+    dict(schedule="pipedream", stages=4),  # P-s versions in flight at the cut
+    dict(schedule="2bw", stages=4),
+    dict(schedule="amdp", stages=4),  # in-flight forwards on the version before the update
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["schedule"] for case in CASES])
+def test_resume_in_one_process_is_bit_identical(tmp_path, case):
+    torch.set_num_threads(1)
+    cfg = config(microbatches=4, steps=6, **case)
+    assembly = Assembly(cfg, corpus=load_corpus())
+    folder = RunFolder(tmp_path)
+    full_losses, full_vals, runtimes = local_losses(assembly, folder, None)
+    assert latest_checkpoint(tmp_path, cfg.stages)[0] == 3
+    final = {s: [p.clone() for p in st.params] for r in runtimes for s, st in r.stages.items()}
+    for step in (1, 3):
+        losses, vals, resumed = local_losses(assembly, folder, step_folder(folder, step))
+        assert losses == full_losses
+        assert vals == full_vals
+        for r in resumed:
+            for stage, state in r.stages.items():
+                assert all(torch.equal(a, b) for a, b in zip(state.params, final[stage], strict=True))
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_killed_run_resumed_with_the_cli_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    flags = ["--schedule", "2bw", "--stages", "2", "--microbatches", "4", "--steps", "6", "--val-every", "2"]
+    flags += ["--checkpoint-every", "2", "--microbatch-size", "2", "--seq-len", "32", "--optimizer", "sgd"]
+    flags += ["--lr", "0.05", "--timeout", "20"]
+    folder = tmp_path / "stopped"
+    monkeypatch.setenv("PIPESIM_FAULT", "1:1F2@s4v3:exit")
+    assert main(["run", *flags, "--out", str(folder)]) == 1
+    assert latest_checkpoint(folder, 2)[0] == 3
+    assert len(read_metrics(folder / "metrics.jsonl")) < 6
+    monkeypatch.delenv("PIPESIM_FAULT")
+    assert main(["run", "--resume", str(folder)]) == 0
+
+    reference = config(
+        schedule="2bw", stages=2, microbatches=4, steps=6, single_process=True, out=str(tmp_path / "reference")
+    )
+    assert launch(reference, err=io.StringIO(), out=io.StringIO()) == 0
+    resumed, uninterrupted = read_metrics(folder / "metrics.jsonl"), read_metrics(tmp_path / "reference/metrics.jsonl")
+    assert [(m["loss"], m.get("val_loss")) for m in resumed] == [
+        (m["loss"], m.get("val_loss")) for m in uninterrupted
+    ]
+    times = [m["time"] for m in resumed]
+    assert times == sorted(times)
+    assert (folder / "trace.json").exists() and (folder / "trace.segment0.json").exists()
+    assert json.loads((folder / "config.json").read_text())["config"]["resume"] == str(folder)
