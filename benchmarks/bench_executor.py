@@ -157,6 +157,8 @@ def worker(args: argparse.Namespace) -> None:
             times[variant].append((time.perf_counter() - start) / args.steps)
     if rank == 0:
         print_table(args, {variant: statistics.median(values) for variant, values in times.items()})
+        spread = ", ".join(f"{w} {s} {min(v) * 1e3:.0f}-{max(v) * 1e3:.0f}" for (w, s), v in times.items())
+        print(f"range over rounds (ms): {spread}")
     dist.destroy_process_group()
 
 
@@ -180,6 +182,8 @@ def print_table(args: argparse.Namespace, median: dict[tuple[str, str], float]) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from executor.launch import free_port
+
     args = parse(argv)
     if args.worker:
         worker(args)
@@ -187,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={args.stages}"]
-    command += ["--master-addr=127.0.0.1", "--master-port=0", "--max-restarts=0", __file__, "--worker"]
+    port = f"--master-port={free_port()}"
+    command += ["--master-addr=127.0.0.1", port, "--max-restarts=0", __file__, "--worker"]
     command += (argv if argv is not None else sys.argv[1:])
     return subprocess.run(command, env=env, check=False).returncode
 

@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import gc
 import heapq
+import math
 import statistics
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,7 +39,7 @@ from simulator.costs import CostModel
 from simulator.engine import run_plan
 from simulator.plan import make_plan
 from simulator.reference import run_reference
-from simulator.simulate import simulate
+from simulator.simulation import simulate
 
 COSTS = CostModel.uniform(
     forward=1e-3,
@@ -152,44 +154,76 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def bench_case(name: str, ranks: int, microbatches: int, steps: int, repeats: int) -> list[tuple]:
+@dataclass(frozen=True)
+class Result:
+    case: str
+    contender: str
+    actions: int
+    best: float
+    """Seconds, best of the repeats."""
+    median: float
+
+    @property
+    def rate(self) -> float:
+        """Simulated actions per second."""
+        return self.actions / self.best
+
+
+def bench_case(name: str, ranks: int, microbatches: int, steps: int, repeats: int) -> list[Result]:
+    """Check the contenders agree, then time them alternately, `repeats` times each."""
     schedule = build(name, ranks, microbatches, steps)
     actions = sum(map(len, schedule.actions))
-    reference_ok = run_reference(make_plan(schedule, COSTS)).makespan
     engine_makespan = run_plan(make_plan(schedule, COSTS)).makespan
-    assert engine_makespan == reference_ok, (engine_makespan, reference_ok)
-    floor_makespan = heapq_floor(schedule, COSTS)
-    assert abs(floor_makespan - engine_makespan) < 1e-9 * engine_makespan, (floor_makespan, engine_makespan)
+    assert run_reference(make_plan(schedule, COSTS)).makespan == engine_makespan
+    assert math.isclose(heapq_floor(schedule, COSTS), engine_makespan, rel_tol=1e-12)
     contenders: dict[str, tuple[Callable[[], object], int]] = {
         "engine": (lambda: simulate(schedule, COSTS), actions),
         "engine+trace": (lambda: simulate(schedule, COSTS).trace(), actions),
         "heapq floor": (lambda: heapq_floor(schedule, COSTS), actions),
     }
     if name == "1f1b" and steps == 1:
-        run_torch, torch_actions = torch_order(schedule)
-        contenders["torch"] = (run_torch, torch_actions)
+        contenders["torch"] = torch_order(schedule)
     times: dict[str, list[float]] = {key: [] for key in contenders}
     for _ in range(repeats):
         for key, (function, _) in contenders.items():
             times[key].append(timed(function))
-    times["reference"] = [timed(lambda: run_reference(make_plan(schedule, COSTS)))]
+    times["reference"] = [timed(lambda: run_reference(make_plan(schedule, COSTS)))]  # slow: once
     contenders["reference"] = (lambda: None, actions)
-    floor = min(times["heapq floor"])
-    rows = []
-    for key, samples in times.items():
-        best, count = min(samples), contenders[key][1]
+    case = f"{name} P={ranks} m={microbatches} x{steps}"
+    return [
+        Result(case, key, contenders[key][1], min(samples), statistics.median(samples))
+        for key, samples in times.items()
+    ]
+
+
+def print_results(results: list[Result]) -> None:
+    floor = {r.case: r.rate for r in results if r.contender == "heapq floor"}
+    rows = [("case", "contender", "actions", "best s", "median s", "actions/s", "floor / it")]
+    for r in results:
         rows.append(
             (
-                f"{name} P={ranks} m={microbatches} x{steps}",
-                count,
-                key,
-                best,
-                statistics.median(samples),
-                count / best,
-                best / floor * actions / count,
+                r.case,
+                r.contender,
+                str(r.actions),
+                f"{r.best:.3f}",
+                f"{r.median:.3f}",
+                f"{r.rate / 1e3:.0f}k",
+                f"{floor[r.case] / r.rate:.2f}x",
             )
         )
-    return rows
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(
+                cell.rjust(width) if c > 1 else cell.ljust(width)
+                for c, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    by = {(r.case, r.contender): r for r in results}
+    for case in dict.fromkeys(r.case for r in results):
+        if (case, "torch") in by:
+            ratio = by[(case, "engine")].rate / by[(case, "torch")].rate
+            print(f"\n{case}: engine {ratio:.2f}x torch's _simulate_comms_compute (actions/s)")
 
 
 def memory_per_action(name: str, ranks: int, sizes: list[int]) -> list[tuple[int, float]]:
@@ -211,16 +245,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small cases")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    cases = QUICK if args.quick else FULL
-    header = ("case", "actions", "contender", "best s", "median s", "actions/s", "time vs floor")
-    print("  ".join(f"{h:>14}" for h in header))
-    for case in cases:
-        for row in bench_case(*case, repeats=args.repeats):
-            label, count, key, best, median, rate, ratio = row
-            print(
-                f"{label:>24} {count:>9} {key:>13} {best:>9.3f} {median:>9.3f} {rate / 1e3:>10.0f}k {ratio:>8.2f}x"
-            )
-    print("\nmemory of simulate(), gpipe P=16 (traced peak bytes per action):")
+    results = [r for case in (QUICK if args.quick else FULL) for r in bench_case(*case, repeats=args.repeats)]
+    print_results(results)
+    print("\nmemory of simulate(), gpipe P=16 (peak traced bytes per action; flat = linear):")
     for actions, per_action in memory_per_action("gpipe", 16, [64, 256, 1024]):
         print(f"  {actions:>8} actions  {per_action:8.0f} B/action")
 

@@ -41,17 +41,23 @@ class StageWork:
     layers: int
     """Transformer blocks on the stage."""
     forward_flops: float
+    """FLOPs of F for one microbatch."""
     input_grad_flops: float
+    """FLOPs of I (backward for inputs)."""
     weight_grad_flops: float
+    """FLOPs of W (backward for weights)."""
     parameters: int
+    """Parameters held (a count)."""
     matrix_parameters: int
     """Parameters in hidden 2-D matrices (Muon, basis rotation)."""
     rotation_elements: int
     """Sum of 2(r^2 + c^2) over those matrices."""
     stash_bytes: int
+    """Bytes of activations kept per in-flight microbatch."""
     weight_input_bytes: int
     """Part of the stash that a deferred W needs: the inputs of the layers with weights."""
     activation_bytes: int
+    """Bytes of the activation sent to the next stage."""
 
 
 def split_layers(layers: int, stages: int) -> list[int]:

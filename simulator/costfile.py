@@ -1,7 +1,8 @@
-"""Read a cost model from TOML and apply command-line overrides.
+"""Read a cost model from TOML, write one back, and apply command-line overrides.
 
-    from simulator.costfile import load_costs, with_overrides
+    from simulator.costfile import dumps_costs, load_costs, with_overrides
     costs = with_overrides(load_costs("simulator/presets/example.toml"), forward="2 ms")
+    Path("fitted.toml").write_text(dumps_costs(costs))     # e.g. a model fitted from a measured trace
 
 The file layout (every field and its unit: docs/cost-model.md):
 
@@ -227,3 +228,49 @@ def with_overrides(
     if jitter_sigma is not None:
         changes["jitter_sigma"] = parse_factor(jitter_sigma, "--jitter-sigma")
     return replace(costs, **changes) if changes else costs
+
+
+def dumps_costs(costs: CostModel) -> str:
+    """The cost model as a TOML file that load_costs reads back to an equal CostModel (how a model
+    fitted from a measured trace is saved for `pipesim simulate --costs`)."""
+    lines = [f"optimizer = {_toml(costs.optimizer)}", ""]
+    if len(costs.stages) == 1:
+        lines += ["[defaults]", *_stage_lines(costs.stages[0]), ""]
+    else:
+        for index, stage in enumerate(costs.stages):
+            lines += [f"[stages.{index}]", *_stage_lines(stage), ""]
+    tables = {
+        "link": {"latency": costs.latency, "bandwidth": costs.bandwidth, "overlap": costs.overlap},
+        "data_parallel": {
+            "replicas": costs.data_parallel,
+            "latency": costs.dp_latency,
+            "bandwidth": costs.dp_bandwidth,
+        },
+        "jitter": {"distribution": costs.jitter, "sigma": costs.jitter_sigma, "seed": costs.seed},
+        "stragglers": {str(rank): factor for rank, factor in costs.stragglers},
+        "workload": {"microbatch_size": costs.microbatch_size, "sequence_length": costs.sequence_length},
+        "memory": {} if costs.memory_capacity is None else {"capacity": costs.memory_capacity},
+    }
+    for name, values in tables.items():
+        if values:
+            lines += [f"[{name}]", *(f"{_key(key)} = {_toml(value)}" for key, value in values.items()), ""]
+    return "\n".join(lines)
+
+
+def _stage_lines(stage: StageCost) -> list[str]:
+    names = (*_STAGE_TIMES, *_STAGE_SIZES)
+    return [f"{name} = {_toml(getattr(stage, name))}" for name in names if getattr(stage, name) is not None]
+
+
+def _key(key: str) -> str:
+    return f'"{key}"' if key.isdigit() else key
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value == float("inf"):
+        return '"inf"'
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)

@@ -6,13 +6,16 @@
 Note: why a rank runs ahead of `env.now`.
 
 Every duration is known when an action starts, so a rank does not need SimPy to pass time action by
-action: it keeps its own clock `t` and walks on through compute and sends, and through every receive
-whose message has already been sent (its arrival time is then known). It hands control back to SimPy
-only when it must wait: at a receive whose send has not run yet. The sender then wakes it, and SimPy
-resumes it at the message's arrival time:
+action: it keeps its own clock `t` (never behind `env.now`) and walks on through compute and sends, and
+through every receive whose message has already been sent (its arrival time is then known). It hands
+control back to SimPy only when it must wait: at a receive whose send has not run yet. The sender wakes
+it with the arrival time, and the rank's clock jumps to it:
 
-    rank 0   F0 SEND_F0 F1 SEND_F1 ... RECV_B0 (wait) ............ (woken at arrival) B0 ...
+    rank 0   F0 SEND_F0 F1 SEND_F1 ... RECV_B0 (wait) ........... (woken, t = arrival) B0 ...
     rank 1        RECV_F0 F0 ... (arrival known: no wait)    SEND_B0 --^
+
+One SimPy event per wait, none per action; a finished rank waits out its own clock, so `env.now` ends
+at the makespan.
 
 This gives the same times as yielding a Timeout per action (simulator/reference.py does exactly that,
 and tests/simulator/test_engine.py checks the traces agree byte for byte), because nothing a rank does
@@ -39,8 +42,11 @@ class Timeline:
     """
 
     starts: list[list[float]]
+    """Seconds from the start of the run."""
     ends: list[list[float]]
+    """Seconds; ends[rank][i] >= starts[rank][i]."""
     makespan: float
+    """Seconds: the latest end."""
 
 
 class _Fabric:
@@ -101,12 +107,10 @@ def _rank(
         else:  # RECV
             message = messages[i]
             done = arrival[message]
-            if done < 0:  # not sent yet: wait for the sender, resume when the message arrives
+            if done < 0:  # not sent yet: wait for the sender, who hands over the arrival time
                 fabric.position[rank] = i
                 waiting[message] = env.event()
                 done = yield waiting[message]
-                if done > env.now:
-                    yield env.timeout(done - env.now)
             starts[i] = t
             if done > t:
                 t = done

@@ -32,20 +32,24 @@ from simulator.costs import CostModel
 from simulator.engine import Timeline
 from simulator.plan import SEND, Plan, virtual_stage_cost
 
-VERSION_WRITERS = (Kind.OPT, Kind.RECV_W)
-VERSION_READERS = (Kind.F, Kind.B, Kind.I, Kind.W)
+VERSION_WRITERS = frozenset({Kind.OPT, Kind.RECV_W})
+VERSION_READERS = frozenset({Kind.F, Kind.B, Kind.I, Kind.W})
 
 
 @dataclass(frozen=True, kw_only=True)
 class StageBytes:
-    """Sizes of one virtual stage."""
+    """Sizes of one virtual stage, in bytes."""
 
     weights: int
+    """One copy of the weights (and of the gradient buffer)."""
     optimizer: int
+    """Optimizer state of the stage (held by the rank that updates it)."""
     stash: int
+    """Activations kept per in-flight microbatch."""
     kept: int
     """Part of the stash a split backward keeps from I until W."""
     activation: int
+    """One boundary activation (or its gradient): a send or receive buffer."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,10 +85,9 @@ def memory_plan(schedule: Schedule, costs: CostModel) -> MemoryPlan:
     base, static = [], []
     for rank, actions in enumerate(schedule.actions):
         delta = [constants[a.stage][a.kind] for a in actions]
-        stages = set(schedule.layout.rank_stages(rank)) | {a.stage for a in actions}
-        start = _weights(actions, stages, sizes, delta)
-        start += sum(sizes[stage].optimizer for stage in {a.stage for a in actions if a.kind is Kind.OPT})
-        _stateful(actions, sizes, delta)
+        start = _weights(actions, set(schedule.layout.rank_stages(rank)), sizes, delta)
+        updated = _stateful(actions, sizes, delta)
+        start += sum(sizes[stage].optimizer for stage in updated)
         base.append(start)
         static.append(list(accumulate(delta, initial=start))[1:])
     return MemoryPlan(base=base, static=static)
@@ -127,18 +130,17 @@ def _constants(schedule: Schedule, sizes: list[StageBytes]) -> list[dict[Kind, i
 def version_lifetimes(actions: list[Action] | tuple[Action, ...]) -> list[tuple[int, int, int, float]]:
     """(stage, version, first position held, position after which it is released) for one rank's
     actions; version 0 is held from position -1, a version never superseded until math.inf."""
+    last_read = {
+        (a.stage, a.version): i
+        for i, a in enumerate(actions)
+        if a.kind in VERSION_READERS and a.version is not None
+    }
     written: dict[tuple[int, int], int] = {}
-    last_read: dict[tuple[int, int], int] = {}
-    stages: set[int] = set()
-    for position, action in enumerate(actions):
-        if action.version is None:
-            continue
-        if action.kind in VERSION_WRITERS:
-            written.setdefault((action.stage, action.version), position)
-            stages.add(action.stage)
-        elif action.kind in VERSION_READERS:
-            last_read[(action.stage, action.version)] = position
-            stages.add(action.stage)
+    for i, a in [
+        (i, a) for i, a in enumerate(actions) if a.kind in VERSION_WRITERS and a.version is not None
+    ]:
+        written.setdefault((a.stage, a.version), i)
+    stages = {stage for stage, _ in last_read} | {stage for stage, _ in written}
     lifetimes = []
     for stage in sorted(stages):
         versions = sorted({0} | {version for s, version in written if s == stage})
@@ -150,10 +152,11 @@ def version_lifetimes(actions: list[Action] | tuple[Action, ...]) -> list[tuple[
 
 
 def _weights(actions, stages: set[int], sizes: list[StageBytes], delta: list[int]) -> int:
-    """Add weight-version changes to delta; return the bytes held from the start."""
+    """Add weight-version changes to delta; return the bytes held from the start (`stages`: those the
+    rank holds, whose version 0 it keeps even if no action names a version)."""
     lifetimes = version_lifetimes(actions)
     covered = {stage for stage, *_ in lifetimes}
-    start = sum(sizes[stage].weights for stage in stages - covered)  # stages no action versions
+    start = sum(sizes[stage].weights for stage in stages - covered)
     for stage, _, begin, end in lifetimes:
         size = sizes[stage].weights
         if begin < 0:
@@ -168,16 +171,14 @@ def _weights(actions, stages: set[int], sizes: list[StageBytes], delta: list[int
 _STATEFUL = frozenset({Kind.B, Kind.W, Kind.OPT, Kind.SEND_G, Kind.RECV_G})
 
 
-def _stateful(actions, sizes: list[StageBytes], delta: list[int]) -> None:
+def _stateful(actions, sizes: list[StageBytes], delta: list[int]) -> set[int]:
     """What depends on history: a stage's gradient buffer (allocated by its first B/W after an update,
-    freed by OPT or SEND_G) and received gradients (freed by OPT)."""
+    freed by OPT or SEND_G) and received gradients (freed by OPT). Returns the stages the rank updates."""
     has_grad: set[int] = set()
     received: dict[int, int] = {}  # stage -> bytes of RECV_G buffers waiting for its OPT
-    for i, a in enumerate(actions):
-        kind = a.kind
-        if kind not in _STATEFUL:
-            continue
-        stage, size = a.stage, sizes[a.stage]
+    updated: set[int] = set()
+    for i, a in [(i, a) for i, a in enumerate(actions) if a.kind in _STATEFUL]:
+        kind, stage, size = a.kind, a.stage, sizes[a.stage]
         if kind is Kind.B or kind is Kind.W:
             if stage not in has_grad:
                 has_grad.add(stage)
@@ -186,10 +187,12 @@ def _stateful(actions, sizes: list[StageBytes], delta: list[int]) -> None:
             received[stage] = received.get(stage, 0) + size.weights
         else:  # OPT or SEND_G
             if kind is Kind.OPT:
+                updated.add(stage)
                 delta[i] -= received.pop(stage, 0)
             if stage in has_grad:
                 has_grad.discard(stage)
                 delta[i] -= size.weights
+    return updated
 
 
 def memory_over_time(static: MemoryPlan, plan: Plan, timeline: Timeline) -> list[list[int]]:

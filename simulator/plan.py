@@ -9,7 +9,8 @@ waits for and of the link it travels on.
 
 Note: message and link numbering.
 
-    message g  = the g-th send in rank-major program order; a receive stores the g of its send
+    message g  = the g-th message met in rank-major program order (by its send or its receive first);
+                 the send and the receive of one message store the same g
     link       = src_rank * P + dst_rank  (directed: a link has one sender, links are full duplex)
 """
 
@@ -37,7 +38,9 @@ class Plan:
     """Flat per-rank arrays; index i of every list is action i of that rank."""
 
     schedule: Schedule
+    """The lowered schedule the arrays describe."""
     costs: CostModel
+    """The cost model they were resolved with."""
     classes: list[list[int]]
     """COMPUTE, SEND or RECV."""
     durations: list[list[float]]
@@ -49,6 +52,7 @@ class Plan:
     links: list[list[int]]
     """Link index of a send (-1 otherwise)."""
     num_messages: int
+    """Messages in the schedule (one per send)."""
 
     @property
     def num_actions(self) -> int:

@@ -26,6 +26,7 @@ class ModelSpec:
     """A GPT-style decoder: embedding, `layers` pre-norm blocks (attention + 4x MLP), norm, head."""
 
     name: str
+    """Preset name."""
     layers: int
     """Transformer blocks."""
     hidden: int
@@ -62,6 +63,7 @@ class DeviceSpec:
     """One accelerator (or CPU) and its links."""
 
     name: str
+    """Preset name."""
     peak_flops: float
     """FLOP/s at the model's dtype, dense."""
     efficiency: float

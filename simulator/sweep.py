@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from schedules.errors import UserError
 from schedules.registry import build, get_info
 from simulator.request import CostRequest
-from simulator.simulate import simulate
+from simulator.simulation import simulate
 from traces.io import write_atomic
 
 ASYNC_STEPS = 4
@@ -56,13 +56,17 @@ class SweepPoint:
     """One simulation of the grid."""
 
     schedule: str
+    """Registry name."""
     ranks: int
+    """P."""
     microbatches: int
+    """m, per step."""
     steps: int | None = None
     """None: 1 for synchronous schedules, ASYNC_STEPS for asynchronous ones."""
     chunks: int | None = None
     """None: INTERLEAVED_CHUNKS for interleaved, else 1."""
     request: CostRequest
+    """Where the costs come from (the device varies across a sweep)."""
 
 
 def grid(

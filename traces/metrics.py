@@ -43,9 +43,13 @@ class Metrics:
     source: str
     """'simulated' or 'measured'."""
     ranks: int
+    """P."""
     stages: int
+    """Stages, virtual ones included (interleaved, AMDP)."""
     microbatches: int
+    """m, per step."""
     steps: int
+    """Optimizer steps in the trace."""
     makespan: float
     """Seconds from the first start to the last end."""
     step_time: float

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipesim.commands.schedules import (
     ASYNC_DEFAULT_STEPS,
@@ -28,10 +28,12 @@ from schedules.registry import SCHEDULES, build, get_info
 from simulator.costs import JITTERS, OPTIMIZER_STATE
 from simulator.presets import DEVICES, MODELS
 from simulator.request import CostRequest
-from simulator.simulate import Simulation, simulate
 from traces.chrome import write_chrome
 from traces.io import write_trace
 from traces.metrics import Metrics
+
+if TYPE_CHECKING:
+    from simulator.simulation import Simulation
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -140,6 +142,8 @@ def build_schedule(
 
 
 def run(args: argparse.Namespace) -> int:
+    from simulator.simulation import simulate  # SimPy loads here, not when the CLI lists its commands
+
     names = schedule_names(args.schedule)
     request = cost_request(args)
     schedules = [build_schedule(n, args.stages, args.microbatches, args.steps, args.chunks) for n in names]
@@ -231,13 +235,19 @@ def format_one(simulation: Simulation, metrics: Metrics, request: CostRequest) -
         ("peak activations", *map(number, metrics.peak_activations)),
     ]
     return "\n\n".join(
-        [
-            _title(simulation, request),
-            format_table(scalars),
-            format_table(per_rank, right=True),
-            format_table(per_stage, right=True),
-        ]
+        [_title(simulation, request), format_table(scalars), _indexed(per_rank), _indexed(per_stage)]
     )
+
+
+WIDE_LIMIT = 12
+"""Up to this many ranks or stages a table has one column each; beyond, one row each."""
+
+
+def _indexed(rows: list[tuple[str, ...]]) -> str:
+    """A per-rank or per-stage table: wide when short, transposed (one line per index) when long."""
+    if len(rows[0]) - 1 > WIDE_LIMIT:
+        rows = list(zip(*rows, strict=True))
+    return format_table(rows, right=True)
 
 
 def format_side_by_side(results: list[tuple[Simulation, Metrics]], request: CostRequest) -> str:

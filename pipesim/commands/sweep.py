@@ -17,7 +17,6 @@ import sys
 from pipesim.commands.simulate import add_cost_flags, cost_request, schedule_names
 from pipesim.errors import UsageError
 from simulator.presets import DEVICES
-from simulator.sweep import ProgressBar, grid, run_sweep, write_rows
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,6 +61,8 @@ def int_list(text: str, flag: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from simulator.sweep import ProgressBar, grid, run_sweep, write_rows  # loads SimPy
+
     names = schedule_names(args.schedules)
     ranks = int_list(args.stages, "-p")
     microbatches = int_list(args.microbatches, "-m")

@@ -50,6 +50,15 @@ def test_one_schedule_prints_scalars_then_rank_and_stage_tables(capsys: pytest.C
     assert out.index("utilization") < out.index("delay")
 
 
+def test_many_ranks_get_one_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "simulate", "--schedule", "1f1b", "-p", "14", "-m", "14")
+    assert code == 0
+    lines = out.splitlines()
+    header = lines.index("rank  utilization  peak memory")
+    assert lines[header + 14].split()[0] == "13"
+    assert "stage  delay  weight versions  mismatches  peak activations" in lines
+
+
 def test_a_comma_list_compares_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
         capsys, "simulate", "--schedule", "gpipe,1f1b,pipedream,2bw,amdp", "-p", "4", "-m", "8"

@@ -12,7 +12,7 @@ import pytest
 
 from schedules import build
 from simulator import CostError, CostModel
-from simulator.costfile import costs_from_dict, load_costs, with_overrides
+from simulator.costfile import costs_from_dict, dumps_costs, load_costs, with_overrides
 from simulator.units import parse_bandwidth, parse_bytes, parse_time
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,3 +179,18 @@ def test_cost_model_rejects_impossible_values() -> None:
         CostModel.uniform(jitter="uniform", jitter_sigma=1.5)
     with pytest.raises(CostError, match="stragglers"):
         CostModel.uniform(stragglers=((0, 0.0),))
+
+
+def test_a_cost_model_saves_to_toml_and_loads_back_equal(tmp_path: Path) -> None:
+    # How a model fitted from a measured trace reaches `pipesim simulate --costs`.
+    from simulator.analytic import cost_model
+    from simulator.presets import device, model
+
+    for costs in (
+        cost_model(model("gpt2-small"), device("a100-80gb"), stages=3, optimizer="muon", data_parallel=2),
+        load_costs(ROOT / "simulator/presets/example.toml"),
+        CostModel.uniform(),
+    ):
+        path = tmp_path / "fitted.toml"
+        path.write_text(dumps_costs(costs))
+        assert load_costs(path) == costs

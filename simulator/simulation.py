@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from schedules.ir import Schedule
+from schedules.ir import Action, Kind, Schedule
 from simulator.costs import CostModel
 from simulator.engine import Timeline, run_plan
 from simulator.memory import memory_over_time, memory_plan
@@ -34,10 +34,13 @@ class Simulation:
     """One simulated run: the plan, when every action ran, and what each rank held after it."""
 
     plan: Plan
+    """The schedule and cost model, resolved (simulator/plan.py)."""
     timeline: Timeline
+    """When every action ran (seconds)."""
     memory: list[list[int]]
     """memory[rank][i]: bytes held right after action i (simulator/memory.py)."""
     meta: dict[str, Any] = field(default_factory=dict)
+    """Extra provenance for the trace's meta."""
 
     @property
     def schedule(self) -> Schedule:
@@ -94,28 +97,30 @@ def paused_gc() -> Iterator[None]:
 
 def build_trace(simulation: Simulation) -> Trace:
     """Events sorted by (start, rank, position in the rank's list): equal inputs, equal bytes."""
-    plan, timeline = simulation.plan, simulation.timeline
-    order = sorted(
-        (start, rank, i) for rank, starts in enumerate(timeline.starts) for i, start in enumerate(starts)
-    )
-    actions, ends, nbytes, memory = plan.schedule.actions, timeline.ends, plan.nbytes, simulation.memory
-    streams = [[stream_of(action) for action in rank_actions] for rank_actions in actions]
-    events = tuple(
+    plan, timeline, memory = simulation.plan, simulation.timeline, simulation.memory
+    stream = {kind: stream_of(Action(0, kind)) for kind in Kind}
+    events = [
         Event(
             rank=rank,
-            action=actions[rank][i],
+            action=action,
             start=start,
-            end=ends[rank][i],
-            stream=streams[rank][i],
-            bytes=nbytes[rank][i],
-            memory=memory[rank][i],
+            end=end,
+            stream=stream[action.kind],
+            bytes=size,
+            memory=held,
         )
-        for start, rank, i in order
-    )
+        for rank, actions in enumerate(plan.schedule.actions)
+        for action, start, end, size, held in zip(
+            actions, timeline.starts[rank], timeline.ends[rank], plan.nbytes[rank], memory[rank], strict=True
+        )
+    ]
+    starts = [start for rank_starts in timeline.starts for start in rank_starts]
+    # a stable sort on the start alone keeps the rank-major (rank, position) order among equal starts
+    order = sorted(range(len(starts)), key=starts.__getitem__)
     return Trace(
         source="simulated",
         schedule=ScheduleHeader.of(plan.schedule),
-        events=events,
+        events=tuple(events[index] for index in order),
         meta=trace_meta(simulation),
     )
 
