@@ -141,7 +141,9 @@ def worker(args: argparse.Namespace) -> None:
     rank = dist.get_rank()
     corpus = load_corpus()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-executor-"))
-    runners = {(who, s): (Ours if who == "ours" else Torch)(args, s, corpus, rank, log_dir) for who, s in VARIANTS}
+    runners = {
+        (who, s): (Ours if who == "ours" else Torch)(args, s, corpus, rank, log_dir) for who, s in VARIANTS
+    }
     for runner in runners.values():  # warm-up: first-call costs, torch's shape inference
         runner.prepare()
         runner.run()
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={args.stages}"]
     port = f"--master-port={free_port()}"
     command += ["--master-addr=127.0.0.1", port, "--max-restarts=0", __file__, "--worker"]
-    command += (argv if argv is not None else sys.argv[1:])
+    command += argv if argv is not None else sys.argv[1:]
     return subprocess.run(command, env=env, check=False).returncode
 
 

@@ -150,7 +150,8 @@ def _run_local(config, schedule, folder, monitor, progress, checkpoint, shift) -
         return f"{type(error).__name__}: {error}" + (
             f" (rank {stuck[0].rank} at op {stuck[0].index})" if stuck else ""
         )
-    for log in logs:
+    for runtime, log in zip(runtimes, logs, strict=True):
+        runtime.finish()
         log.end("ok")
     return None
 

@@ -58,4 +58,6 @@ def run_local(
     if configure is not None:
         configure(runtimes)
     round_robin(runtimes, poll)
+    for runtime in runtimes:
+        runtime.finish()
     return runtimes

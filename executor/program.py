@@ -19,6 +19,8 @@ version is no longer read, and the order of the messages on every (sender, recei
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -155,50 +157,50 @@ def _version_analysis(ops: tuple[Op, ...], versioning: Versioning, checkpoint_cu
     """frozen forwards, graph ends, updates that keep the old version, and release points."""
     graph_end: dict[int, int] = {}
     forward_at: dict[tuple, int] = {}
+    updates: dict[int, list[int]] = defaultdict(list)  # stage -> update indices, ascending
+    last_reader: dict[tuple[int, int], int] = {}  # (stage, version) -> last op reading it
     for index, op in enumerate(ops):
         if op.kind is Kind.F:
             forward_at[_microbatch_key(op)] = index
         elif op.kind in GRAPH_KINDS:
             graph_end[forward_at[_microbatch_key(op)]] = index
-    updates: dict[int, list[int]] = defaultdict(list)  # stage -> update indices
-    for index, op in enumerate(ops):
         if op.kind in UPDATE_KINDS:
             updates[op.stage].append(index)
-    frozen = frozenset(f for f, end in graph_end.items() if any(f < u < end for u in updates[ops[f].stage]))
-    readers: dict[tuple[int, int], list[int]] = defaultdict(list)  # (stage, version) -> indices
-    for index, op in enumerate(ops):
         if op.kind in COMPUTE_KINDS:
-            readers[op.stage, op.version].append(index)
+            last_reader[op.stage, op.version] = index
+    frozen = frozenset(f for f, end in graph_end.items() if _first_after(updates[ops[f].stage], f) < end)
+    last_end: dict[tuple[int, int], int] = {}  # (stage, version) -> last backward of a forward on it
+    for f, end in graph_end.items():
+        key = (ops[f].stage, ops[f].version)
+        last_end[key] = max(last_end.get(key, -1), end)
     keep: set[int] = set()
-    release_at: dict[tuple[int, int], int] = {}
+    releases: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for stage, indices in updates.items():
         for u in indices:
             old = ops[u].version - 1
-            if versioning is Versioning.CURRENT:
-                last = _current_keep(ops, u, stage, old, graph_end, checkpoint_cuts)
+            if versioning is Versioning.CURRENT:  # kept only for a checkpoint: see _last_cut_before
+                last = _last_cut_before(checkpoint_cuts, u, last_end.get((stage, old), -1))
             else:
-                later = [i for i in readers[stage, old] if i > u]
-                last = max(later) if later else None
+                last = last_reader.get((stage, old), -1)
+                last = last if last > u else None
             if last is not None:
                 keep.add(u)
-                release_at[stage, old] = last
-    releases: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for key, index in release_at.items():
-        releases[index].append(key)
+                releases[last].append((stage, old))
     return frozen, graph_end, frozenset(keep), {i: tuple(sorted(v)) for i, v in releases.items()}
 
 
-def _current_keep(ops, u: int, stage: int, old: int, graph_end, checkpoint_cuts) -> int | None:
-    """CURRENT keeps an old version only for a checkpoint: in-flight forwards on it crossing a cut after
-    the update are recomputed from it on resume. Returns the last cut that needs it, or None."""
-    needed = [
-        cut
-        for cut in checkpoint_cuts
-        if cut > u
-        for f, end in graph_end.items()
-        if ops[f].stage == stage and ops[f].version == old and f < cut < end
-    ]
-    return max(needed) if needed else None
+def _first_after(indices: list[int], index: int) -> float:
+    """The first of the ascending `indices` after `index` (infinity if none)."""
+    position = bisect.bisect_right(indices, index)
+    return indices[position] if position < len(indices) else math.inf
+
+
+def _last_cut_before(cuts: list[int], update: int, end: int) -> int | None:
+    """CURRENT never stashes, but a checkpoint cut after an update, while forwards on the old version are
+    still in flight (their backward ends by `end`), needs the old values to recompute those forwards on
+    resume. Returns the last such cut (the old version is released after it), or None."""
+    position = bisect.bisect_left(cuts, end) - 1
+    return cuts[position] if position >= 0 and cuts[position] > update else None
 
 
 def build_plans(
@@ -212,7 +214,7 @@ def build_plans(
     plans = []
     for rank in range(schedule.ranks):
         ops, cuts = build_ops(schedule, rank, val_steps=val_steps, val_microbatches=val_microbatches)
-        checkpoint_cuts = [index for step, index in cuts.items() if step in checkpoint_steps]
+        checkpoint_cuts = sorted(index for step, index in cuts.items() if step in checkpoint_steps)
         frozen, graph_end, keep, releases = _version_analysis(ops, schedule.versioning, checkpoint_cuts)
         sends, recvs = {}, {}
         for index, op in enumerate(ops):
@@ -245,3 +247,27 @@ def pair_orders(plans: list[RankPlan], layout: Layout) -> dict[tuple[int, int], 
             if message is not None and is_send(op):
                 orders[plan.rank, layout.placement[message.dst]].append(message)
     return dict(orders)
+
+
+def stuck_ranks(plans: list[RankPlan], layout: Layout) -> list[tuple[int, Op]]:
+    """Walk every program knowing only which messages were sent (sends never block): the ranks that
+    cannot finish, with the receive each waits on. [] means the programs cannot deadlock."""
+    sent: set[Message] = set()
+    position = [0] * len(plans)
+    moved = True
+    while moved:
+        moved = False
+        for plan in plans:
+            index = position[plan.rank]
+            while index < len(plan.ops):
+                message = message_of(plan.ops[index], layout)
+                if message is not None and not is_send(plan.ops[index]) and message not in sent:
+                    break
+                if message is not None:
+                    sent.add(message)
+                index += 1
+            moved |= index != position[plan.rank]
+            position[plan.rank] = index
+    return [
+        (plan.rank, plan.ops[position[plan.rank]]) for plan in plans if position[plan.rank] < len(plan.ops)
+    ]

@@ -152,7 +152,28 @@ def validate(config: RunConfig) -> Schedule:
     load_corpus(config.data).check(config.model_config.seq_len)
     if config.resume is not None:
         check_resume(config)
-    return config.build_schedule()
+    schedule = config.build_schedule()
+    _check_programs(config, schedule)
+    return schedule
+
+
+def _check_programs(config: RunConfig, schedule: Schedule) -> None:
+    """The programs with validation and checkpoints placed must still run to the end (no deadlock)."""
+    from executor.program import build_plans, stuck_ranks
+
+    try:
+        plans = build_plans(
+            schedule,
+            val_steps=config.val_steps(),
+            val_microbatches=config.val_microbatches,
+            checkpoint_steps=config.checkpoint_steps(),
+        )
+    except ValueError as error:
+        raise ExecutorConfigError(f"--schedule {config.schedule}: {error}") from None
+    stuck = stuck_ranks(plans, schedule.layout)
+    if stuck:
+        where = ", ".join(f"rank {rank} at {op}" for rank, op in stuck)
+        raise ExecutorConfigError(f"--schedule {config.schedule} with --val-every cannot run: {where}")
 
 
 def _check_counts(config: RunConfig) -> None:

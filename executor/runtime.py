@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from executor.comm import Mailman
+from executor.memory import SavedBytes, held_bytes
 from executor.model import loss_fn
 from executor.program import CUT, EVAL_F, EVAL_RECV, EVAL_SEND, Extra, Message, Op, RankPlan, message_of
 from executor.versions import VersionStore
@@ -33,6 +34,7 @@ from schedules.ir import COMM_KINDS, Kind, Layout
 Key = tuple[int, int, int | None]  # (stage, step, microbatch)
 RECV_OPS = frozenset({Kind.RECV_F, Kind.RECV_B, Kind.RECV_G, Kind.RECV_W, EVAL_RECV})
 ALL_COMM = frozenset(COMM_KINDS | {EVAL_RECV, EVAL_SEND})
+TIMED_KINDS = frozenset({Kind.F, Kind.B, Kind.I, Kind.W, Kind.OPT})
 
 
 @dataclass
@@ -111,6 +113,7 @@ class Runtime:
         self.skip_sends: frozenset[int] = frozenset()
         self.index = 0
         self.before_op: Callable[[int, Op], None] | None = None
+        self.timer = None  # a device timer (executor.worker.CudaTimer) for the compute ops on CUDA
         self.on_update: Callable[[StageState, Op], None] | None = None
         self.on_cut: Callable[[int, int], None] | None = None
         self.optimizer_bytes = sum(s.optimizer.state_bytes() for s in stages.values() if s.optimizer)
@@ -165,14 +168,19 @@ class Runtime:
         op = self.plan.ops[index]
         if self.before_op is not None:
             self.before_op(index, op)
-        start = self.clock()
+        timed = self.timer is not None and op.kind in TIMED_KINDS
+        start = self.timer.begin() if timed else self.clock()
         moved = self.handlers[op.kind](op) or self.sent_bytes.pop(index, 0)
-        end = self.clock()
+        end = self.timer.begin() if timed else self.clock()
         for stage, version in self.plan.releases.get(index, ()):
             self.stages[stage].store.release(version)
         self.index = index + 1
         if self.recorder is not None and not isinstance(op, Extra):
-            self.recorder.event(index, op, start, end, moved, self.held_bytes())
+            memory = self.held_bytes()
+            if timed:  # device times are known later (CUDA events): the event is written then
+                self.timer.later(start, end, lambda s, e: self.recorder.event(index, op, s, e, moved, memory))
+            else:
+                self.recorder.event(index, op, start, end, moved, memory)
 
     def _start_batch(self, begin: int, end: int) -> None:
         sends, recvs = [], []
@@ -214,7 +222,7 @@ class Runtime:
         """Run the stage on the version `op` reads: live weights, or leaves over a kept / aliased copy."""
         leaves = state.store.leaves(op.version, frozen=frozen)
         if state.saved_bytes is None:
-            with _SavedBytes(state) as counter:
+            with SavedBytes(state) as counter:
                 out = self._call(state, x, leaves)
             state.saved_bytes = counter.total
         else:
@@ -373,6 +381,8 @@ class Runtime:
             self.eval_out[key] = out
 
     def _cut(self, op: Op) -> None:
+        if self.timer is not None:
+            self.timer.flush()
         if self.recorder is not None:
             self.recorder.cut(op.step, self.clock())
         if self.on_cut is not None:
@@ -381,45 +391,13 @@ class Runtime:
     # ---- accounting ----------------------------------------------------------------------------
 
     def held_bytes(self) -> int:
-        """Bytes this rank holds: weights x versions, gradients, optimizer state, stashed activations
-        and received tensors not yet consumed (on CUDA: the allocator's count)."""
-        if self.settings.device.type == "cuda":
-            return torch.cuda.memory_allocated(self.settings.device)
-        total = self.optimizer_bytes
-        for state in self.stages.values():
-            total += state.store.held_bytes()
-            total += sum(p.grad.nbytes for p in state.params if p.grad is not None)
-        for stage, _, _ in self.forwards:
-            total += self.stages[stage].saved_bytes or 0
-        for pending in (self.inputs, self.grads, self.grad_out):
-            total += sum(t.nbytes for t in pending.values())
-        return total
+        """Bytes this rank holds now (see executor.memory)."""
+        return held_bytes(self)
 
-
-class _SavedBytes:
-    """Counts the bytes autograd saves during one forward, weights excluded (saved_tensors_hooks)."""
-
-    def __init__(self, state: StageState) -> None:
-        self.weights = {p.untyped_storage().data_ptr() for p in state.params}
-        self.weights |= {t.untyped_storage().data_ptr() for ts in state.store.old.values() for t in ts}
-        self.seen: set[int] = set()
-        self.total = 0
-        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        pointer = storage.data_ptr()
-        if pointer not in self.weights and pointer not in self.seen:
-            self.seen.add(pointer)
-            self.total += storage.nbytes()
-        return tensor
-
-    def __enter__(self) -> _SavedBytes:
-        self.hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.hooks.__exit__(*exc)
+    def finish(self) -> None:
+        """After the last op: emit the events still waiting for their device times."""
+        if self.timer is not None:
+            self.timer.flush()
 
 
 def _expect_version(op: Op, version: int) -> None:

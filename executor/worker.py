@@ -46,6 +46,36 @@ class Clock:
         return (time.perf_counter_ns() - self.offset_ns - self.zero_ns) / 1e9
 
 
+class CudaTimer:
+    """CUDA events around the compute ops, turned into times on the common clock in batches (at every
+    step boundary and at the end), so timing never stalls the device."""
+
+    def __init__(self, clock: Clock) -> None:
+        torch.cuda.synchronize()
+        self.base = torch.cuda.Event(enable_timing=True)
+        self.base.record()
+        torch.cuda.synchronize()
+        self.base_time = clock.now()
+        self.pending: list[tuple] = []
+
+    def begin(self):
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def later(self, start, end, emit) -> None:
+        self.pending.append((start, end, emit))
+
+    def flush(self) -> None:
+        torch.cuda.synchronize()
+        for start, end, emit in self.pending:
+            emit(self.at(start), self.at(end))
+        self.pending = []
+
+    def at(self, event) -> float:
+        return self.base_time + self.base.elapsed_time(event) / 1e3
+
+
 def sync_clock(clock: Clock, rank: int, world: int, group, rounds: int = 8) -> None:
     """NTP-style: rank 0 pings every rank, keeps the offset of the fastest round trip, tells it."""
     stamp = torch.zeros(1, dtype=torch.int64)
@@ -133,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=config.timeout))
     control = dist.new_group(backend="gloo") if cuda else None
+    if cuda:  # create the NCCL communicator with every rank present before any batched p2p
+        dist.all_reduce(torch.zeros(1, device="cuda"))
     assembly = Assembly(config)
     clock = Clock()
     runtime = assembly.runtime(rank, DistTransport(), recorder=log, clock=clock.now)
@@ -149,9 +181,12 @@ def main(argv: list[str] | None = None) -> int:
 
     sync_clock(clock, rank, world, control)  # after the set-up: step 0 is timed from here
     clock.zero_ns -= int(float(os.environ.get("PIPESIM_TIME_SHIFT", "0")) * 1e9)  # a resumed run goes on
+    if cuda:
+        runtime.timer = CudaTimer(clock)
     attach(runtime, assembly, folder, args.resume_from)
     try:
         runtime.run()
+        runtime.finish()
         watchdog.started(-1, "the final sends")
         runtime.mailman.finish(config.timeout)
         dist.barrier(group=control)

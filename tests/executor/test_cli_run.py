@@ -6,7 +6,6 @@ Run: .venv/bin/pytest tests/executor/test_cli_run.py
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -56,7 +55,7 @@ def test_prepare_writes_the_config_and_prints_the_torchrun_command(tmp_path, cap
     folder = tmp_path / "prepared"
     assert main(["run", "--schedule", "2bw", "--stages", "2", *SMALL, "--out", str(folder), "--prepare"]) == 0
     out = capsys.readouterr().out
-    assert f"torchrun --nnodes=1 --nproc-per-node=2" in out and f"-m executor.worker --run-dir {folder}" in out
+    assert "torchrun --nnodes=1 --nproc-per-node=2" in out and f"-m executor.worker --run-dir {folder}" in out
     saved = RunConfig.from_dict(json.loads((folder / "config.json").read_text())["config"])
     assert saved.schedule == "2bw" and saved.steps == 4 and saved.microbatch_size == 2
     assert main(["run", "--schedule", "2bw", *SMALL, "--out", str(folder)]) == 2  # never overwritten

@@ -57,7 +57,10 @@ def test_distributed_equals_single_process_and_traces_every_action(tmp_path, cas
     code, text = run(distributed)
     assert code == 0, text
     assert run(single)[0] == 0
-    ours, theirs = read_metrics(Path(distributed.out) / "metrics.jsonl"), read_metrics(Path(single.out) / "metrics.jsonl")
+    ours, theirs = (
+        read_metrics(Path(distributed.out) / "metrics.jsonl"),
+        read_metrics(Path(single.out) / "metrics.jsonl"),
+    )
     assert len(ours) == case["steps"]
     assert [(m["loss"], m.get("val_loss")) for m in ours] == [(m["loss"], m.get("val_loss")) for m in theirs]
     assert all("val_loss" in m for m in ours if (m["step"] + 1) % 2 == 0)

@@ -88,10 +88,18 @@ def test_killed_run_resumed_with_the_cli_equals_an_uninterrupted_run(tmp_path, m
     assert main(["run", "--resume", str(folder)]) == 0
 
     reference = config(
-        schedule="2bw", stages=2, microbatches=4, steps=6, single_process=True, out=str(tmp_path / "reference")
+        schedule="2bw",
+        stages=2,
+        microbatches=4,
+        steps=6,
+        single_process=True,
+        out=str(tmp_path / "reference"),
     )
     assert launch(reference, err=io.StringIO(), out=io.StringIO()) == 0
-    resumed, uninterrupted = read_metrics(folder / "metrics.jsonl"), read_metrics(tmp_path / "reference/metrics.jsonl")
+    resumed, uninterrupted = (
+        read_metrics(folder / "metrics.jsonl"),
+        read_metrics(tmp_path / "reference/metrics.jsonl"),
+    )
     assert [(m["loss"], m.get("val_loss")) for m in resumed] == [
         (m["loss"], m.get("val_loss")) for m in uninterrupted
     ]

@@ -18,9 +18,10 @@ from executor.data import load_corpus
 from executor.local import run_local
 from executor.model import build_stages, loss_fn
 from executor.optim import OptimizerConfig, make_optimizer
-from executor.program import build_plans
+from executor.program import build_plans, stuck_ranks
 from executor.runconfig import RunConfig
-from schedules import Kind, build
+from executor.versions import VersionStore
+from schedules import SCHEDULES, Kind, build, parse_action
 
 STEPS = 3
 ADAMW = OptimizerConfig(name="adamw", lr=3e-3)
@@ -246,3 +247,36 @@ def test_frozen_forwards_are_the_ones_an_update_overtakes():
     assert [(op.step, op.microbatch) for op in frozen] == [(1, 0)]
     kept = [plan.ops[i] for i in sorted(plan.keep_on_update)]
     assert [(op.kind, op.step) for op in kept] == [(Kind.OPT, 0)]
+
+
+@pytest.mark.parametrize(("copy_on_write", "expected"), [(True, 2.0), (False, 5.0)])
+def test_an_update_between_forward_and_backward(copy_on_write, expected):
+    """STASH/DOUBLE_BUFFER (copy on write): the backward reads the version its forward read.
+    CURRENT (AMDP, no stashing): the backward reads the weights current when it runs."""
+    module = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        module.weight.fill_(2.0)
+    store = VersionStore(module, copy_on_write=copy_on_write)
+    (weight,) = store.leaves(0, frozen=True)
+    x = torch.ones(1, 1, requires_grad=True)
+    out = torch.func.functional_call(module, {"weight": weight}, (x,))
+    assert store.update(keep_old=True, apply=lambda: module.weight.data.add_(3.0)) == 1
+    out.sum().backward()
+    assert x.grad.item() == expected  # d(w x)/dx = w: the old 2 or the new 5
+    assert module.weight.item() == 5.0 and store.old[0][0].item() == 2.0 and store.held() == 2
+
+
+def test_programs_never_deadlock_and_a_bad_order_is_caught():
+    for name in SCHEDULES:
+        for ranks in (2, 4):
+            schedule = build(name, ranks, 8, 3, 2 if name == "interleaved" else 1)
+            plans = build_plans(schedule, val_steps=frozenset({0, 1, 2}), checkpoint_steps=frozenset({0, 1}))
+            assert stuck_ranks(plans, schedule.layout) == [], (name, ranks)
+    gpipe = build("gpipe", 2, 1)
+    bad = gpipe.with_actions(
+        [[parse_action(a) for a in ("0RECV_B0", "0F0@v0", "0SEND_F0", "0B0@v0", "0OPT@v1")], gpipe.actions[1]]
+    )
+    assert [(rank, str(op)) for rank, op in stuck_ranks(build_plans(bad), bad.layout)] == [
+        (0, "0RECV_B0"),
+        (1, "1RECV_F0"),
+    ]
