@@ -20,7 +20,7 @@ from typing import Any
 from simulator.links import ring_allreduce_time, transfer_time
 from simulator.units import CostError
 
-OPTIMIZER_STATE = {"adamw": 2, "nadamw": 2, "rotation": 2, "muon": 1, "sgd": 1, "none": 0}
+OPTIMIZER_STATE = {"adamw": 2, "nadamw": 2, "basis-rotation": 2, "muon": 1, "sgd": 1, "none": 0}
 """Optimizer state, in copies of the weights it applies to (AdamW: m and v; Muon, SGD: momentum).
 Muon and basis rotation apply to the hidden matrices (StageCost.matrix_bytes) and AdamW to the rest;
 basis rotation adds its bases, StageCost.rotation_bytes."""
@@ -182,7 +182,7 @@ class CostModel:
         if self.optimizer == "muon":
             return matrices + 2 * (weights - matrices)
         state = OPTIMIZER_STATE[self.optimizer] * weights
-        return state + entry.rotation_bytes if self.optimizer == "rotation" else state
+        return state + entry.rotation_bytes if self.optimizer == "basis-rotation" else state
 
     def straggler_factor(self, rank: int) -> float:
         return dict(self.stragglers).get(rank, 1.0)

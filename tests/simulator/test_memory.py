@@ -114,7 +114,7 @@ def test_weight_memory_follows_the_versions(name: str, peaks: list[int]) -> None
         ("sgd", WEIGHTS),
         ("none", 0),
         ("muon", 600 + 2 * 400),
-        ("rotation", 2 * WEIGHTS + 5000),
+        ("basis-rotation", 2 * WEIGHTS + 5000),
     ],
 )
 def test_optimizer_state_by_optimizer(optimizer: str, state: int) -> None:
