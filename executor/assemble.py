@@ -123,6 +123,7 @@ class Assembly:
             return torch.empty(shape, device=device)
 
         mailman = Mailman(rank, transport, self.orders, lambda stage: layout.placement[stage], buffer_of)
+        mailman.eager = device.type == "cpu"
         extra = {"clock": clock} if clock is not None else {}
         return Runtime(
             rank=rank,

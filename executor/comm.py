@@ -124,6 +124,9 @@ class Mailman:
         self.posted: dict[Message, tuple[P2P, Handle]] = {}
         self.in_flight: list[tuple[Handle, torch.Tensor]] = []
         self.bytes_sent = 0
+        self.eager = False
+        """Post each peer's next receive as soon as the previous one is taken (gloo; NCCL would hold
+        the pair's stream on it)."""
 
     def set_orders(self, orders: dict[tuple[int, int], list[Message]]) -> None:
         """Install the pair orders (again on resume, where they start after the cut)."""
@@ -189,7 +192,15 @@ class Mailman:
                 ) from None
         else:
             handle.wait()
+        if self.eager:
+            self._post_next(op.peer)
         return self.transport.result(op, handle)
+
+    def _post_next(self, src: int) -> None:
+        """Post the peer's next message now, so its bytes arrive while this rank computes."""
+        order, start = self.incoming[src], self.next_post[src]
+        if start < len(order) and not any(self.rank_of(m.src) == src for m in self.posted):
+            self.exchange(sends=[], recvs=[order[start]])
 
     def _prune(self) -> None:
         if len(self.in_flight) > 16:

@@ -238,6 +238,11 @@ def _meta(config: RunConfig, completed: bool) -> dict:
         "seed": config.seed,
         "torch": torch.__version__,
         "completed": completed,
+        "workload": {
+            "microbatch_size": config.microbatch_size,
+            "sequence_length": config.model_config.seq_len,
+            "data_parallel": 1,
+        },
         "config": config.to_dict(),
     }
 

@@ -28,7 +28,7 @@ from executor.comm import Mailman
 from executor.memory import SavedBytes, held_bytes
 from executor.model import loss_fn
 from executor.program import CUT, EVAL_F, EVAL_RECV, EVAL_SEND, Extra, Message, Op, RankPlan, message_of
-from executor.versions import VersionStore
+from executor.versions import VersionStore, accumulate, flatten, unflatten
 from schedules.ir import COMM_KINDS, Kind, Layout
 
 Key = tuple[int, int, int | None]  # (stage, step, microbatch)
@@ -171,6 +171,7 @@ class Runtime:
         timed = self.timer is not None and op.kind in TIMED_KINDS
         start = self.timer.begin() if timed else self.clock()
         moved = self.handlers[op.kind](op) or self.sent_bytes.pop(index, 0)
+        self.started.discard(index)
         end = self.timer.begin() if timed else self.clock()
         for stage, version in self.plan.releases.get(index, ()):
             self.stages[stage].store.release(version)
@@ -188,10 +189,12 @@ class Runtime:
             op = self.plan.ops[index]
             if op.kind in RECV_OPS:
                 recvs.append(self._message(op))
-            elif index not in self.skip_sends:
-                sends.append((self._message(op), self._payload(op)))
-                self.sent_bytes[index] = sends[-1][1].nbytes
-                self._keep(*sends[-1])
+            else:
+                payload = self._payload(op)  # always: a SEND_G also empties the gradient buffer
+                if index not in self.skip_sends:
+                    sends.append((self._message(op), payload))
+                    self.sent_bytes[index] = payload.nbytes
+                    self._keep(*sends[-1])
             self.started.add(index)
         self.mailman.exchange(sends=sends, recvs=recvs)
 
@@ -258,7 +261,7 @@ class Runtime:
             )
             grad_x = grads[0] if want_input else None
             if want_weights:
-                _accumulate(state.params, grads[1:] if want_input else grads)
+                accumulate(state.params, grads[1:] if want_input else grads)
         if want_weights:
             del self.forwards[key]
         if grad_x is not None:
@@ -304,20 +307,22 @@ class Runtime:
         if op.kind == EVAL_SEND:
             return self.eval_out.pop(key)
         if op.kind is Kind.SEND_G:
-            flat = _flatten([p.grad if p.grad is not None else torch.zeros_like(p) for p in state.params])
+            flat = flatten([p.grad if p.grad is not None else torch.zeros_like(p) for p in state.params])
             for param in state.params:
                 param.grad = None
             return flat
         _expect_version(op, state.store.live)  # SEND_W
-        return _flatten([p.detach() for p in state.params])
+        return flatten([p.detach() for p in state.params])
 
     def _send(self, op: Op) -> int:
-        if self.index not in self.started and self.index not in self.skip_sends:
-            payload = self._payload(op)
-            self.mailman.exchange(sends=[(self._message(op), payload)], recvs=[])
-            self._keep(self._message(op), payload)
-            return payload.nbytes
-        return 0
+        if self.index in self.started:
+            return 0
+        payload = self._payload(op)
+        if self.index in self.skip_sends:  # received before the receiver's checkpoint: resumed past it
+            return 0
+        self.mailman.exchange(sends=[(self._message(op), payload)], recvs=[])
+        self._keep(self._message(op), payload)
+        return payload.nbytes
 
     def _keep(self, message: Message, payload: torch.Tensor) -> None:
         """Keep a sent tensor that a checkpoint must hold (its receive falls after the receiver's cut)."""
@@ -339,7 +344,7 @@ class Runtime:
 
     def _recv_weight_grad(self, op: Op) -> int:
         flat = self._take(op)
-        _accumulate(self.stages[op.stage].params, _unflatten(flat, self.stages[op.stage].params))
+        accumulate(self.stages[op.stage].params, unflatten(flat, self.stages[op.stage].params))
         return flat.nbytes
 
     def _recv_weights(self, op: Op) -> int:
@@ -348,7 +353,7 @@ class Runtime:
 
         @torch.no_grad()
         def write() -> None:
-            for param, value in zip(state.params, _unflatten(flat, state.params), strict=True):
+            for param, value in zip(state.params, unflatten(flat, state.params), strict=True):
                 param.copy_(value)
 
         _expect_version(op, state.store.update(keep_old=self.index in self.plan.keep_on_update, apply=write))
@@ -403,27 +408,3 @@ class Runtime:
 def _expect_version(op: Op, version: int) -> None:
     if op.version is not None and op.version != version:
         raise RuntimeError(f"{op} expects weight version {op.version}, the store has {version}")
-
-
-@torch.no_grad()
-def _accumulate(params: list[torch.Tensor], grads) -> None:
-    """Add weight gradients into the stage's gradient buffer (param.grad), as autograd would."""
-    for param, grad in zip(params, grads, strict=True):
-        if grad is None:
-            continue
-        if param.grad is None:
-            param.grad = grad.clone()
-        else:
-            param.grad += grad
-
-
-def _flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
-def _unflatten(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
-    out, offset = [], 0
-    for tensor in like:
-        out.append(flat[offset : offset + tensor.numel()].view_as(tensor))
-        offset += tensor.numel()
-    return out

@@ -102,3 +102,27 @@ class VersionStore:
             int(version): [t.to(self.params[0].device) for t in tensors]
             for version, tensors in state["old"].items()
         }
+
+
+@torch.no_grad()
+def accumulate(params: list[torch.Tensor], grads) -> None:
+    """Add weight gradients into the stage's gradient buffer (param.grad), as autograd would."""
+    for param, grad in zip(params, grads, strict=True):
+        if grad is None:
+            continue
+        if param.grad is None:
+            param.grad = grad.clone()
+        else:
+            param.grad += grad
+
+
+def flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    out, offset = [], 0
+    for tensor in like:
+        out.append(flat[offset : offset + tensor.numel()].view_as(tensor))
+        offset += tensor.numel()
+    return out

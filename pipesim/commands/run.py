@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a small GPT with a schedule on real ranks and record a measured trace.",
     )
     for flag, field, kind, text in FLAGS:
-        parser.add_argument(flag, dest=field, type=kind, default=None, help=text)
+        metavar = field.split(".")[-1].upper()
+        parser.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, help=text)
     parser.add_argument(
         "--single-process", action="store_true", default=None, help="all ranks in this process"
     )

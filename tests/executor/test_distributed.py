@@ -18,6 +18,7 @@ from executor.optim import OptimizerConfig
 from executor.runconfig import RunConfig
 from executor.runfolder import read_metrics
 from traces.io import read_trace
+from traces.metrics import compute_metrics
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -78,6 +79,7 @@ def test_distributed_equals_single_process_and_traces_every_action(tmp_path, cas
             assert event.bytes > 0, event
     starts = [event.start for event in trace.events]
     assert starts == sorted(starts)
+    assert compute_metrics(trace).to_dict()["throughput"]["tokens_per_s"] > 0  # the shared metrics read it
 
 
 def alive(pid: int) -> bool:
