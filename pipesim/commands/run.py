@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import ExecutorConfigError
+from schedules.registry import DEFAULT_CHUNKS, SCHEDULES
 
 # (flag, RunConfig field, type, help); optimizer fields are prefixed with "optimizer."
 FLAGS: list[tuple[str, str, Any, str]] = [
@@ -25,7 +26,7 @@ FLAGS: list[tuple[str, str, Any, str]] = [
     ("--stages", "stages", int, "pipeline ranks P (default 2)"),
     ("--microbatches", "microbatches", int, "microbatches per step m (default 4)"),
     ("--steps", "steps", int, "optimizer steps (default 20)"),
-    ("--chunks", "chunks", int, "model chunks per rank, interleaved only (default 1)"),
+    ("--chunks", "chunks", int, "model chunks per rank, interleaved only (default 2)"),
     ("--model", "model", str, "model preset: tiny, small, gpt2-small, gpt2-medium (default tiny)"),
     ("--layers", "layers", int, "override the preset's blocks"),
     ("--hidden", "hidden", int, "override the preset's width"),
@@ -101,6 +102,9 @@ def make_config(values: dict[str, Any]):
     optimizer = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("optimizer.")}
     plain = {k: v for k, v in values.items() if not k.startswith("optimizer.")}
     plain["optimizer"] = dataclasses.replace(base.optimizer, **optimizer) if optimizer else base.optimizer
+    schedule = plain.get("schedule", base.schedule)
+    if "chunks" not in plain and not values.get("resume") and schedule in SCHEDULES:
+        plain["chunks"] = DEFAULT_CHUNKS if SCHEDULES[schedule].uses_chunks else 1
     if "out" not in plain:
         stages, microbatches = plain.get("stages", base.stages), plain.get("microbatches", base.microbatches)
         plain["out"] = f"runs/{plain.get('schedule', base.schedule)}-p{stages}-m{microbatches}"

@@ -76,3 +76,19 @@ def test_single_process_run_prints_progress_and_a_summary_and_fills_the_folder(t
     trace = json.loads((folder / "trace.json").read_text())
     assert trace["source"] == "measured" and trace["schedule"]["name"] == "pipedream"
     assert {e["action"].split("@")[0][1:2] for e in trace["events"]} >= {"F", "B", "O"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "chunks"),
+    [
+        (["--schedule", "interleaved"], 2),  # interleaved without --chunks: the registry's default, not 1F1B
+        (["--schedule", "interleaved", "--chunks", "3"], 3),  # an explicit value wins
+        (["--schedule", "1f1b"], 1),  # schedules without chunks keep one per rank
+    ],
+)
+def test_chunks_default_follows_the_schedule(flags, chunks):
+    from pipesim.cli import build_parser
+    from pipesim.commands.run import given, make_config
+
+    args = build_parser().parse_args(["run", *flags])
+    assert make_config(given(args)).chunks == chunks
