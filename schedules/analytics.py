@@ -57,7 +57,8 @@ class Analytics:
     bubble_ratio: float
     """Idle over ideal compute per step: ranks x step_time / busy - 1."""
     peak_activations: list[float]
-    """Per stage: most microbatches whose forward ran and whose last backward has not (divided by chunks)."""
+    """Per stage: most microbatches whose forward ran and whose backward for inputs (B or I) has not
+    (divided by chunks)."""
     peak_activations_per_rank: list[float]
     """Per rank: the same, summed over the rank's stages at each position (divided by chunks)."""
     weight_versions: list[int]

@@ -79,6 +79,8 @@ SCHEDULES: dict[str, ScheduleInfo] = {
 
 DEFAULT_CHUNKS = 2
 """Model chunks per rank for interleaved schedules when none are asked for."""
+ASYNC_DEFAULT_STEPS = 4
+"""Steps the commands cover for asynchronous schedules when none are asked for (their steady state shows)."""
 
 
 def get_info(name: str) -> ScheduleInfo:
@@ -134,3 +136,13 @@ def build(
     else:
         schedule = generate(ranks, microbatches, steps)
     return lower(schedule) if lowered else schedule
+
+
+def build_with_defaults(
+    name: str, ranks: int, microbatches: int, steps: int | None = None, chunks: int | None = None
+) -> Schedule:
+    """build() with the commands' defaults: steps 1 for synchronous schedules and ASYNC_DEFAULT_STEPS for
+    asynchronous ones, chunks DEFAULT_CHUNKS for interleaved."""
+    if steps is None:
+        steps = ASYNC_DEFAULT_STEPS if get_info(name).asynchronous else 1
+    return build(name, ranks, microbatches, steps=steps, chunks=chunks)

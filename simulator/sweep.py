@@ -21,13 +21,10 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from schedules.errors import UserError
-from schedules.registry import DEFAULT_CHUNKS, build, get_info
+from schedules.registry import ASYNC_DEFAULT_STEPS, DEFAULT_CHUNKS, build, get_info
 from simulator.request import CostRequest
 from simulator.simulation import simulate
 from traces.io import write_atomic
-
-ASYNC_STEPS = 4
-"""Steps of an asynchronous schedule in a sweep: enough for its steady state (as `schedules show`)."""
 
 COLUMNS = (
     "schedule",
@@ -90,7 +87,7 @@ def grid(
 def run_point(point: SweepPoint) -> dict[str, Any]:
     """Simulate one point; a user error (sizes the schedule cannot take, a bad cost file) is a row."""
     info = get_info(point.schedule)
-    steps = point.steps if point.steps is not None else (ASYNC_STEPS if info.asynchronous else 1)
+    steps = point.steps if point.steps is not None else (ASYNC_DEFAULT_STEPS if info.asynchronous else 1)
     chunks = point.chunks if point.chunks is not None else (DEFAULT_CHUNKS if info.uses_chunks else 1)
     row: dict[str, Any] = {
         "schedule": info.name,

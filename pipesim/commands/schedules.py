@@ -24,11 +24,13 @@ from schedules.graph import validate
 from schedules.grid import render_grid
 from schedules.ir import Schedule, ScheduleError
 from schedules.passes import lower
-from schedules.registry import SCHEDULES, ScheduleInfo, build, get_info
-
-ASYNC_DEFAULT_STEPS = 4
-"""Steps an asynchronous schedule shows by default: enough to reach its steady state."""
-INTERLEAVED_DEFAULT_CHUNKS = 2
+from schedules.registry import (
+    ASYNC_DEFAULT_STEPS,
+    DEFAULT_CHUNKS,
+    SCHEDULES,
+    ScheduleInfo,
+    build_with_defaults,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,6 +98,11 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 
 def _add_request(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("schedule", metavar="SCHEDULE", help=f"one of: {', '.join(SCHEDULES)}")
+    add_size_flags(parser)
+
+
+def add_size_flags(parser: argparse.ArgumentParser) -> None:
+    """-p, -m, --steps and --chunks, as every command that builds one schedule takes them."""
     parser.add_argument(
         "-p", "--stages", type=int, required=True, metavar="P", help="pipeline stages (ranks)"
     )
@@ -115,7 +122,7 @@ def _add_request(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="V",
-        help=f"model chunks per rank, interleaved only (default {INTERLEAVED_DEFAULT_CHUNKS})",
+        help=f"model chunks per rank, interleaved only (default {DEFAULT_CHUNKS})",
     )
 
 
@@ -211,12 +218,7 @@ def constraints(info: ScheduleInfo) -> list[str]:
 
 def build_request(args: argparse.Namespace) -> Schedule:
     """The lowered schedule the flags ask for; defaults for steps and chunks depend on the schedule."""
-    info = get_info(args.schedule)
-    steps = args.steps if args.steps is not None else (ASYNC_DEFAULT_STEPS if info.asynchronous else 1)
-    chunks = (
-        args.chunks if args.chunks is not None else (INTERLEAVED_DEFAULT_CHUNKS if info.uses_chunks else 1)
-    )
-    return build(info.name, args.stages, args.microbatches, steps=steps, chunks=chunks)
+    return build_with_defaults(args.schedule, args.stages, args.microbatches, args.steps, args.chunks)
 
 
 def costs_from(args: argparse.Namespace) -> Costs:

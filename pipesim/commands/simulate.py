@@ -17,14 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipesim.commands.schedules import (
-    ASYNC_DEFAULT_STEPS,
-    INTERLEAVED_DEFAULT_CHUNKS,
+    add_size_flags,
     format_json,
     format_table,
     number,
 )
-from schedules.ir import Schedule
-from schedules.registry import SCHEDULES, build, get_info
+from schedules.registry import SCHEDULES, build_with_defaults, get_info
 from simulator.costs import JITTERS, OPTIMIZER_STATE
 from simulator.presets import DEVICES, MODELS
 from simulator.request import CostRequest
@@ -45,26 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--schedule", required=True, metavar="NAMES", help=f"one or a comma list of: {', '.join(SCHEDULES)}"
     )
-    parser.add_argument(
-        "-p", "--stages", type=int, required=True, metavar="P", help="pipeline stages (ranks)"
-    )
-    parser.add_argument(
-        "-m", "--microbatches", type=int, required=True, metavar="M", help="microbatches per step"
-    )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        metavar="K",
-        help=f"optimizer steps (default 1 for synchronous schedules, {ASYNC_DEFAULT_STEPS} for asynchronous)",
-    )
-    parser.add_argument(
-        "--chunks",
-        type=int,
-        default=None,
-        metavar="V",
-        help=f"model chunks per rank, interleaved only (default {INTERLEAVED_DEFAULT_CHUNKS})",
-    )
+    add_size_flags(parser)
     add_cost_flags(parser)
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the metrics as JSON (a list for several)")
@@ -131,22 +110,14 @@ def schedule_names(text: str) -> list[str]:
     return [get_info(name).name for name in names]
 
 
-def build_schedule(
-    name: str, ranks: int, microbatches: int, steps: int | None, chunks: int | None
-) -> Schedule:
-    """The lowered schedule, with the `schedules show` defaults for steps and chunks."""
-    info = get_info(name)
-    steps = steps if steps is not None else (ASYNC_DEFAULT_STEPS if info.asynchronous else 1)
-    chunks = chunks if chunks is not None else (INTERLEAVED_DEFAULT_CHUNKS if info.uses_chunks else 1)
-    return build(name, ranks, microbatches, steps=steps, chunks=chunks)
-
-
 def run(args: argparse.Namespace) -> int:
     from simulator.simulation import simulate  # SimPy loads here, not when the CLI lists its commands
 
     names = schedule_names(args.schedule)
     request = cost_request(args)
-    schedules = [build_schedule(n, args.stages, args.microbatches, args.steps, args.chunks) for n in names]
+    schedules = [
+        build_with_defaults(n, args.stages, args.microbatches, args.steps, args.chunks) for n in names
+    ]
     simulations = [simulate(s, request.costs_for(s), meta={"costs": request.label}) for s in schedules]
     for simulation in simulations:
         _write_files(args, simulation, several=len(simulations) > 1)

@@ -16,6 +16,7 @@ import sys
 
 from pipesim.commands.simulate import add_cost_flags, cost_request, schedule_names
 from pipesim.errors import UsageError
+from schedules.registry import ASYNC_DEFAULT_STEPS, DEFAULT_CHUNKS
 from simulator.presets import DEVICES
 
 
@@ -31,10 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-m", "--microbatches", required=True, metavar="M,M", help="comma list of microbatches"
     )
     parser.add_argument(
-        "--steps", type=int, default=None, metavar="K", help="steps (default 1 sync, 4 async)"
+        "--steps",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"steps (default 1 sync, {ASYNC_DEFAULT_STEPS} async)",
     )
     parser.add_argument(
-        "--chunks", type=int, default=None, metavar="V", help="interleaved chunks (default 2)"
+        "--chunks", type=int, default=None, metavar="V", help=f"interleaved chunks (default {DEFAULT_CHUNKS})"
     )
     parser.add_argument(
         "--device",
