@@ -83,6 +83,22 @@ def model_config(name: str, **overrides: int | float) -> GPTConfig:
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same outputs) whose weight gradient a split backward can defer.
+
+    While `sink` is set (executor.weightgrad.WeightGrads.recording, only for forwards that an I/W pair
+    will differentiate), the forward goes through the sink; otherwise it is nn.Linear's own forward.
+    """
+
+    sink = None
+    """The forward's WeightGrads while it records, else None (plain nn.Linear)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sink is None:
+            return super().forward(x)
+        return self.sink.linear(x, self.weight, self.bias)
+
+
 class Embedding(nn.Module):
     """Token + learned position embedding: int64 [batch, seq] -> float [batch, seq, hidden]."""
 
@@ -104,8 +120,8 @@ class Attention(nn.Module):
         super().__init__()
         self.heads = config.heads
         self.dropout = config.dropout
-        self.qkv = nn.Linear(config.hidden, 3 * config.hidden)
-        self.proj = nn.Linear(config.hidden, config.hidden)
+        self.qkv = Linear(config.hidden, 3 * config.hidden)
+        self.proj = Linear(config.hidden, config.hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq, hidden = x.shape
@@ -124,8 +140,8 @@ class MLP(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.hidden, 4 * config.hidden)
-        self.out = nn.Linear(4 * config.hidden, config.hidden)
+        self.fc = Linear(config.hidden, 4 * config.hidden)
+        self.out = Linear(4 * config.hidden, config.hidden)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,7 +169,7 @@ class Head(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(config.hidden)
-        self.output = nn.Linear(config.hidden, config.vocab, bias=False)
+        self.output = Linear(config.hidden, config.vocab, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.norm(x))

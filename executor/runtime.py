@@ -11,14 +11,15 @@ decisions about them (frozen forwards, kept versions) were taken statically in e
 Note: what each backward computes, per kind (x: the stage's input, out: its output or scaled loss):
 
     B   d out / d x  and  d out / d weights      (one autograd pass)
-    I   d out / d x  only, graph kept for W      (retain_graph)
-    W   d out / d weights only                   (a second pass through the kept graph)
+    I   d out / d x, the Linears' weight-gradient closures stored, graph freed   (executor.weightgrad)
+    W   d out / d weights: the stored weight-gradient GEMMs only, no autograd pass
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +30,7 @@ from executor.memory import SavedBytes, held_bytes
 from executor.model import loss_fn
 from executor.program import CUT, EVAL_F, EVAL_RECV, EVAL_SEND, Extra, Message, Op, RankPlan, message_of
 from executor.versions import VersionStore, accumulate, flatten, unflatten
+from executor.weightgrad import WeightGrads
 from schedules.ir import COMM_KINDS, Kind, Layout
 
 Key = tuple[int, int, int | None]  # (stage, step, microbatch)
@@ -64,6 +66,8 @@ class Forward:
     leaves: list[torch.Tensor] | None
     version: int
     grad: torch.Tensor | None = None
+    sink: WeightGrads | None = None
+    """Set where an I/W pair differentiates this forward: what the I defers to the W."""
 
 
 @dataclass
@@ -101,6 +105,9 @@ class Runtime:
         self.grads: dict[Key, torch.Tensor] = {}
         self.grad_out: dict[Key, torch.Tensor] = {}
         self.forwards: dict[Key, Forward] = {}
+        self.split_keys = frozenset(
+            (op.stage, op.step, op.microbatch) for op in plan.ops if op.kind is Kind.I
+        )
         self.eval_inputs: dict[Key, torch.Tensor] = {}
         self.eval_out: dict[Key, torch.Tensor] = {}
         self.eval_losses: list[float] = []
@@ -224,13 +231,16 @@ class Runtime:
     def forward_graph(self, state: StageState, op: Op, x: torch.Tensor, *, frozen: bool) -> Forward:
         """Run the stage on the version `op` reads: live weights, or leaves over a kept / aliased copy."""
         leaves = state.store.leaves(op.version, frozen=frozen)
-        if state.saved_bytes is None:
-            with SavedBytes(state) as counter:
+        split = (op.stage, op.step, op.microbatch) in self.split_keys
+        sink = WeightGrads(leaves or state.params) if split else None
+        with sink.recording(state.module) if sink is not None else nullcontext():
+            if state.saved_bytes is None:
+                with SavedBytes(state) as counter:
+                    out = self._call(state, x, leaves)
+                state.saved_bytes = counter.total
+            else:
                 out = self._call(state, x, leaves)
-            state.saved_bytes = counter.total
-        else:
-            out = self._call(state, x, leaves)
-        return Forward(x=x, out=out, leaves=leaves, version=op.version)
+        return Forward(x=x, out=out, leaves=leaves, version=op.version, sink=sink)
 
     @staticmethod
     def _call(state: StageState, x: torch.Tensor, leaves: list[torch.Tensor] | None) -> torch.Tensor:
@@ -245,13 +255,29 @@ class Runtime:
         self._check_version(state, op, record)
         if record.grad is None and not state.last:
             record.grad = self.grads.pop(key)
-        keep = not want_weights  # an I keeps the graph for its W
+        sink = record.sink
+        if sink is not None and not want_weights:  # an I: the chain now, the weight GEMMs kept for its W
+            grad_x = sink.backward_input(record.out, record.grad, None if state.first else record.x)
+        elif sink is not None and sink.ready:  # its W: the stored GEMMs only
+            accumulate(state.params, sink.weight_grads())
+            del self.forwards[key]
+            return
+        else:
+            grad_x = self._autograd_backward(state, key, record, want_input, want_weights)
+        if grad_x is not None:
+            self._hand_off(self.layout.prev_stage(op.stage), key, grad_x, self.grads, grad=False)
+
+    def _autograd_backward(
+        self, state: StageState, key: Key, record: Forward, want_input: bool, want_weights: bool
+    ) -> torch.Tensor | None:
+        """B (or a W whose I deferred nothing): one autograd pass; returns d out / d x where wanted."""
+        keep = not want_weights  # an I without a sink keeps the graph for its W
         want_input = want_input and not state.first
         targets = ([record.x] if want_input else []) + (
             (record.leaves or state.params) if want_weights else []
         )
         if not targets:  # the first stage's I: nothing to compute, the W does it all
-            return
+            return None
         if record.leaves is None and want_weights:
             torch.autograd.backward(record.out, record.grad, inputs=targets, retain_graph=keep)
             grad_x = record.x.grad if want_input else None
@@ -264,8 +290,7 @@ class Runtime:
                 accumulate(state.params, grads[1:] if want_input else grads)
         if want_weights:
             del self.forwards[key]
-        if grad_x is not None:
-            self._hand_off(self.layout.prev_stage(op.stage), key, grad_x, self.grads, grad=False)
+        return grad_x
 
     def _hand_off(self, stage: int | None, key: Key, tensor, local: dict, *, grad: bool) -> None:
         """Give a neighbour stage its tensor: in place if it lives here, else keep it for the send."""
