@@ -2,8 +2,9 @@
 
     pipesim demo
 
-Sections so far: every schedule's exact analytics side by side, for P = 4, m = 8 and P = 8, m = 32.
-Later issues add sections (simulate, run) by appending to SECTIONS.
+Sections: every schedule's exact analytics side by side (P = 4, m = 8 and P = 8, m = 32); what the
+simulator predicts for GPT-2 small on 8 H100s; what the executor measures training the tiny GPT here.
+Later issues add sections by appending to SECTIONS.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipesim.commands import demo_sections
 from schedules.analytics import analyze
 from schedules.costs import Costs
 from schedules.ir import ScheduleError
@@ -145,5 +147,13 @@ def _chunks(info: ScheduleInfo) -> int:
 
 SECTIONS: list[Section] = [
     Section(title="Schedules side by side (exact analytics)", render=side_by_side),
+    Section(
+        title="Predicted: GPT-2 small on 8 x H100 SXM (simulator, analytic cost model)",
+        render=lambda: demo_sections.predicted(),
+    ),
+    Section(
+        title="Measured: the tiny GPT on this machine (executor, torchrun)",
+        render=lambda: demo_sections.measured(),
+    ),
 ]
 """What the demo prints, in order; later issues append their sections here."""

@@ -190,9 +190,10 @@ def test_bad_input_is_one_line_and_exit_2(
     assert message in err
 
 
-def test_demo_prints_every_schedule_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "demo")
-    assert code == 0 and err == ""
+def test_demo_prints_every_schedule_side_by_side() -> None:
+    from pipesim.commands.demo import side_by_side
+
+    out = side_by_side()
     first, second = out.split("P = 8, m = 32")
     assert "P = 4, m = 8" in first
     for name in SCHEDULES:
@@ -203,6 +204,33 @@ def test_demo_prints_every_schedule_side_by_side(capsys: pytest.CaptureFixture[s
     assert rows["1f1b"][1:4] == ["117", "0.179", "8..1"]
     assert rows["pipedream"][1:3] == ["96", "0.000"] and "7..0" in rows["pipedream"]
     assert rows["2bw"][-4:-1] == ["2", "x", "8"] or "2 x 8" in " ".join(rows["2bw"])
+
+
+def test_demo_predicted_section_simulates_every_schedule() -> None:
+    from pipesim.commands.demo_sections import PREDICT_SCHEDULES, predicted
+
+    out = predicted()
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["gpipe"])
+    assert tuple(header.split()) == PREDICT_SCHEDULES
+    delay = next(line for line in out.splitlines() if line.startswith("delay (max)")).split()[2:]
+    assert delay == ["0", "0", "0", "0", "7", "1", "1"]  # pipedream P-1, 2bw 1, amdp's one late backward
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_demo_runs_every_section_with_real_ranks(capsys, monkeypatch) -> None:
+    from pipesim.commands import demo_sections
+
+    monkeypatch.setattr(demo_sections, "MEASURE_STEPS", 3)  # the demo's own 16 steps take ~35 s
+    code, out, err = run(capsys, "demo")
+    assert code == 0 and err == ""
+    for title in ("exact analytics", "Predicted:", "Measured:"):
+        assert title in out
+    measured = out.split("Measured:")[1]
+    rows = {line.split()[0]: line.split() for line in measured.splitlines() if line[:4] in ("1f1b", "2bw ")}
+    # 2BW's first step runs at the initial weights, like 1F1B's: the same first loss, to the digit.
+    assert rows["1f1b"][1] == rows["2bw"][1]
+    assert float(rows["2bw"][2]) < float(rows["2bw"][1])
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
