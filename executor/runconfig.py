@@ -139,9 +139,7 @@ def validate(config: RunConfig) -> Schedule:
         info = get_info(config.schedule)
         check_request(info, config.stages, config.microbatches, config.steps, config.chunks)
     except ScheduleError as error:
-        raise ExecutorConfigError(
-            str(error).replace("stages (-p)", "--stages").replace("-m ", "--microbatches ")
-        ) from None
+        raise ExecutorConfigError(str(error)) from None
     split_layers(config.model_config.layers, config.pieces, config.split)
     if config.device not in DEVICES:
         raise ExecutorConfigError(f"--device must be one of {', '.join(DEVICES)}, got {config.device!r}")

@@ -176,10 +176,10 @@ def _update_spots(order: list[tuple[Kind, int, int]], rounds_per_step: int) -> d
 def generate(ranks: int, microbatches: int, steps: int = 1) -> Schedule:
     """Compute actions in the rule's order plus the update blocks; `lower()` adds versions and comms."""
     if ranks < 2 or ranks % 2:
-        raise ScheduleError(f"amdp needs an even number of stages, got -p {ranks}")
+        raise ScheduleError(f"amdp needs an even number of stages P, got P = {ranks}")
     if microbatches < ranks or microbatches % ranks:
         raise ScheduleError(
-            f"amdp needs microbatches to be a multiple of stages, got -m {microbatches}, -p {ranks}"
+            f"amdp needs microbatches m to be a multiple of stages P, got m = {microbatches}, P = {ranks}"
         )
     layout = amdp_layout(ranks)
     rounds_per_step = microbatches // ranks

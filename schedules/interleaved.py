@@ -23,7 +23,8 @@ from schedules.steps import one_f_one_b, repeat_steps, warmup
 def generate(ranks: int, microbatches: int, steps: int = 1, chunks: int = 2) -> Schedule:
     if microbatches % ranks:
         raise ScheduleError(
-            f"interleaved needs microbatches to be a multiple of stages, got -m {microbatches}, -p {ranks}"
+            "interleaved needs microbatches m to be a multiple of stages P, "
+            f"got m = {microbatches}, P = {ranks}"
         )
     group = ranks * chunks  # chunk-microbatches in one pass of P microbatches through every chunk
 

@@ -94,9 +94,9 @@ def get_info(name: str) -> ScheduleInfo:
 def check_request(info: ScheduleInfo, ranks: int, microbatches: int, steps: int, chunks: int) -> None:
     """Raise ScheduleError with one line naming the first thing wrong with the sizes."""
     if ranks < 1:
-        raise ScheduleError(f"stages (-p) must be at least 1, got {ranks}")
+        raise ScheduleError(f"stages P must be at least 1, got {ranks}")
     if microbatches < 1:
-        raise ScheduleError(f"microbatches (-m) must be at least 1, got {microbatches}")
+        raise ScheduleError(f"microbatches m must be at least 1, got {microbatches}")
     if steps < 1:
         raise ScheduleError(f"steps must be at least 1, got {steps}")
     if chunks < 1:
@@ -104,12 +104,15 @@ def check_request(info: ScheduleInfo, ranks: int, microbatches: int, steps: int,
     if chunks > 1 and not info.uses_chunks:
         raise ScheduleError(f"{info.name} takes no chunks (only interleaved does), got {chunks}")
     if info.needs_even_p and ranks % 2:
-        raise ScheduleError(f"{info.name} needs an even number of stages, got -p {ranks}")
+        raise ScheduleError(f"{info.name} needs an even number of stages P, got P = {ranks}")
     if info.needs_m_ge_p and microbatches < ranks:
-        raise ScheduleError(f"{info.name} needs microbatches >= stages, got -m {microbatches} < -p {ranks}")
+        raise ScheduleError(
+            f"{info.name} needs microbatches m >= stages P, got m = {microbatches} < P = {ranks}"
+        )
     if info.needs_m_multiple_of_p and microbatches % ranks:
         raise ScheduleError(
-            f"{info.name} needs microbatches to be a multiple of stages, got -m {microbatches}, -p {ranks}"
+            f"{info.name} needs microbatches m to be a multiple of stages P, "
+            f"got m = {microbatches}, P = {ranks}"
         )
 
 

@@ -20,7 +20,7 @@ BAD_INPUT = [
     (["--schedule", "nope"], "unknown schedule 'nope'"),
     (["--optimizer", "nope"], "--optimizer: unknown 'nope'"),
     (["--stages", "8"], "--stages 8 is more than the model's 4 layers"),
-    (["--schedule", "2bw", "--stages", "4", "--microbatches", "2"], "needs microbatches >= stages"),
+    (["--schedule", "2bw", "--stages", "4", "--microbatches", "2"], "needs microbatches m >= stages P"),
     (["--data", "/no/such/corpus"], "no such file or folder: /no/such/corpus"),
     (["--split", "1,x"], "--split takes comma-separated block counts"),
     (["--split", "1,1"], "--split 1,1 sums to 2, not 4"),

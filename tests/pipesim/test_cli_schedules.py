@@ -139,14 +139,14 @@ def _bad_csv(tmp_path: Path, text: str) -> str:
 # (argv, what the one error line must say): every bad input the issue lists, and a few more
 BAD_INPUT = [
     (["schedules", "show", "nope", "-p", "4", "-m", "8"], "unknown schedule 'nope'"),
-    (["schedules", "show", "1f1b", "-p", "0", "-m", "8"], "stages (-p) must be at least 1, got 0"),
-    (["schedules", "show", "1f1b", "-p", "4", "-m", "0"], "microbatches (-m) must be at least 1, got 0"),
-    (["schedules", "show", "2bw", "-p", "4", "-m", "2"], "2bw needs microbatches >= stages"),
+    (["schedules", "show", "1f1b", "-p", "0", "-m", "8"], "stages P must be at least 1, got 0"),
+    (["schedules", "show", "1f1b", "-p", "4", "-m", "0"], "microbatches m must be at least 1, got 0"),
+    (["schedules", "show", "2bw", "-p", "4", "-m", "2"], "m >= stages P, got m = 2 < P = 4"),
     (
         ["schedules", "show", "interleaved", "-p", "4", "-m", "6"],
-        "interleaved needs microbatches to be a multiple",
+        "interleaved needs microbatches m to be a multiple",
     ),
-    (["schedules", "show", "amdp", "-p", "3", "-m", "6"], "amdp needs an even number of stages, got -p 3"),
+    (["schedules", "show", "amdp", "-p", "3", "-m", "6"], "amdp needs an even number of stages P, got P = 3"),
     (
         ["schedules", "show", "1f1b", "-p", "four", "-m", "8"],
         "argument -p/--stages: invalid int value: 'four'",

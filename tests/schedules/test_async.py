@@ -395,7 +395,7 @@ def test_amdp_properties_for_any_even_p(ranks):
 
 @pytest.mark.parametrize(
     "ranks, microbatches, message",
-    [(3, 6, "even number of stages"), (0, 4, "even number of stages"), (4, 6, "multiple of stages")],
+    [(3, 6, "even number of stages P"), (0, 4, "even number of stages P"), (4, 6, "multiple of stages P")],
 )
 def test_amdp_rejects_sizes_it_cannot_schedule(ranks, microbatches, message):
     with pytest.raises(ScheduleError, match=message):

@@ -131,7 +131,7 @@ def test_analytic_presets_and_cost_files(capsys: pytest.CaptureFixture[str]) -> 
     ("argv", "message"),
     [
         (["--schedule", "2bx", "-p", "2", "-m", "2"], "unknown schedule '2bx'"),
-        (["--schedule", "2bw", "-p", "4", "-m", "2"], "2bw needs microbatches >= stages"),
+        (["--schedule", "2bw", "-p", "4", "-m", "2"], "2bw needs microbatches m >= stages P"),
         (
             ["--schedule", "1f1b", "-p", "2", "-m", "2", "--model", "gpt9", "--device", "cpu"],
             "--model: unknown preset 'gpt9'",
