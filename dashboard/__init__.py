@@ -1,0 +1,1 @@
+"""The Streamlit dashboard (a later issue): explore schedules and compare predicted with measured traces."""

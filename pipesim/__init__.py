@@ -1,0 +1,1 @@
+"""The `pipesim` command (pipesim.cli); subcommands live in pipesim/commands/."""

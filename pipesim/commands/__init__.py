@@ -1,0 +1,1 @@
+"""One module per `pipesim` subcommand, each exposing `register(subparsers)`."""
