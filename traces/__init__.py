@@ -1,2 +1,2 @@
 """One trace format for predicted (simulator) and measured (executor) runs: schema, io, metrics, Chrome
-export. Standard library only (see traces/README.md)."""
+export. Standard library and schedules only (see traces/README.md)."""
