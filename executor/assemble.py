@@ -18,7 +18,7 @@ from executor.comm import Mailman, Transport
 from executor.data import Corpus, load_corpus
 from executor.model import activation_shape, build_stages
 from executor.optim import make_optimizer
-from executor.program import Message, build_plans, pair_orders
+from executor.program import Message, pair_orders
 from executor.runconfig import RunConfig
 from executor.runtime import Runtime, Settings, StageState
 from executor.versions import VersionStore
@@ -41,12 +41,7 @@ class Assembly:
     ) -> None:
         self.config = config
         self.schedule = schedule or config.build_schedule()
-        self.plans = build_plans(
-            self.schedule,
-            val_steps=config.val_steps(),
-            val_microbatches=config.val_microbatches,
-            checkpoint_steps=config.checkpoint_steps(),
-        )
+        self.plans = config.build_plans(self.schedule)
         self.orders = pair_orders(self.plans, self.schedule.layout)
         self.corpus = corpus if corpus is not None else load_corpus(config.data)
         self.model_config = config.model_config

@@ -3,11 +3,16 @@
     mailman = Mailman(rank, DistTransport(), orders, buffer_of)
     mailman.exchange(sends=[(message, tensor)], recvs=[message])    # one batch_isend_irecv
     tensor = mailman.take(message, timeout=60.0)
+    mailman.start_sum(step, tensor); total = mailman.take_sum(step, timeout=60.0)   # over all ranks
 
 Every (sender, receiver) pair carries its messages in one static order, the sender's (see
 executor.program.pair_orders). A receiver posts its receives in that order, together with any earlier
 message of the pair it has not posted yet; the tag of a message is 1 + its position in the pair's order.
 Transports that match by tag (gloo) and those that match by order (NCCL) both see the same pairs.
+
+Sums over all ranks (the global gradient norm of a step, see executor.gradnorm) are an all-reduce in
+distributed mode, and in single-process mode contributions left in the shared post office, summed in rank
+order once every rank has left its own (the round-robin scheduler waits on them like on a receive).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class Transport(Protocol):
     def start(self, ops: list[P2P]) -> list[Handle]: ...
     def ready(self, op: P2P, handle: Handle) -> bool: ...
     def result(self, op: P2P, handle: Handle) -> torch.Tensor: ...
+    def start_sum(self, key: int, tensor: torch.Tensor) -> Handle: ...
+    def sum_ready(self, key: int, handle: Handle) -> bool: ...
+    def sum_result(self, key: int, tensor: torch.Tensor, handle: Handle) -> torch.Tensor: ...
 
 
 class DistTransport:
@@ -65,6 +73,17 @@ class DistTransport:
     def result(self, op: P2P, handle: Handle) -> torch.Tensor:
         return op.tensor
 
+    def start_sum(self, key: int, tensor: torch.Tensor) -> Handle:
+        import torch.distributed as dist
+
+        return dist.all_reduce(tensor, async_op=True)
+
+    def sum_ready(self, key: int, handle: Handle) -> bool:
+        return handle.is_completed()
+
+    def sum_result(self, key: int, tensor: torch.Tensor, handle: Handle) -> torch.Tensor:
+        return tensor
+
 
 class _Done:
     def wait(self, timeout: float | None = None) -> None:
@@ -75,10 +94,15 @@ class _Done:
 
 
 class LocalPostOffice:
-    """The shared mailbox of the single-process mode: (sender, receiver, tag) -> tensor."""
+    """The shared mailbox of the single-process mode: (sender, receiver, tag) -> tensor, and the
+    contributions to each sum over the `ranks` ranks: key -> {rank: tensor}."""
 
-    def __init__(self) -> None:
+    def __init__(self, ranks: int = 1) -> None:
+        self.ranks = ranks
         self.boxes: dict[tuple[int, int, int], torch.Tensor] = {}
+        self.sums: dict[int, dict[int, torch.Tensor]] = {}
+        self.summed: dict[int, set[int]] = {}
+        """key -> ranks that took the sum (it is dropped once all have)."""
 
 
 class LocalTransport:
@@ -99,6 +123,24 @@ class LocalTransport:
 
     def result(self, op: P2P, handle: Handle) -> torch.Tensor:
         return self.office.boxes.pop((op.peer, self.rank, op.tag))
+
+    def start_sum(self, key: int, tensor: torch.Tensor) -> Handle:
+        self.office.sums.setdefault(key, {})[self.rank] = tensor.detach().clone()
+        return _Done()
+
+    def sum_ready(self, key: int, handle: Handle) -> bool:
+        return len(self.office.sums.get(key, {})) == self.office.ranks
+
+    def sum_result(self, key: int, tensor: torch.Tensor, handle: Handle) -> torch.Tensor:
+        parts = self.office.sums[key]
+        total = parts[0].clone()
+        for rank in range(1, self.office.ranks):  # rank order: the same bits on every rank
+            total += parts[rank]
+        taken = self.office.summed.setdefault(key, set())
+        taken.add(self.rank)
+        if len(taken) == self.office.ranks:
+            del self.office.sums[key], self.office.summed[key]
+        return total
 
 
 class CommError(RuntimeError):
@@ -123,6 +165,7 @@ class Mailman:
         self.set_orders(orders)
         self.posted: dict[Message, tuple[P2P, Handle]] = {}
         self.in_flight: list[tuple[Handle, torch.Tensor]] = []
+        self.summing: dict[int, tuple[torch.Tensor, Handle]] = {}
         self.bytes_sent = 0
         self.eager = False
         """Post each peer's next receive as soon as the previous one is taken (gloo; NCCL would hold
@@ -195,6 +238,25 @@ class Mailman:
         if self.eager:
             self._post_next(op.peer)
         return self.transport.result(op, handle)
+
+    def start_sum(self, key: int, tensor: torch.Tensor) -> None:
+        """Add this rank's `tensor` to the sum `key` over all ranks (once; later calls do nothing)."""
+        if key not in self.summing:
+            tensor = tensor.detach().clone()
+            self.summing[key] = (tensor, self.transport.start_sum(key, tensor))
+
+    def sum_ready(self, key: int) -> bool:
+        """Whether take_sum() would return at once (every rank has contributed)."""
+        return self.transport.sum_ready(key, self.summing[key][1])
+
+    def take_sum(self, key: int, timeout: float | None = None) -> torch.Tensor:
+        """Wait for the sum `key` over all ranks (started by start_sum) and hand it over."""
+        tensor, handle = self.summing.pop(key)
+        try:
+            handle.wait(timedelta(seconds=timeout)) if timeout is not None else handle.wait()
+        except RuntimeError as error:
+            raise CommError(f"the sum over all ranks (step {key}) failed: {_reason(error)}") from None
+        return self.transport.sum_result(key, tensor, handle)
 
     def _post_next(self, src: int) -> None:
         """Post the peer's next message now, so its bytes arrive while this rank computes."""

@@ -32,7 +32,6 @@ import torch
 
 from executor.checkpoint import checkpoint_time, latest_checkpoint
 from executor.errors import ExecutorConfigError
-from executor.program import build_plans
 from executor.runconfig import RunConfig, validate
 from executor.runfolder import Monitor, RunFolder
 from schedules import Schedule
@@ -206,12 +205,7 @@ def _kill_leftovers(process: subprocess.Popen, monitor: Monitor) -> None:
 
 def _failure(config: RunConfig, monitor: Monitor, code: int) -> str:
     """One clause per rank that did not finish: which op it was on and why it stopped."""
-    plans = build_plans(
-        config.build_schedule(),
-        val_steps=config.val_steps(),
-        val_microbatches=config.val_microbatches,
-        checkpoint_steps=config.checkpoint_steps(),
-    )
+    plans = config.build_plans()
     clauses = []
     for rank, state in enumerate(monitor.ranks):
         if state.end and state.end["status"] == "ok":

@@ -25,7 +25,7 @@ class Deadlock(RuntimeError):
 
 def build_local(assembly: Assembly, recorder_for: Callable[[int], object] | None = None) -> list[Runtime]:
     """One Runtime per rank, all sharing one in-process post office."""
-    office = LocalPostOffice()
+    office = LocalPostOffice(assembly.schedule.ranks)
     return [
         assembly.runtime(rank, LocalTransport(rank, office), recorder_for(rank) if recorder_for else None)
         for rank in range(assembly.schedule.ranks)

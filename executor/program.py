@@ -1,12 +1,22 @@
 """What each rank of a real run executes, and everything that follows from the action lists alone.
 
     from executor.program import build_plans
-    plans = build_plans(schedule, val_steps={9, 19}, val_microbatches=2, checkpoint_steps={9})
+    plans = build_plans(schedule, val_steps={9, 19}, val_microbatches=2, checkpoint_steps={9}, grad_clip=1.0)
     plans[rank].ops          # the schedule's actions plus the executor's own ops, in order
 
 A rank's program is its lowered action list with, right after its last update (OPT or RECV_W) of a step,
 the executor's own ops for that step boundary ("the cut"): validation forwards when validation is due,
 then a CUT op (checkpoint and step bookkeeping).
+
+With gradient clipping on a synchronous (FLUSH) schedule, each step also gets a NORM op (the global
+gradient norm over all stages, a sum across ranks; see executor.gradnorm), right before the first OPT
+that follows the rank's last backward of the step. An OPT the schedule placed earlier (interleaved:
+another chunk's backward is still to come) waits until after the NORM, keeping its order:
+
+    interleaved, rank 0:  .. 2B7 2SEND_B7 2OPT 0RECV_B7 0B7 0OPT ..
+    its program:          .. 2B7 2SEND_B7 0RECV_B7 0B7 NORM 2OPT 0OPT | CUT ..
+
+Every send of the step comes before the NORM, so no rank blocks in the sum while a peer waits on it.
 
 Note: the cut of step k on one rank, 2BW, stage 0 of P = 2 (no flush: step k+1 has started):
 
@@ -27,13 +37,13 @@ from typing import NamedTuple
 
 from schedules.ir import COMPUTE_KINDS, Action, Kind, Layout, Schedule, Versioning
 
-EVAL_RECV, EVAL_F, EVAL_SEND, CUT = "EVAL_RECV", "EVAL_F", "EVAL_SEND", "CUT"
+EVAL_RECV, EVAL_F, EVAL_SEND, CUT, NORM = "EVAL_RECV", "EVAL_F", "EVAL_SEND", "CUT", "NORM"
 UPDATE_KINDS = frozenset({Kind.OPT, Kind.RECV_W})
 GRAPH_KINDS = frozenset({Kind.B, Kind.I, Kind.W})  # the backward ops that read a forward's graph
 
 
 class Extra(NamedTuple):
-    """An op of the executor's own (validation, step boundary); never part of the trace."""
+    """An op of the executor's own (validation, global gradient norm, step boundary); never traced."""
 
     kind: str
     stage: int
@@ -118,7 +128,7 @@ def eval_ops(layout: Layout, rank: int, step: int, microbatches: int) -> list[Ex
     return ops
 
 
-def last_updates(actions: tuple[Action, ...]) -> dict[int, int]:
+def last_updates(actions: tuple[Op, ...]) -> dict[int, int]:
     """step -> index of the rank's last update (OPT or RECV_W) of that step."""
     found: dict[int, int] = {}
     for index, action in enumerate(actions):
@@ -127,11 +137,48 @@ def last_updates(actions: tuple[Action, ...]) -> dict[int, int]:
     return found
 
 
+def clips_globally(schedule: Schedule, grad_clip: float) -> bool:
+    """Whether the steps get a NORM op: clipping on and a synchronous schedule. Asynchronous ones clip
+    each stage by its own norm (their stages update at different times: no global norm exists)."""
+    return grad_clip > 0 and schedule.versioning is Versioning.FLUSH
+
+
+def with_norms(actions: tuple[Action, ...], rank: int) -> tuple[Op, ...]:
+    """The actions with one NORM per step before its OPTs, the OPTs of that step gathered after it."""
+    backward_kinds = GRAPH_KINDS | {Kind.RECV_G}
+    last_backward = {a.step: i for i, a in enumerate(actions) if a.kind in backward_kinds}
+    ops: list[Op] = []
+    held: dict[int, list[Action]] = defaultdict(list)  # step -> OPTs waiting for the NORM
+    normed: set[int] = set()
+    for index, action in enumerate(actions):
+        step = action.step
+        if action.kind is Kind.OPT and index < last_backward.get(step, -1):
+            held[step].append(action)  # another stage of this rank still computes gradients
+            continue
+        if any(action.stage == opt.stage for opts in held.values() for opt in opts):
+            raise ValueError(f"rank {rank}: {action} comes between its stage's OPT and the step's NORM")
+        if action.kind is Kind.OPT and step not in normed:
+            normed.add(step)
+            ops.append(Extra(NORM, -1, step))
+            ops += held.pop(step, [])
+        ops.append(action)
+    if held:
+        raise ValueError(f"rank {rank} has no OPT after its last backward of step {min(held)}")
+    return tuple(ops)
+
+
 def build_ops(
-    schedule: Schedule, rank: int, *, val_steps: frozenset[int], val_microbatches: int
+    schedule: Schedule,
+    rank: int,
+    *,
+    val_steps: frozenset[int],
+    val_microbatches: int,
+    grad_clip: float = 0.0,
 ) -> tuple[tuple[Op, ...], dict[int, int]]:
     """The rank's program and the index of each step's CUT op."""
     actions = schedule.actions[rank]
+    if clips_globally(schedule, grad_clip):
+        actions = with_norms(actions, rank)
     spots = {index: step for step, index in last_updates(actions).items()}
     missing = sorted(set(range(schedule.steps)) - set(spots.values()))
     if missing:
@@ -209,11 +256,15 @@ def build_plans(
     val_steps: frozenset[int] = frozenset(),
     val_microbatches: int = 1,
     checkpoint_steps: frozenset[int] = frozenset(),
+    grad_clip: float = 0.0,
 ) -> list[RankPlan]:
-    """One RankPlan per rank, with the message indices filled in for every rank."""
+    """One RankPlan per rank, with the message indices filled in for every rank. grad_clip > 0 on a
+    synchronous schedule adds the NORM ops (see clips_globally)."""
     plans = []
     for rank in range(schedule.ranks):
-        ops, cuts = build_ops(schedule, rank, val_steps=val_steps, val_microbatches=val_microbatches)
+        ops, cuts = build_ops(
+            schedule, rank, val_steps=val_steps, val_microbatches=val_microbatches, grad_clip=grad_clip
+        )
         checkpoint_cuts = sorted(index for step, index in cuts.items() if step in checkpoint_steps)
         frozen, graph_end, keep, releases = _version_analysis(ops, schedule.versioning, checkpoint_cuts)
         sends, recvs = {}, {}
@@ -250,9 +301,11 @@ def pair_orders(plans: list[RankPlan], layout: Layout) -> dict[tuple[int, int], 
 
 
 def stuck_ranks(plans: list[RankPlan], layout: Layout) -> list[tuple[int, Op]]:
-    """Walk every program knowing only which messages were sent (sends never block): the ranks that
-    cannot finish, with the receive each waits on. [] means the programs cannot deadlock."""
+    """Walk every program knowing only which messages were sent (sends never block; a NORM waits for
+    every rank's NORM of its step): the ranks that cannot finish, with the op each waits on. [] means
+    the programs cannot deadlock."""
     sent: set[Message] = set()
+    arrived: dict[int, set[int]] = defaultdict(set)  # step -> ranks that reached its NORM
     position = [0] * len(plans)
     moved = True
     while moved:
@@ -260,8 +313,13 @@ def stuck_ranks(plans: list[RankPlan], layout: Layout) -> list[tuple[int, Op]]:
         for plan in plans:
             index = position[plan.rank]
             while index < len(plan.ops):
-                message = message_of(plan.ops[index], layout)
-                if message is not None and not is_send(plan.ops[index]) and message not in sent:
+                op = plan.ops[index]
+                if op.kind == NORM:
+                    arrived[op.step].add(plan.rank)
+                    if len(arrived[op.step]) < len(plans):
+                        break
+                message = message_of(op, layout)
+                if message is not None and not is_send(op) and message not in sent:
                     break
                 if message is not None:
                     sent.add(message)

@@ -28,7 +28,13 @@ RUN_ONLY_FIELDS = ("out", "resume", "timeout", "single_process")
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
-    """One training run of one schedule on real hardware."""
+    """One training run of one schedule on real hardware.
+
+    Gradient clipping (optimizer.grad_clip > 0): synchronous schedules (gpipe, 1f1b, interleaved, zb-h1)
+    clip every stage by the global norm over all stages, as single-process training does (a NORM op sums
+    the ranks' shares before the step's updates). Asynchronous schedules (pipedream, 2bw, amdp) clip
+    each stage by its own norm: their stages update at different times, so no global norm is defined.
+    """
 
     schedule: str = "1f1b"
     """Schedule name (see `pipesim schedules list`)."""
@@ -104,6 +110,19 @@ class RunConfig:
     def build_schedule(self) -> Schedule:
         return build(self.schedule, self.stages, self.microbatches, self.steps, self.chunks)
 
+    def build_plans(self, schedule: Schedule | None = None) -> list:
+        """Every rank's program: the schedule's actions plus this run's validation, checkpoint and
+        gradient-norm ops (executor.program.RankPlan)."""
+        from executor.program import build_plans
+
+        return build_plans(
+            schedule if schedule is not None else self.build_schedule(),
+            val_steps=self.val_steps(),
+            val_microbatches=self.val_microbatches,
+            checkpoint_steps=self.checkpoint_steps(),
+            grad_clip=self.optimizer.grad_clip,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["split"] = list(self.split) if self.split is not None else None
@@ -157,15 +176,10 @@ def validate(config: RunConfig) -> Schedule:
 
 def _check_programs(config: RunConfig, schedule: Schedule) -> None:
     """The programs with validation and checkpoints placed must still run to the end (no deadlock)."""
-    from executor.program import build_plans, stuck_ranks
+    from executor.program import stuck_ranks
 
     try:
-        plans = build_plans(
-            schedule,
-            val_steps=config.val_steps(),
-            val_microbatches=config.val_microbatches,
-            checkpoint_steps=config.checkpoint_steps(),
-        )
+        plans = config.build_plans(schedule)
     except ValueError as error:
         raise ExecutorConfigError(f"--schedule {config.schedule}: {error}") from None
     stuck = stuck_ranks(plans, schedule.layout)

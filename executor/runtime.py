@@ -26,9 +26,21 @@ import torch
 from torch import nn
 
 from executor.comm import Mailman
+from executor.gradnorm import GlobalNorm
 from executor.memory import SavedBytes, held_bytes
 from executor.model import loss_fn
-from executor.program import CUT, EVAL_F, EVAL_RECV, EVAL_SEND, Extra, Message, Op, RankPlan, message_of
+from executor.program import (
+    CUT,
+    EVAL_F,
+    EVAL_RECV,
+    EVAL_SEND,
+    NORM,
+    Extra,
+    Message,
+    Op,
+    RankPlan,
+    message_of,
+)
 from executor.versions import VersionStore, accumulate, flatten, unflatten
 from executor.weightgrad import WeightGrads
 from schedules.ir import COMM_KINDS, Kind, Layout
@@ -124,6 +136,7 @@ class Runtime:
         self.on_update: Callable[[StageState, Op], None] | None = None
         self.on_cut: Callable[[int, int], None] | None = None
         self.optimizer_bytes = sum(s.optimizer.state_bytes() for s in stages.values() if s.optimizer)
+        self.global_norm = GlobalNorm(mailman, stages, settings.device)
         self.handlers: dict[str, Callable[[Op], None]] = {
             Kind.F: self._forward,
             Kind.B: lambda op: self._backward(op, want_input=True, want_weights=True),
@@ -141,6 +154,7 @@ class Runtime:
             EVAL_RECV: self._eval_recv,
             EVAL_F: self._eval_forward,
             EVAL_SEND: self._send,
+            NORM: lambda op: self.global_norm.run(op.step, self.settings.timeout),
             CUT: self._cut,
         }
 
@@ -167,6 +181,8 @@ class Runtime:
             return False
         op = self.plan.ops[self.index]
         if op.kind in RECV_OPS and not self.mailman.ready(self._message(op)):
+            return False
+        if op.kind == NORM and not self.global_norm.ready(op.step):
             return False
         self._execute(self.index)
         return True
@@ -311,9 +327,10 @@ class Runtime:
         state = self.stages[op.stage]
         if self.on_update is not None:
             self.on_update(state, op)
-        live = state.store.live
+        live, norm = state.store.live, self.global_norm.of(op.step)
         new = state.store.update(
-            keep_old=self.index in self.plan.keep_on_update, apply=lambda: state.optimizer.step(live)
+            keep_old=self.index in self.plan.keep_on_update,
+            apply=lambda: state.optimizer.step(live, grad_norm=norm),
         )
         state.optimizer.zero_grad()
         self.optimizer_bytes = sum(s.optimizer.state_bytes() for s in self.stages.values() if s.optimizer)
@@ -411,6 +428,7 @@ class Runtime:
             self.eval_out[key] = out
 
     def _cut(self, op: Op) -> None:
+        self.global_norm.forget(op.step)
         if self.timer is not None:
             self.timer.flush()
         if self.recorder is not None:

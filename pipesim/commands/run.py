@@ -36,7 +36,14 @@ FLAGS: list[tuple[str, str, Any, str]] = [
     ("--optimizer", "optimizer.name", str, "sgd, adamw, nadamw, muon, basis-rotation (default adamw)"),
     ("--lr", "optimizer.lr", float, "peak learning rate (default 1e-3)"),
     ("--weight-decay", "optimizer.weight_decay", float, "decoupled weight decay (default 0)"),
-    ("--grad-clip", "optimizer.grad_clip", float, "clip each stage's gradient norm to this (default off)"),
+    (
+        "--grad-clip",
+        "optimizer.grad_clip",
+        float,
+        "clip the gradient norm to this (default off): the global norm over all stages for synchronous "
+        "schedules (gpipe, 1f1b, interleaved, zb-h1), each stage's own norm for asynchronous ones "
+        "(pipedream, 2bw, amdp), whose stages update at different times",
+    ),
     ("--warmup-steps", "optimizer.warmup_steps", int, "linear warm-up, in updates (default 0)"),
     ("--total-steps", "optimizer.total_steps", int, "end of the cosine decay, in updates (default none)"),
     ("--correction", "optimizer.correction", str, "staleness correction: none, pipemare, delay"),

@@ -46,7 +46,14 @@ def run(config: RunConfig) -> tuple[int, str]:
 # Each case crosses the distributed path differently.
 CASES = [
     dict(schedule="2bw", stages=2, microbatches=4, steps=4),  # async, frozen forwards, validation
-    dict(schedule="interleaved", stages=2, microbatches=4, steps=2, chunks=2),  # two stages per rank
+    dict(  # two stages per rank; clipping on: the NORM op's all-reduce over gloo (global norm)
+        schedule="interleaved",
+        stages=2,
+        microbatches=4,
+        steps=2,
+        chunks=2,
+        optimizer=OptimizerConfig(name="adamw", lr=3e-3, grad_clip=0.05),
+    ),
     dict(schedule="amdp", stages=4, microbatches=4, steps=3),  # replicas: SEND_G/RECV_G, SEND_W/RECV_W
 ]
 

@@ -10,6 +10,8 @@ Run: .venv/bin/pytest tests/executor/test_runtime.py
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -18,7 +20,7 @@ from executor.data import load_corpus
 from executor.local import run_local
 from executor.model import build_stages, loss_fn
 from executor.optim import OptimizerConfig, make_optimizer
-from executor.program import build_plans, stuck_ranks
+from executor.program import NORM, Extra, build_plans, stuck_ranks
 from executor.runconfig import RunConfig
 from executor.versions import VersionStore
 from schedules import SCHEDULES, Kind, build, parse_action
@@ -151,26 +153,30 @@ def test_pipedream_equals_per_stage_delayed_rule(corpus, stages):
     assert_close(losses, reference_pipedream(cfg, corpus))
 
 
-def reference_2bw(cfg: RunConfig, corpus):
-    """W(k+1) = W(k) - lr U(grad f(W(k-1))), steps 0 and 1 both at W(0)."""
-    (model,) = build_stages(cfg.model_config, 1, seed=cfg.seed)
-    optimizer = make_optimizer(cfg.optimizer, model, delay=1)
-    names = [name for name, _ in model.named_parameters()]
-    older = [p.detach().clone() for p in model.parameters()]
+def reference_2bw(cfg: RunConfig, corpus, *, per_stage: bool = False):
+    """W(k+1) = W(k) - lr U(grad f(W(k-1))), steps 0 and 1 both at W(0). per_stage: one optimizer per
+    stage (so clipping uses each stage's own norm), else one over the whole model."""
+    pieces = build_stages(cfg.model_config, cfg.stages if per_stage else 1, seed=cfg.seed)
+    optimizers = [make_optimizer(cfg.optimizer, piece, delay=1) for piece in pieces]
+    names = [[name for name, _ in piece.named_parameters()] for piece in pieces]
+    older = [[p.detach().clone() for p in piece.parameters()] for piece in pieces]
     losses = {}
     for step in range(cfg.steps):
-        leaves = [t.clone().requires_grad_() for t in older]
+        leaves = [[t.clone().requires_grad_() for t in piece_older] for piece_older in older]
         for j in range(cfg.microbatches):
-            inputs, targets = data(cfg, corpus, step, j)
-            logits = torch.func.functional_call(model, dict(zip(names, leaves, strict=True)), (inputs,))
-            loss = loss_fn(logits, targets)
+            hidden, targets = data(cfg, corpus, step, j)
+            for piece, piece_names, piece_leaves in zip(pieces, names, leaves, strict=True):
+                weights = dict(zip(piece_names, piece_leaves, strict=True))
+                hidden = torch.func.functional_call(piece, weights, (hidden,))
+            loss = loss_fn(hidden, targets)
             (loss / cfg.microbatches).backward()
             losses[step, j] = loss.item()
-        older = [p.detach().clone() for p in model.parameters()]
-        for param, leaf in zip(model.parameters(), leaves, strict=True):
-            param.grad = leaf.grad
-        optimizer.step(step)
-        optimizer.zero_grad()
+        older = [[p.detach().clone() for p in piece.parameters()] for piece in pieces]
+        for piece, piece_leaves, optimizer in zip(pieces, leaves, optimizers, strict=True):
+            for param, leaf in zip(piece.parameters(), piece_leaves, strict=True):
+                param.grad = leaf.grad
+            optimizer.step(step)
+            optimizer.zero_grad()
     return losses
 
 
@@ -280,3 +286,91 @@ def test_programs_never_deadlock_and_a_bad_order_is_caught():
         (0, "0RECV_B0"),
         (1, "1RECV_F0"),
     ]
+
+
+# ---- gradient clipping: global norm for flushing schedules, per stage for asynchronous ones ----------
+
+CLIP = 0.05  # well below the tiny model's gradient norm (about 1): every step clips
+CLIPPED = OptimizerConfig(name="sgd", lr=1.0, momentum=0.0, grad_clip=CLIP)
+"""SGD: the update is the clipped gradient itself (Adam would mostly undo a per-stage scale)."""
+
+
+def reference_clipped(cfg: RunConfig, corpus, *, per_stage: bool = False):
+    """Gradient accumulation, then torch's clip_grad_norm_ over all parameters (per_stage: over each
+    stage's own). Returns losses, gradients before clipping, and every norm clip_grad_norm_ saw."""
+    pieces = build_stages(cfg.model_config, cfg.stages if per_stage else 1, seed=cfg.seed)
+    unclipped = dataclasses.replace(cfg.optimizer, grad_clip=0.0)
+    optimizers = [make_optimizer(unclipped, piece) for piece in pieces]
+    losses, grads, norms = {}, {}, []
+    for step in range(cfg.steps):
+        for j in range(cfg.microbatches):
+            hidden, targets = data(cfg, corpus, step, j)
+            for piece in pieces:
+                hidden = piece(hidden)
+            loss = loss_fn(hidden, targets)
+            (loss / cfg.microbatches).backward()
+            losses[step, j] = loss.item()
+        grads[step] = {name: p.grad.clone() for piece in pieces for name, p in piece.named_parameters()}
+        for piece in pieces:
+            norms.append(float(torch.nn.utils.clip_grad_norm_(piece.parameters(), cfg.optimizer.grad_clip)))
+        for optimizer in optimizers:
+            optimizer.step(step)
+            optimizer.zero_grad()
+    return losses, grads, norms
+
+
+@pytest.mark.parametrize(("schedule", "stages"), [("gpipe", 2), ("gpipe", 4), ("1f1b", 2), ("1f1b", 4)])
+def test_flushing_schedules_clip_by_the_global_norm(corpus, schedule, stages):
+    cfg = config(schedule, stages, optimizer=CLIPPED)
+    losses, grads, runtimes = run(cfg, corpus, capture_grads=True)
+    ref_losses, ref_grads, norms = reference_clipped(cfg, corpus)
+    assert min(norms) > 2 * CLIP  # clipping really triggers, every step
+    assert all(NORM in {op.kind for op in r.plan.ops} for r in runtimes)
+    assert_close(losses, ref_losses)
+    for step in range(cfg.steps):
+        assert_close(grads[step], ref_grads[step])
+
+
+def test_per_stage_clipping_would_differ(corpus):
+    """The same run with the NORM ops left out (each stage clips by its own norm, as before) matches a
+    per-stage reference and misses the global one: the test above can fail."""
+    cfg = config("1f1b", 2, optimizer=CLIPPED)
+    assembly = Assembly(cfg, corpus=corpus)
+    assembly.plans = build_plans(assembly.schedule)
+    runtimes = run_local(assembly)
+    losses = {(step, j): loss for r in runtimes for step, j, loss, _ in r.losses}
+    assert_close(losses, reference_clipped(cfg, corpus, per_stage=True)[0])
+    global_losses = reference_clipped(cfg, corpus)[0]
+    later = [key for key in losses if key[0] > 0]
+    assert all(abs(losses[k] - global_losses[k]) > 1e-4 * abs(global_losses[k]) for k in later)
+
+
+@pytest.mark.parametrize("stages", [2, 4])
+def test_2bw_still_clips_per_stage(corpus, stages):
+    cfg = config("2bw", stages, steps=4, optimizer=CLIPPED)
+    losses, _, runtimes = run(cfg, corpus)
+    assert all(op.kind != NORM for r in runtimes for op in r.plan.ops)
+    assert_close(losses, reference_2bw(cfg, corpus, per_stage=True))
+    whole_model = reference_2bw(cfg, corpus)
+    assert any(abs(losses[k] - whole_model[k]) > 1e-4 * abs(whole_model[k]) for k in losses)
+
+
+def test_norm_ops_follow_every_backward_and_precede_every_update():
+    """Flushing schedules with clipping: one NORM per step and rank, after the step's last backward and
+    sends, before all its OPTs (interleaved: an earlier OPT waits); no deadlock; none without clipping."""
+    for name in ("gpipe", "1f1b", "interleaved", "zb-h1"):
+        schedule = build(name, 4, 8, 2, 2 if name == "interleaved" else 1)
+        assert all(op.kind != NORM for plan in build_plans(schedule) for op in plan.ops)
+        plans = build_plans(schedule, grad_clip=1.0, checkpoint_steps=frozenset({0}))
+        assert stuck_ranks(plans, schedule.layout) == [], name
+        for plan in plans:
+            norms = {op.step: i for i, op in enumerate(plan.ops) if op.kind == NORM}
+            assert sorted(norms) == [0, 1] and all(norms[k] < plan.cuts[k] for k in norms)
+            for index, op in enumerate(plan.ops):
+                if op.kind in (Kind.B, Kind.W, Kind.SEND_B):
+                    assert index < norms[op.step], (name, plan.rank, op)
+                if op.kind is Kind.OPT:
+                    assert norms[op.step] < index < plan.cuts[op.step], (name, plan.rank, op)
+            assert sorted(map(str, (op for op in plan.ops if not isinstance(op, Extra)))) == sorted(
+                map(str, schedule.actions[plan.rank])
+            )
