@@ -265,7 +265,11 @@ class Progress:
             f"[{'#' * done}{'.' * (20 - done)}] step {line['step'] + 1}/{steps}  loss {line['loss']:.4f}"
             f"{val}  {line['tokens_per_s']:,.0f} tok/s  {line['time']:.1f} s"
         )
-        print(("\r" + text) if self.tty else text, end="" if self.tty else "\n", file=self.err, flush=True)
+        try:
+            shown = ("\r" + text) if self.tty else text
+            print(shown, end="" if self.tty else "\n", file=self.err, flush=True)
+        except BrokenPipeError:  # whoever read the progress left (`... 2>&1 | head`): train on, silently
+            self.err = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the run
 
     def close(self) -> None:
         if self.tty and self.shown:
