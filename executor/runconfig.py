@@ -233,3 +233,17 @@ def check_resume(config: RunConfig) -> None:
 
     if latest_checkpoint(folder, config.stages) is None:
         raise ExecutorConfigError(f"--resume {folder}: no complete checkpoint in {folder / 'checkpoints'}")
+    if _finished(folder, config.steps):
+        raise ExecutorConfigError(f"--resume {folder}: the run already finished all {config.steps} steps")
+
+
+def _finished(folder: Path, steps: int) -> bool:
+    """A trace was written and the metrics reach the last step (what a completed run leaves)."""
+    from executor.runfolder import read_metrics
+
+    if not (folder / "trace.json").exists():
+        return False
+    try:
+        return any(line.get("step") == steps - 1 for line in read_metrics(folder / "metrics.jsonl"))
+    except ValueError:  # a torn last line: the run did not finish cleanly
+        return False

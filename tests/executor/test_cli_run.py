@@ -92,3 +92,14 @@ def test_chunks_default_follows_the_schedule(flags, chunks):
 
     args = build_parser().parse_args(["run", *flags])
     assert make_config(given(args)).chunks == chunks
+
+
+def test_resume_refuses_a_run_that_already_finished(tmp_path, capsys):
+    # Resuming a finished run would quietly recompute its tail from the last checkpoint.
+    folder = tmp_path / "done"
+    flags = [*SMALL, "--steps", "2", "--checkpoint-every", "1", "--val-every", "0", "--single-process"]
+    assert main(["run", "--schedule", "1f1b", *flags, "--out", str(folder)]) == 0
+    capsys.readouterr()
+    assert main(["run", "--resume", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "already finished all 2 steps" in err and err.count("\n") == 1
