@@ -18,6 +18,7 @@ AMDP applies step k's update inside step k+1's first round):
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from schedules.ir import (
     COMM_KINDS,
     COMPUTE_KINDS,
     WEIGHT_GRAD_KINDS,
+    Action,
     Kind,
     Schedule,
     Versioning,
@@ -132,15 +134,27 @@ def _busy_per_rank(schedule: Schedule, costs: Costs) -> list[float]:
 
 
 def _step_time(timeline: Timeline) -> float:
-    """step_end[K-1] - step_end[K-2], a step ending with its last compute action; the makespan if K = 1."""
-    steps = timeline.schedule.steps
+    finished = (
+        (action, end)
+        for rank, actions in enumerate(timeline.schedule.actions)
+        for action, end in zip(actions, timeline.end[rank], strict=True)
+    )
+    # start=0, an int: Fraction costs stay exact (0.0 would turn them into floats)
+    return steady_step_time(finished, timeline.schedule.steps, start=0, makespan=timeline.makespan)
+
+
+def steady_step_time(
+    finished: Iterable[tuple[Action, float]], steps: int, *, start: float, makespan: float
+) -> float:
+    """Steady-state time of one optimizer step: step_end[K-1] - step_end[K-2], where a step ends with its
+    last F/B/I/W on any rank (not its update: AMDP runs step k's update inside step k+1); with one step,
+    makespan - start. `finished` gives (action, end time) pairs, from a dry run or a trace."""
     if steps < 2:
-        return timeline.makespan
-    step_end: dict[int, float] = defaultdict(float)
-    for rank, actions in enumerate(timeline.schedule.actions):
-        for action, end in zip(actions, timeline.end[rank], strict=True):
-            if action.kind in COMPUTE_KINDS:
-                step_end[action.step] = max(step_end[action.step], end)
+        return makespan - start
+    step_end: dict[int, float] = defaultdict(lambda: start)
+    for action, end in finished:
+        if action.kind in COMPUTE_KINDS and end > step_end[action.step]:
+            step_end[action.step] = end
     return step_end[steps - 1] - step_end[steps - 2]
 
 

@@ -23,12 +23,11 @@ meta["workload"] unless given (traces/README.md).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from schedules.analytics import delays, mismatches, peak_activations, weight_versions
-from schedules.ir import COMPUTE_KINDS, Schedule
+from schedules.analytics import delays, mismatches, peak_activations, steady_step_time, weight_versions
+from schedules.ir import Schedule
 from traces.schema import Event, Trace
 
 COMPUTE_STREAM = "compute"
@@ -118,7 +117,12 @@ def compute_metrics(
     origin = min((event.start for event in trace.events), default=0.0)
     makespan = trace.makespan - origin
     busy = _busy_per_rank(trace)
-    step_time = _step_time(trace, origin)
+    step_time = steady_step_time(
+        ((event.action, event.end) for event in trace.events),
+        header.steps,
+        start=origin,
+        makespan=trace.makespan,
+    )
     capacity = header.ranks * step_time
     utilization = [b / makespan if makespan > 0 else 0.0 for b in busy]
     ordered = executed_schedule(trace)
@@ -197,15 +201,3 @@ def _busy_per_rank(trace: Trace) -> list[float]:
         if event.stream == COMPUTE_STREAM:
             busy[event.rank] += event.end - event.start
     return busy
-
-
-def _step_time(trace: Trace, origin: float) -> float:
-    steps = trace.schedule.steps
-    if steps < 2:
-        return trace.makespan - origin
-    step_end: dict[int, float] = defaultdict(lambda: origin)
-    for event in trace.events:
-        step = event.action.step
-        if event.action.kind in COMPUTE_KINDS and event.end > step_end[step]:
-            step_end[step] = event.end
-    return step_end[steps - 1] - step_end[steps - 2]
