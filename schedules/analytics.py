@@ -7,11 +7,15 @@ analyze(build("1f1b", ranks=4, microbatches=8)).to_dict()   # makespan 33, bubbl
 Times come from the dry run (schedules/dryrun.py) with the given Costs; everything else is counted on
 each rank's action order, so the numbers are exact and match SPEC section 3 (tests/schedules).
 
-Note: the per-step quantities of an asynchronous schedule are taken in its steady state, between the ends
-of its last two steps. A step ends when its last forward or backward on any rank ends (not its update:
-AMDP applies step k's update inside step k+1's first round):
+Note: the per-step quantities are taken in the steady state: the median of the steps' durations after
+the first. A step ends when its last forward or backward on any rank ends (not its update: AMDP applies
+step k's update inside step k+1's first round):
 
-    step_time = step_end[K-1] - step_end[K-2]        (K = steps >= 2; else the makespan)
+    step_time = median over k = 1..K-1 of (step_end[k] - step_end[k-1])   (K = steps >= 2; else the makespan)
+
+Every schedule here is periodic from its second step on, so under fixed costs this is the duration of
+every one of those steps; in a measured run (or a simulation with jitter) the median keeps one step
+slowed by validation or a hiccup from moving the figure.
     bubble_fraction = 1 - busy per step / (ranks x step_time)
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from statistics import median
 from typing import Any
 
 from schedules.costs import Costs, kind_costs
@@ -146,16 +151,17 @@ def _step_time(timeline: Timeline) -> float:
 def steady_step_time(
     finished: Iterable[tuple[Action, float]], steps: int, *, start: float, makespan: float
 ) -> float:
-    """Steady-state time of one optimizer step: step_end[K-1] - step_end[K-2], where a step ends with its
-    last F/B/I/W on any rank (not its update: AMDP runs step k's update inside step k+1); with one step,
-    makespan - start. `finished` gives (action, end time) pairs, from a dry run or a trace."""
+    """Steady-state time of one optimizer step: the median of step_end[k] - step_end[k-1] over k = 1..K-1,
+    where a step ends with its last F/B/I/W on any rank (not its update: AMDP runs step k's update
+    inside step k+1); with one step, makespan - start. `finished` gives (action, end time) pairs, from a
+    dry run or a trace."""
     if steps < 2:
         return makespan - start
     step_end: dict[int, float] = defaultdict(lambda: start)
     for action, end in finished:
         if action.kind in COMPUTE_KINDS and end > step_end[action.step]:
             step_end[action.step] = end
-    return step_end[steps - 1] - step_end[steps - 2]
+    return median(step_end[k] - step_end[k - 1] for k in range(1, steps))
 
 
 def peak_activations(schedule: Schedule) -> tuple[list[float], list[float]]:

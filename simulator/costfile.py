@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from simulator.costs import SIZE_FIELDS, CostModel, StageCost
+from simulator.costs import EMPIRICAL, HOST_FIELDS, SIZE_FIELDS, WARMUP_FIELDS, CostModel, StageCost
 from simulator.units import (
     CostError,
     parse_bandwidth,
@@ -40,12 +40,12 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-_STAGE_TIMES = ("forward", "backward", "backward_weight", "optimizer_step")
+_STAGE_TIMES = ("forward", "backward", "backward_weight", "optimizer_step", *HOST_FIELDS, *WARMUP_FIELDS)
 _STAGE_SIZES = (*SIZE_FIELDS, "matrix_bytes")
 _TABLES = {
-    "link": ("latency", "bandwidth", "overlap"),
+    "link": ("latency", "bandwidth", "overlap", "jitter"),
     "data_parallel": ("replicas", "latency", "bandwidth"),
-    "jitter": ("distribution", "sigma", "seed"),
+    "jitter": ("distribution", "sigma", "seed", "factors"),
     "workload": ("microbatch_size", "sequence_length"),
     "memory": ("capacity",),
 }
@@ -55,16 +55,23 @@ def load_costs(path: str | Path) -> CostModel:
     """Parse a cost file; any problem is a CostError naming the file and the field."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise CostError(f"{path}: cannot read cost file ({error.strerror})") from None
+    return loads_costs(text, source=str(path))
+
+
+def loads_costs(text: str, *, source: str) -> CostModel:
+    """Parse the text of a cost file (named `source` in errors and in the model's source)."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise CostError(f"{path}: not valid TOML ({error})") from None
+        raise CostError(f"{source}: not valid TOML ({error})") from None
     try:
         costs = costs_from_dict(data)
     except CostError as error:
-        raise CostError(f"{path}: {error}") from None
-    return replace(costs, source={"file": str(path)})
+        raise CostError(f"{source}: {error}") from None
+    return replace(costs, source={"file": source})
 
 
 def costs_from_dict(data: dict[str, Any]) -> CostModel:
@@ -139,7 +146,15 @@ def _link(link: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(link["overlap"], bool):
             raise CostError(f"link.overlap: expected true or false, got {link['overlap']!r}")
         out["overlap"] = link["overlap"]
+    if "jitter" in link:
+        out["link_jitter"] = _factors(link["jitter"], "link.jitter")
     return out
+
+
+def _factors(values: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(values, list) or not values:
+        raise CostError(f"{where}: expected a non-empty list of factors, got {values!r}")
+    return tuple(parse_factor(value, f"{where}[{index}]") for index, value in enumerate(values))
 
 
 def _data_parallel(table: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +176,8 @@ def _jitter(table: dict[str, Any]) -> dict[str, Any]:
         out["jitter_sigma"] = parse_factor(table["sigma"], "jitter.sigma")
     if "seed" in table:
         out["seed"] = parse_count(table["seed"], "jitter.seed")
+    if "factors" in table:
+        out["jitter_factors"] = _factors(table["factors"], "jitter.factors")
     return out
 
 
@@ -225,6 +242,8 @@ def with_overrides(
         changes["seed"] = parse_count(seed, "--seed")
     if jitter is not None:
         changes["jitter"] = jitter
+        if jitter != EMPIRICAL:  # a flag's distribution replaces a calibrated one
+            changes["jitter_factors"] = ()
     if jitter_sigma is not None:
         changes["jitter_sigma"] = parse_factor(jitter_sigma, "--jitter-sigma")
     return replace(costs, **changes) if changes else costs
@@ -240,13 +259,23 @@ def dumps_costs(costs: CostModel) -> str:
         for index, stage in enumerate(costs.stages):
             lines += [f"[stages.{index}]", *_stage_lines(stage), ""]
     tables = {
-        "link": {"latency": costs.latency, "bandwidth": costs.bandwidth, "overlap": costs.overlap},
+        "link": {
+            "latency": costs.latency,
+            "bandwidth": costs.bandwidth,
+            "overlap": costs.overlap,
+            **({"jitter": list(costs.link_jitter)} if costs.link_jitter else {}),
+        },
         "data_parallel": {
             "replicas": costs.data_parallel,
             "latency": costs.dp_latency,
             "bandwidth": costs.dp_bandwidth,
         },
-        "jitter": {"distribution": costs.jitter, "sigma": costs.jitter_sigma, "seed": costs.seed},
+        "jitter": {
+            "distribution": costs.jitter,
+            "sigma": costs.jitter_sigma,
+            "seed": costs.seed,
+            **({"factors": list(costs.jitter_factors)} if costs.jitter_factors else {}),
+        },
         "stragglers": {str(rank): factor for rank, factor in costs.stragglers},
         "workload": {"microbatch_size": costs.microbatch_size, "sequence_length": costs.sequence_length},
         "memory": {} if costs.memory_capacity is None else {"capacity": costs.memory_capacity},
@@ -259,7 +288,12 @@ def dumps_costs(costs: CostModel) -> str:
 
 def _stage_lines(stage: StageCost) -> list[str]:
     names = (*_STAGE_TIMES, *_STAGE_SIZES)
-    return [f"{name} = {_toml(getattr(stage, name))}" for name in names if getattr(stage, name) is not None]
+    return [
+        f"{name} = {_toml(getattr(stage, name))}"
+        for name in names
+        if getattr(stage, name) is not None
+        and (name not in HOST_FIELDS + WARMUP_FIELDS or getattr(stage, name))
+    ]
 
 
 def _key(key: str) -> str:
@@ -273,4 +307,6 @@ def _toml(value: object) -> str:
         return '"inf"'
     if isinstance(value, str):
         return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
     return repr(value)

@@ -26,6 +26,13 @@ Muon and basis rotation apply to the hidden matrices (StageCost.matrix_bytes) an
 basis rotation adds its bases, StageCost.rotation_bytes."""
 
 JITTERS = ("none", "normal", "lognormal", "uniform")
+"""Parametric jitter distributions (the --jitter flag's choices)."""
+EMPIRICAL = "empirical"
+"""A jitter drawn from a list of factors (CostModel.jitter_factors), as calibration fits it."""
+HOST_FIELDS = ("host_forward", "host_backward", "host_optimizer_step", "host_send", "host_recv")
+"""StageCost's host times: what a real runtime spends around each action, besides the action itself."""
+WARMUP_FIELDS = ("warmup_forward", "warmup_backward", "warmup_optimizer_step")
+"""StageCost's extra time on the first F, first backward and first OPT of a stage."""
 SIZE_FIELDS = ("activation_bytes", "stash_bytes", "weight_input_bytes", "weight_bytes", "rotation_bytes")
 
 
@@ -63,9 +70,31 @@ class StageCost:
     matrix_bytes: int | None = None
     """Bytes of the hidden 2-D matrices, which Muon and basis rotation treat (the rest uses AdamW);
     None = all of weight_bytes."""
+    host_forward: float = 0.0
+    """Seconds the rank's host spends before each F of the stage, computing nothing (a real runtime's
+    interpreter, bookkeeping and trace recording; calibration fits it from a measured trace)."""
+    host_backward: float = 0.0
+    """Seconds of host time before each B, I or W of the stage."""
+    host_optimizer_step: float = 0.0
+    """Seconds of host time before each OPT of the stage (a measured run with gradient clipping also
+    spends its global-norm all-reduce here)."""
+    host_send: float = 0.0
+    """Seconds of host time before each send of the stage: posting it (and the receives posted with it).
+    The transfer starts when the posting ends."""
+    host_recv: float = 0.0
+    """Seconds of host time before each receive of the stage (posting, unpacking); then it waits for
+    the message, if it has not arrived."""
+
+    warmup_forward: float = 0.0
+    """Extra seconds of the stage's first F: a real run's first step allocates and initialises lazily
+    (calibration fits it as the first step's excess over the mean)."""
+    warmup_backward: float = 0.0
+    """Extra seconds of the stage's first backward (B, or I where the backward is split)."""
+    warmup_optimizer_step: float = 0.0
+    """Extra seconds of the stage's first OPT (e.g. AdamW allocating its state)."""
 
     def __post_init__(self) -> None:
-        for name in ("forward", "backward", "optimizer_step"):
+        for name in ("forward", "backward", "optimizer_step", *HOST_FIELDS, *WARMUP_FIELDS):
             _check_time(f"stage.{name}", getattr(self, name))
         if self.backward_weight is not None:
             _check_time("stage.backward_weight", self.backward_weight)
@@ -92,6 +121,14 @@ class StageCost:
         """Seconds for I."""
         return self.backward - self.weight_grad
 
+    @property
+    def has_host_time(self) -> bool:
+        return any(getattr(self, name) for name in HOST_FIELDS)
+
+    @property
+    def has_warmup(self) -> bool:
+        return any(getattr(self, name) for name in WARMUP_FIELDS)
+
 
 @dataclass(frozen=True, kw_only=True)
 class CostModel:
@@ -105,6 +142,9 @@ class CostModel:
     """Bytes per second of one point-to-point link (one direction; links are full duplex)."""
     overlap: bool = True
     """True: sends run on their own stream and overlap compute. False: a send blocks its rank."""
+    link_jitter: tuple[float, ...] = ()
+    """Factors on each transfer's time, drawn one per send, each equally likely (a measured run's spread
+    of message times, mean about 1); empty: every transfer takes its nominal time."""
     optimizer: str = "adamw"
     """Optimizer whose state is held: adamw, nadamw, muon, sgd, rotation or none (OPTIMIZER_STATE)."""
     data_parallel: int = 1
@@ -114,9 +154,13 @@ class CostModel:
     dp_bandwidth: float = math.inf
     """Bytes per second of a data-parallel link."""
     jitter: str = "none"
-    """Distribution of a per-action compute-time factor with mean 1: none, normal, lognormal, uniform."""
+    """Distribution of a per-action compute-time factor with mean 1: none, normal, lognormal, uniform,
+    or empirical (drawn from jitter_factors)."""
     jitter_sigma: float = 0.0
     """Relative spread of the jitter (standard deviation; uniform: half-width)."""
+    jitter_factors: tuple[float, ...] = ()
+    """The factors an empirical jitter draws from, each equally likely (quantiles of a measured run's
+    compute times over their means)."""
     seed: int = 0
     """Seed of the jitter: same seed, same trace."""
     stragglers: tuple[tuple[int, float], ...] = ()
@@ -141,8 +185,14 @@ class CostModel:
         if self.optimizer not in OPTIMIZER_STATE:
             known = ", ".join(OPTIMIZER_STATE)
             raise CostError(f"optimizer: unknown {self.optimizer!r} (known: {known})")
-        if self.jitter not in JITTERS:
-            raise CostError(f"jitter: unknown distribution {self.jitter!r} (known: {', '.join(JITTERS)})")
+        if self.jitter not in (*JITTERS, EMPIRICAL):
+            known = ", ".join((*JITTERS, EMPIRICAL))
+            raise CostError(f"jitter: unknown distribution {self.jitter!r} (known: {known})")
+        if (self.jitter == EMPIRICAL) != bool(self.jitter_factors):
+            raise CostError("jitter: an empirical distribution needs its factors (and only it takes them)")
+        for name in ("jitter_factors", "link_jitter"):
+            if any(not (math.isfinite(x) and x >= 0) for x in getattr(self, name)):
+                raise CostError(f"{name}: factors must be finite and >= 0")
         if self.jitter_sigma < 0 or (self.jitter == "uniform" and self.jitter_sigma >= 1):
             raise CostError(f"jitter_sigma: must be >= 0 (uniform: < 1), got {self.jitter_sigma}")
         if self.data_parallel < 1:
@@ -204,6 +254,8 @@ class CostModel:
                 value = [{g.name: getattr(stage, g.name) for g in fields(stage)} for stage in value]
             elif f.name == "stragglers":
                 value = [list(pair) for pair in value]
+            elif f.name in ("jitter_factors", "link_jitter"):
+                value = list(value)
             elif isinstance(value, float) and math.isinf(value):
                 value = "inf"
             out[f.name] = value

@@ -84,10 +84,13 @@ def _rank(
     """One rank: walk the actions in order on a local clock; yield to SimPy only to wait for a message."""
     classes, durations = plan.classes[rank], plan.durations[rank]
     messages, links = plan.messages[rank], plan.links[rank]
+    host = plan.host[rank] if plan.host is not None else None
     arrival, waiting, link_free = fabric.arrival, fabric.waiting, fabric.link_free
     blocking = not plan.costs.overlap
     t = 0.0
     for i, cls in enumerate(classes):
+        if host is not None:  # the rank's host works before the action starts (StageCost.host_*)
+            t += host[i]
         if cls == COMPUTE:
             starts[i] = t
             t += durations[i]

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from schedules.errors import UserError
-from schedules.ir import MATCHING, RECV_KINDS, Action, Kind, Layout, Schedule
-from simulator.costs import CostModel, StageCost
+from schedules.ir import MATCHING, RECV_KINDS, SEND_KINDS, Action, Kind, Layout, Schedule
+from simulator.costs import EMPIRICAL, CostModel, StageCost
 from simulator.links import link_index
 
 COMPUTE, SEND, RECV = 0, 1, 2
@@ -53,6 +53,9 @@ class Plan:
     """Link index of a send (-1 otherwise)."""
     num_messages: int
     """Messages in the schedule (one per send)."""
+    host: list[list[float]] | None = None
+    """Seconds of host time before each action (StageCost.host_*): the rank is busy but computes nothing;
+    None when the cost model has none (the engine then skips it)."""
 
     @property
     def num_actions(self) -> int:
@@ -65,6 +68,7 @@ def make_plan(schedule: Schedule, costs: CostModel) -> Plan:
     costs.check_stages(schedule.layout.stages_per_pipeline // schedule.chunks)
     templates = _templates(schedule, costs)
     draw = _jitter(costs, random.Random(costs.seed))
+    wire = _link_jitter(costs)
     message_ids: dict[tuple, int] = {}  # send key -> message index, claimed by a send or its receive
     senders: set[int] = set()
     classes, durations, nbytes, messages, links = [], [], [], [], []
@@ -74,7 +78,8 @@ def make_plan(schedule: Schedule, costs: CostModel) -> Plan:
         except (KeyError, IndexError):
             raise SimulationError(_unplaceable(schedule, rank, templates)) from None
         classes.append([row[0] for row in rows])
-        durations.append(_durations(rows, costs.straggler_factor(rank), draw))
+        durations.append(_durations(rows, costs.straggler_factor(rank), draw, wire))
+        _add_warmup(schedule, costs, actions, durations[-1])
         nbytes.append([row[2] for row in rows])
         links.append([row[3] for row in rows])
         numbered = [
@@ -84,6 +89,7 @@ def make_plan(schedule: Schedule, costs: CostModel) -> Plan:
         messages.append(numbered)
     if len(senders) < len(message_ids):
         _report_unmatched(schedule, message_ids, senders)
+    host = _host_times(schedule, costs)
     return Plan(
         schedule=schedule,
         costs=costs,
@@ -93,15 +99,66 @@ def make_plan(schedule: Schedule, costs: CostModel) -> Plan:
         messages=messages,
         links=links,
         num_messages=len(message_ids),
+        host=host,
     )
 
 
-def _durations(rows: list[tuple], slow: float, draw: Callable[[], float] | None) -> list[float]:
-    """Seconds per action; compute scaled by the rank's straggler factor and the jitter, in order."""
-    if draw is None and slow == 1.0:
+HOST_OF_KIND = {
+    Kind.F: "host_forward",
+    Kind.B: "host_backward",
+    Kind.I: "host_backward",
+    Kind.W: "host_backward",
+    Kind.OPT: "host_optimizer_step",
+    **{kind: "host_send" for kind in SEND_KINDS},
+    **{kind: "host_recv" for kind in RECV_KINDS},
+}
+"""Which StageCost host time comes before an action of each kind."""
+
+
+def _host_times(schedule: Schedule, costs: CostModel) -> list[list[float]] | None:
+    """Per rank, the host seconds before each action; None if the cost model has no host time."""
+    if not any(entry.has_host_time for entry in costs.stages):
+        return None
+    table = [
+        {
+            kind: getattr(virtual_stage_cost(schedule, costs, stage)[0], name)
+            for kind, name in HOST_OF_KIND.items()
+        }
+        for stage in range(schedule.num_stages)
+    ]
+    return [[table[a.stage][a.kind] for a in actions] for actions in schedule.actions]
+
+
+def _durations(
+    rows: list[tuple], slow: float, draw: Callable[[], float] | None, wire: Callable[[], float] | None
+) -> list[float]:
+    """Seconds per action; compute scaled by the rank's straggler factor and the jitter, transfers by
+    the link jitter, in program order."""
+    if draw is None and wire is None and slow == 1.0:
         return [row[1] for row in rows]
     draw = draw or (lambda: 1.0)
-    return [row[1] * slow * draw() if row[0] == COMPUTE else row[1] for row in rows]
+    wire = wire or (lambda: 1.0)
+    return [
+        row[1] * slow * draw() if row[0] == COMPUTE else row[1] * wire() if row[0] == SEND else row[1]
+        for row in rows
+    ]
+
+
+WARMUP_OF_KIND = {Kind.F: "warmup_forward", Kind.B: "warmup_backward", Kind.I: "warmup_backward"}
+WARMUP_OF_KIND[Kind.OPT] = "warmup_optimizer_step"
+
+
+def _add_warmup(schedule: Schedule, costs: CostModel, actions, durations: list[float]) -> None:
+    """Add each stage's warm-up time (StageCost.warmup_*, / chunks) to its first F, backward and OPT."""
+    if not any(entry.has_warmup for entry in costs.stages):
+        return
+    seen: set[tuple[int, str]] = set()
+    for i, action in enumerate(actions):
+        name = WARMUP_OF_KIND.get(action.kind)
+        if name is not None and (action.stage, name) not in seen:
+            seen.add((action.stage, name))
+            entry, chunks = virtual_stage_cost(schedule, costs, action.stage)
+            durations[i] += getattr(entry, name) / chunks
 
 
 def _unplaceable(schedule: Schedule, rank: int, templates: list[dict]) -> str:
@@ -204,6 +261,8 @@ def _recv_key(schedule: Schedule, action: Action) -> tuple:
 def _jitter(costs: CostModel, rng: random.Random) -> Callable[[], float] | None:
     """A function returning the next compute-time factor (mean 1), drawn in program order; None = no
     jitter."""
+    if costs.jitter == EMPIRICAL:
+        return _draw_from(costs.jitter_factors, rng)
     sigma = costs.jitter_sigma
     if costs.jitter == "none" or sigma == 0:
         return None
@@ -212,3 +271,16 @@ def _jitter(costs: CostModel, rng: random.Random) -> Callable[[], float] | None:
     if costs.jitter == "lognormal":
         return lambda: math.exp(sigma * rng.gauss(0.0, 1.0) - sigma * sigma / 2)
     return lambda: 1.0 + sigma * (2.0 * rng.random() - 1.0)
+
+
+def _link_jitter(costs: CostModel) -> Callable[[], float] | None:
+    """The next transfer-time factor, from its own random stream (so compute draws stay as they were)."""
+    if not costs.link_jitter:
+        return None
+    return _draw_from(costs.link_jitter, random.Random(f"link-{costs.seed}"))
+
+
+def _draw_from(factors: tuple[float, ...], rng: random.Random) -> Callable[[], float]:
+    """Each factor equally likely."""
+    count = len(factors)
+    return lambda: factors[int(rng.random() * count)]

@@ -66,7 +66,10 @@ def _rank(
     env: simpy.Environment, plan: Plan, rank: int, network: _Network, starts: list[float], ends: list[float]
 ) -> Generator[simpy.Event, object, None]:
     overlap = plan.costs.overlap
+    host = plan.host[rank] if plan.host is not None else None
     for i, cls in enumerate(plan.classes[rank]):
+        if host is not None and host[i]:
+            yield env.timeout(host[i])
         if cls == COMPUTE:
             starts[i] = env.now
             yield env.timeout(plan.durations[rank][i])

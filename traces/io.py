@@ -24,6 +24,9 @@ from traces.schema import (
     TraceError,
 )
 
+TRACE_NAME = "trace.json"
+"""The trace of a run folder."""
+
 
 def trace_to_dict(trace: Trace) -> dict[str, Any]:
     header = trace.schedule
@@ -64,6 +67,24 @@ def dumps_trace(trace: Trace) -> str:
 
 def write_trace(path: str | os.PathLike, trace: Trace) -> None:
     write_atomic(path, dumps_trace(trace))
+
+
+def trace_path(path: str | os.PathLike) -> Path:
+    """A trace file as given, or a run folder's trace.json; TraceError when neither is there."""
+    path = Path(path)
+    if path.is_dir():
+        inside = path / TRACE_NAME
+        if not inside.is_file():
+            raise TraceError(f"{path}: a folder without a {TRACE_NAME} (not a finished run folder?)")
+        return inside
+    if not path.exists():
+        raise TraceError(f"{path}: no such trace file or run folder")
+    return path
+
+
+def load_trace(path: str | os.PathLike) -> Trace:
+    """read_trace of a trace file or of a run folder's trace.json (what the commands accept)."""
+    return read_trace(trace_path(path))
 
 
 def read_trace(path: str | os.PathLike) -> Trace:

@@ -11,10 +11,10 @@ recorded, and the order and weight versions of the actions each rank actually ra
 to the trace's per-rank order instead of the planned one, so a simulated trace with t_F = 1, t_B = 2 and
 no communication reports exactly what `analyze()` reports for its schedule.
 
-Note: the steady state of an asynchronous schedule is taken between the ends of its last two steps, as
-in schedules/analytics.py (a step ends with its last forward or backward on any rank, not its update):
+Note: the steady state is the median step, as in schedules/analytics.py (a step ends with its last
+forward or backward on any rank, not its update):
 
-    step_time       = end(step K-1) - end(step K-2)       (the makespan when K = 1)
+    step_time       = median over k = 1..K-1 of end(step k) - end(step k-1)   (the makespan when K = 1)
     bubble_fraction = 1 - compute per step / (ranks x step_time)
 
 The workload (samples per microbatch, tokens per sample, data-parallel replicas) comes from the trace's

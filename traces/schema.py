@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schedules.errors import UserError
-from schedules.ir import COMM_KINDS, Action, Layout, Schedule, Versioning
+from schedules.ir import COMM_KINDS, Action, Layout, Schedule, ScheduleError, Versioning
+from schedules.registry import SCHEDULES, build
 
 FORMAT = "pipesim-trace"
 FORMAT_VERSION = 1
@@ -117,3 +118,20 @@ class Trace:
     @property
     def makespan(self) -> float:
         return max((event.end for event in self.events), default=0.0)
+
+
+def schedule_of(header: ScheduleHeader) -> Schedule:
+    """Rebuild the lowered schedule a trace ran from its header (TraceError if pipesim cannot: the
+    schedule is not one of its generators, or the header names an impossible size)."""
+    if header.name not in SCHEDULES:
+        known = ", ".join(SCHEDULES)
+        raise TraceError(f"schedule {header.name!r} is not one pipesim can rebuild (known: {known})")
+    try:
+        schedule = build(
+            header.name, header.ranks, header.microbatches, steps=header.steps, chunks=header.chunks
+        )
+    except ScheduleError as error:
+        raise TraceError(f"the trace's schedule cannot be rebuilt: {error}") from None
+    if ScheduleHeader.of(schedule) != header:
+        raise TraceError(f"the trace's schedule header does not match pipesim's {header.name} of that size")
+    return schedule

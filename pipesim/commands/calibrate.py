@@ -1,0 +1,102 @@
+"""`pipesim calibrate MEASURED -o costs.toml`: fit a cost file from a measured trace, and check it.
+
+    pipesim calibrate runs/1f1b -o costs.toml                  # a run folder means its trace.json
+    pipesim calibrate runs/1f1b -o costs.toml --report         # + the re-prediction against the run
+    pipesim simulate --schedule 1f1b -p 2 -m 8 --steps 12 --costs costs.toml    # re-predict it yourself
+
+The fit (traces/calibrate.py) takes per stage the forward, backward (or I and W) and optimizer-step times,
+the host's time before each kind of action, and the per-message time of the link; the cost file's
+comments say which steps were used, what was dropped and the spread of what was kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipesim.commands.compare import format_comparison
+from pipesim.errors import UsageError
+from schedules.fileio import write_atomic
+from simulator.costfile import loads_costs
+from simulator.costs import CostModel
+from traces.calibrate import Calibration, calibrate
+from traces.compare import compare_traces
+from traces.io import load_trace, write_trace
+from traces.schema import ScheduleHeader, Trace, schedule_of
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="fit a cost file from a measured trace (and check the re-prediction against it)",
+        description="Fit a cost file (docs/cost-model.md) from a measured trace or run folder.",
+    )
+    parser.add_argument("measured", metavar="MEASURED", help="a trace file or a run folder (its trace.json)")
+    parser.add_argument("-o", "--out", required=True, metavar="FILE", help="the cost file to write (TOML)")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also simulate the same schedule with the fitted costs and compare it with the measurement",
+    )
+    parser.add_argument("--prediction", metavar="FILE", help="write the re-predicted trace here")
+    parser.add_argument("--json", action="store_true", help="print the fit (and the report) as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"-o {out}: is a folder (give a file name, e.g. {out / 'costs.toml'})")
+    measured = load_trace(args.measured)
+    fit, text = fit_cost_file(measured, source=args.measured)
+    report = None
+    if args.report or args.prediction:
+        costs = loads_costs(text, source=str(out))  # the file as written is what predictions use
+        predicted = repredict(measured.schedule, costs, label=str(out))
+        report = compare_traces(measured, predicted, labels=(args.measured, "calibrated prediction"))
+        if args.prediction:
+            write_trace(args.prediction, predicted)
+    write_atomic(out, text)
+    if args.json:
+        data = {"costs": str(out), "fit": fit.to_dict()}
+        if report is not None:
+            data["report"] = report.to_dict()
+        print(json.dumps(data, indent=2, allow_nan=False))
+        return 0
+    print(summary(fit, out))
+    if report is not None and args.report:
+        print()
+        print(format_comparison(report))
+    return 0
+
+
+def fit_cost_file(measured: Trace, *, source: str) -> tuple[Calibration, str]:
+    """The fit of a measured trace and the text of its cost file."""
+    from simulator.calibration import calibrated_costs, calibration_toml  # loads SimPy: only when run
+
+    fit = calibrate(measured)
+    return fit, calibration_toml(fit, calibrated_costs(fit, measured), source=source)
+
+
+def repredict(header: ScheduleHeader, costs: CostModel, *, label: str) -> Trace:
+    """Simulate the schedule of `header` with `costs`: the calibrated prediction of that run."""
+    from simulator.simulation import simulate  # SimPy loads here, not when the CLI lists its commands
+
+    return simulate(schedule_of(header), costs, meta={"costs": label}).trace()
+
+
+def summary(fit: Calibration, out: Path) -> str:
+    """What was fitted, per stage, in milliseconds, and where it went."""
+    names = ("forward", "backward", "optimizer_step", "host_forward", "host_backward", "host_send")
+    rows = ["stage  " + "  ".join(f"{name:>14}" for name in names)]
+    for stage in fit.stages:
+        cells = []
+        for name in names:
+            estimate = stage.times.get(name)
+            cells.append(f"{estimate.seconds * 1e3:11.3f} ms" if estimate else f"{'-':>14}")
+        rows.append(f"{stage.entry:>5}  " + "  ".join(cells))
+    latency = fit.link.latency
+    link = f"link: {latency.seconds * 1e6:.1f} us per message" if latency else "link: not seen"
+    notes = [f"note: {note}" for note in fit.notes]
+    return "\n".join([f"wrote {out}", *rows, link + f" ({fit.link.note})", *notes])

@@ -1,0 +1,166 @@
+"""`pipesim predict --from MEASURED --schedule S`: what-if, from a run you measured.
+
+    pipesim predict --from runs/1f1b --schedule 2bw                 # "I measured 1F1B; what will 2BW give?"
+    pipesim predict --from runs/1f1b --schedule gpipe,2bw -m 16     # other schedules and another m
+    pipesim predict --from runs/2bw --schedule pipedream --json
+
+The measured run is calibrated (as `pipesim calibrate` does) and its per-stage costs, host times, link,
+warm-up and memory sizes are carried over to the target schedules on the same stages and hardware: same
+P and the same layer split. What does not carry over is refused with one line: another P (it changes
+which layers each stage holds). A zero-bubble target (zb-h1) needs the split backward's W share: a run
+without one takes W = B / 2 (said in the notes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pipesim.commands.calibrate import fit_cost_file
+from pipesim.commands.compare import relative
+from pipesim.commands.schedules import format_table, number
+from pipesim.commands.simulate import schedule_names, seconds, size
+from pipesim.errors import UsageError
+from schedules.ir import Kind, Schedule
+from schedules.registry import get_info
+from simulator.costfile import loads_costs
+from simulator.costs import CostModel
+from traces.compare import Pair
+from traces.io import load_trace, write_trace
+from traces.metrics import Metrics, compute_metrics
+from traces.schema import Trace
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="what-if: calibrate on a measured run, predict other schedules or m on the same hardware",
+        description="Calibrate on a measured run and predict other schedules (or another m) on the same "
+        "stages and hardware.",
+    )
+    parser.add_argument(
+        "--from", dest="measured", required=True, metavar="MEASURED", help="a measured trace or run folder"
+    )
+    parser.add_argument("--schedule", required=True, metavar="NAMES", help="one or a comma list of schedules")
+    parser.add_argument("-p", "--stages", type=int, metavar="P", help="must be the measured run's P")
+    parser.add_argument(
+        "-m", "--microbatches", type=int, metavar="M", help="microbatches per step (default: the run's)"
+    )
+    parser.add_argument("--steps", type=int, metavar="K", help="optimizer steps (default: the run's)")
+    parser.add_argument(
+        "--chunks", type=int, metavar="V", help="model chunks per rank, interleaved (default 2)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--trace", metavar="FILE", help="write the predicted trace (several: FILE.<name>.json)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simulator.simulation import simulate  # SimPy loads here, not when the CLI lists its commands
+
+    measured = load_trace(args.measured)
+    header = measured.schedule
+    if args.stages is not None and args.stages != header.ranks:
+        raise UsageError(
+            f"-p {args.stages}: the run at {args.measured} has P = {header.ranks}; another P changes which "
+            "layers each stage holds, so its per-stage costs do not carry over (measure a run with that P)"
+        )
+    _, text = fit_cost_file(measured, source=args.measured)
+    costs = loads_costs(text, source=f"calibrated from {args.measured}")
+    notes = _carry_notes(has_split=_has_split(measured))
+    targets = [
+        _target(
+            name,
+            header.ranks,
+            args.microbatches or header.microbatches,
+            args.steps or header.steps,
+            args.chunks,
+        )
+        for name in schedule_names(args.schedule)
+    ]
+    results = []
+    for schedule in targets:
+        predicted = simulate(schedule, _for(costs, schedule), meta={"costs": f"calibrated: {args.measured}"})
+        trace = predicted.trace()
+        results.append((schedule, trace, compute_metrics(trace)))
+        if args.trace:
+            _write(args.trace, trace, several=len(targets) > 1)
+    reference = compute_metrics(measured)
+    if args.json:
+        print(json.dumps(_json(args.measured, reference, results, notes), indent=2, allow_nan=False))
+    else:
+        print(_text(args.measured, reference, results, notes))
+    return 0
+
+
+def _target(name: str, ranks: int, microbatches: int, steps: int, chunks: int | None) -> Schedule:
+    from schedules.registry import build_with_defaults
+
+    info = get_info(name)
+    return build_with_defaults(info.name, ranks, microbatches, steps, chunks)
+
+
+def _for(costs: CostModel, schedule: Schedule) -> CostModel:
+    """The calibrated costs, checked against the target's model stages."""
+    costs.check_stages(schedule.layout.stages_per_pipeline // schedule.chunks)
+    return replace(costs, source={**costs.source, "schedule": schedule.name})
+
+
+def _has_split(trace: Trace) -> bool:
+    return any(event.action.kind is Kind.W for event in trace.events)
+
+
+def _carry_notes(*, has_split: bool) -> list[str]:
+    notes = [
+        "carried over from the run: per-stage compute and host times, their spread, the link, "
+        "warm-up and memory sizes (same P, same layer split)"
+    ]
+    if not has_split:
+        notes.append("the run has no split backward: a zb-h1 target takes W = B / 2 of each stage")
+    return notes
+
+
+def _write(path: str, trace: Trace, *, several: bool) -> None:
+    target = Path(path)
+    if several:
+        target = target.with_name(f"{target.stem}.{trace.schedule.name}{target.suffix or '.json'}")
+    write_trace(target, trace)
+
+
+def _json(source: str, reference: Metrics, results, notes: list[str]) -> dict[str, Any]:
+    return {
+        "from": {"trace": source, **reference.to_dict()},
+        "predictions": [metrics.to_dict() for _, _, metrics in results],
+        "step_time_vs_run": [
+            Pair(a=reference.step_time, b=metrics.step_time).to_dict() for _, _, metrics in results
+        ],
+        "notes": notes,
+    }
+
+
+def _text(source: str, reference: Metrics, results, notes: list[str]) -> str:
+    columns = [(f"measured {reference.schedule}", reference)] + [
+        (f"{metrics.schedule} (predicted)", metrics) for _, _, metrics in results
+    ]
+    rows: list[tuple[str, ...]] = [("", *(label for label, _ in columns))]
+
+    def row(label: str, cell) -> None:
+        rows.append((label, *(cell(metrics) for _, metrics in columns)))
+
+    row("m", lambda m: str(m.microbatches))
+    row("steps", lambda m: str(m.steps))
+    row("step time", lambda m: seconds(m.step_time))
+    row("vs the run", lambda m: relative(Pair(a=reference.step_time, b=m.step_time)))
+    row("tokens/s", lambda m: f"{m.tokens_per_s:,.0f}")
+    row("bubble fraction", lambda m: number(m.bubble_fraction))
+    row("utilization (mean)", lambda m: number(sum(m.utilization) / len(m.utilization)))
+    row("peak memory (max)", lambda m: size(max((p for p in m.peak_memory if p is not None), default=None)))
+    row("weight versions (max)", lambda m: str(max(m.weight_versions)))
+    row("delay (max)", lambda m: str(max(m.delay)))
+    title = f"what-if from {source} (P = {reference.ranks}, calibrated on its {reference.steps} steps)"
+    return "\n\n".join([title, format_table(rows, right=True), *(f"note: {note}" for note in notes)])
