@@ -60,8 +60,12 @@ class StageWork:
     """Bytes of the activation sent to the next stage."""
 
 
-def split_layers(layers: int, stages: int) -> list[int]:
-    """Blocks per stage, balanced as executor/model.py does: the middle stages take the remainder first."""
+def split_layers(layers: int, stages: int, split: tuple[int, ...] | None = None) -> list[int]:
+    """Blocks per stage: `split` as given (P numbers, or P x chunks that are summed chunk by chunk into
+    the P cost entries), else balanced as executor/model.py does: the middle stages take the remainder
+    first, then the first, then the last."""
+    if split is not None:
+        return _given_split(layers, stages, split)
     if stages > layers:
         raise CostError(f"--model has {layers} layers, too few for {stages} stages")
     counts = [layers // stages] * stages
@@ -71,6 +75,18 @@ def split_layers(layers: int, stages: int) -> list[int]:
     return counts
 
 
+def _given_split(layers: int, stages: int, split: tuple[int, ...]) -> list[int]:
+    shown = ",".join(map(str, split))
+    if any(count < 1 for count in split):
+        raise CostError(f"--split {shown}: every stage needs at least 1 layer")
+    if sum(split) != layers:
+        raise CostError(f"--split {shown} sums to {sum(split)}, not the model's {layers} layers")
+    if len(split) % stages:
+        raise CostError(f"--split {shown} gives {len(split)} pieces, expected {stages} (or a multiple)")
+    group = len(split) // stages  # interleaved: a cost entry is `chunks` consecutive pieces
+    return [sum(split[i * group : (i + 1) * group]) for i in range(stages)]
+
+
 def stage_work(spec: ModelSpec, stages: int) -> list[StageWork]:
     """FLOPs, parameters and bytes of every stage of `spec` cut into `stages`."""
     h, s, V, a = spec.hidden, spec.sequence, spec.vocab, spec.heads
@@ -78,7 +94,7 @@ def stage_work(spec: ModelSpec, stages: int) -> list[StageWork]:
     dtype = spec.dtype_bytes
     block_stash = tokens * h * (34 + 5 * a * s / h) * dtype / 2
     out = []
-    for stage, n in enumerate(split_layers(spec.layers, stages)):
+    for stage, n in enumerate(split_layers(spec.layers, stages, spec.split)):
         first, last = stage == 0, stage == stages - 1
         head = 2 * h * V * tokens if last else 0
         parameters = (

@@ -281,6 +281,15 @@ def _link_jitter(costs: CostModel) -> Callable[[], float] | None:
 
 
 def _draw_from(factors: tuple[float, ...], rng: random.Random) -> Callable[[], float]:
-    """Each factor equally likely."""
-    count = len(factors)
-    return lambda: factors[int(rng.random() * count)]
+    """Each factor equally likely, dealt from a shuffled deck of all of them (reshuffled when used up):
+    any len(factors) consecutive draws average exactly the factors' mean, so a short run's total time is
+    not at the mercy of a lucky or unlucky streak."""
+    deck: list[float] = []
+
+    def draw() -> float:
+        if not deck:
+            deck.extend(factors)
+            rng.shuffle(deck)
+        return deck.pop()
+
+    return draw

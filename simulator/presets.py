@@ -14,7 +14,7 @@ vendor peak figures (dense, no sparsity) times an achievable fraction; `cpu` des
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from simulator.units import CostError
 
@@ -41,6 +41,8 @@ class ModelSpec:
     """Samples per microbatch."""
     dtype: str = "fp32"
     """Element type of weights, activations, gradients and optimizer state: fp32, bf16 or fp16."""
+    split: tuple[int, ...] | None = None
+    """Blocks per stage as the executor's --split gives them; None: balanced (simulator/analytic.py)."""
 
     def __post_init__(self) -> None:
         for name in ("layers", "hidden", "heads", "sequence", "vocab", "microbatch_size"):
@@ -194,11 +196,13 @@ MODELS: dict[str, Callable[[], ModelSpec]] = {
 DEVICES: dict[str, Callable[[], DeviceSpec]] = {"h100-sxm": h100_sxm, "a100-80gb": a100_80gb, "cpu": cpu}
 
 
-def model(name: str) -> ModelSpec:
-    """A model preset by name; CostError naming the known ones otherwise."""
+def model(name: str, **shape: object) -> ModelSpec:
+    """A model preset by name, with fields replaced as the executor's flags do (layers, hidden,
+    sequence, microbatch_size, split); CostError naming the known presets otherwise."""
     if name not in MODELS:
         raise CostError(f"--model: unknown preset {name!r} (known: {', '.join(MODELS)})")
-    return MODELS[name]()
+    changes = {key: value for key, value in shape.items() if value is not None}
+    return replace(MODELS[name](), **changes) if changes else MODELS[name]()
 
 
 def device(name: str) -> DeviceSpec:

@@ -21,6 +21,13 @@ from simulator.presets import device as device_preset
 from simulator.presets import model as model_preset
 from simulator.units import CostError, parse_count
 
+SHAPE_FLAGS = {"layers": "layers", "hidden": "hidden", "sequence": "seq-len", "split": "split"}
+"""CostRequest.shape's keys and the flags that set them (the executor's names)."""
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
 
 @dataclass(frozen=True, kw_only=True)
 class CostRequest:
@@ -34,6 +41,9 @@ class CostRequest:
     """Device preset name; needs `model`."""
     microbatch_size: int | None = None
     """Samples per microbatch, overriding the model preset's (or the file's)."""
+    shape: dict[str, Any] = field(default_factory=dict)
+    """Changes to the model preset, as the executor's flags make them: layers, hidden, sequence (the
+    context length, --seq-len), split (blocks per stage). Needs `model`."""
     optimizer: str | None = None
     """Optimizer whose state is held and whose step is costed; None keeps the source's (else adamw)."""
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -45,8 +55,11 @@ class CostRequest:
         if (self.model is None) != (self.device is None):
             missing = "--device" if self.device is None else "--model"
             raise CostError(f"the analytic cost model needs both --model and --device ({missing} missing)")
+        if self.shape and self.model is None:
+            flags = ", ".join(f"--{SHAPE_FLAGS[key]}" for key in self.shape)
+            raise CostError(f"{flags}: the shape of the analytic model, which needs --model and --device")
         if self.model is not None:
-            model_preset(self.model)
+            model_preset(self.model, **self.shape)
             device_preset(self.device)  # type: ignore[arg-type]
         if self.microbatch_size is not None:
             parse_count(self.microbatch_size, "--microbatch-size", minimum=1)
@@ -57,7 +70,8 @@ class CostRequest:
         if self.costs_file is not None:
             label = self.costs_file
         elif self.model is not None:
-            label = f"{self.model}@{self.device}"
+            shape = "".join(f",{key}={_shown(value)}" for key, value in self.shape.items())
+            label = f"{self.model}{shape}@{self.device}"
         else:
             label = "unit"
         changes = [f"{key}={value}" for key, value in self.overrides.items()]
@@ -70,9 +84,7 @@ class CostRequest:
         if self.costs_file is not None:
             costs = load_costs(self.costs_file)
         elif self.model is not None:
-            spec = model_preset(self.model)
-            if self.microbatch_size is not None:
-                spec = replace(spec, microbatch_size=self.microbatch_size)
+            spec = model_preset(self.model, **self.shape, microbatch_size=self.microbatch_size)
             device = device_preset(self.device)  # type: ignore[arg-type]
             costs = cost_model(spec, device, stages=model_stages, optimizer=self.optimizer or "adamw")
         else:

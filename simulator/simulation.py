@@ -11,13 +11,11 @@ Pipeline: make_plan (pre-resolve) -> run_plan (SimPy) -> memory_over_time -> Tra
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from schedules.fileio import paused_gc
 from schedules.ir import Action, Kind, Schedule
 from simulator.costs import CostModel
 from simulator.engine import Timeline, run_plan
@@ -76,23 +74,6 @@ def simulate(schedule: Schedule, costs: CostModel | None = None, *, meta: dict |
         timeline = run_plan(plan)
         memory = memory_over_time(memory_plan(schedule, costs), plan, timeline)
     return Simulation(plan=plan, timeline=timeline, memory=memory, meta=dict(meta or {}))
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building large acyclic arrays.
-
-    A simulation allocates a few small objects per action and frees none of them until it ends; every
-    collection would walk all of them (and the schedule's Actions) again, which costs up to half the
-    run time on large schedules. Reference counting still frees everything; the collector resumes after.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def build_trace(simulation: Simulation) -> Trace:

@@ -197,18 +197,26 @@ def calibrate(trace: Trace) -> Calibration:
         notes.insert(0, f"only {header.steps} step(s): warm-up kept (run 3 or more steps to drop it)")
     stages = tuple(samples.fit_stage(entry) for entry in range(samples.entries))
     notes += _outlier_notes(stages)
-    factors = samples.compute_factors()
+    compute_factors = samples.compute_factors()
     return Calibration(
         schedule=header,
         source=trace.source,
         entries=samples.entries,
         stages=stages,
         link=link,
-        compute_factors=factors,
+        compute_factors=compute_factors,
         steps_used=tuple(steps_used),
         notes=tuple(notes),
         workload=dict(trace.meta.get("workload") or {}),
     )
+
+
+def factors(ratios: list[float], count: int = QUANTILES) -> tuple[float, ...]:
+    """The spread of value / mean as `count` quantiles, scaled to average exactly 1 (so drawing them
+    keeps the mean); () for an empty sample."""
+    points = quantiles(ratios, count)
+    mean = math.fsum(points) / len(points) if points else 0.0
+    return tuple(point / mean for point in points) if mean > 0 else ()
 
 
 def quantiles(values: list[float], count: int = QUANTILES) -> tuple[float, ...]:
@@ -293,7 +301,7 @@ class _Samples:
             mean = math.fsum(values) / len(values)
             if name in TIMED_FIELDS and mean > 0:
                 ratios += [value / mean for value in values]
-        return quantiles(ratios)
+        return factors(ratios)
 
     def fit_link(self) -> LinkFit:
         """Message time from the receives that were waiting when their send started."""
@@ -383,12 +391,12 @@ def _link_fit(waited: dict[int, list[float]], sizes: tuple[int, ...]) -> LinkFit
         slope, intercept = _line(means)
         if slope > 0 and intercept >= 0:
             nominal = {size: intercept + slope * size for size in means}
-            factors = quantiles([t / nominal[size] for size, times in waited.items() for t in times])
+            spread = factors([t / nominal[size] for size, times in waited.items() for t in times])
             return LinkFit(
                 latency=replace(pooled, seconds=intercept),
                 bandwidth=1 / slope,
                 sizes=sizes,
-                factors=factors,
+                factors=spread,
                 note=f"least squares over {len(means)} message sizes: time = latency + bytes / bandwidth",
             )
     shown = ", ".join(f"{size} B" for size in sorted(waited))
@@ -397,8 +405,8 @@ def _link_fit(waited: dict[int, list[float]], sizes: tuple[int, ...]) -> LinkFit
         f"{why} ({shown}): bandwidth not identifiable, the latency is the whole per-message time "
         "(send start to the end of a receive that waited for it)"
     )
-    factors = quantiles([t / pooled.seconds for t in everything]) if pooled.seconds > 0 else ()
-    return LinkFit(latency=pooled, bandwidth=math.inf, sizes=sizes, factors=factors, note=note)
+    spread = factors([t / pooled.seconds for t in everything]) if pooled.seconds > 0 else ()
+    return LinkFit(latency=pooled, bandwidth=math.inf, sizes=sizes, factors=spread, note=note)
 
 
 def _line(points: dict[int, float]) -> tuple[float, float]:

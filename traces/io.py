@@ -7,12 +7,13 @@ write_trace("runs/a/trace.json", trace)
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-from schedules.fileio import write_atomic
-from schedules.ir import ScheduleError, Versioning, parse_action
+from schedules.fileio import paused_gc, write_atomic
+from schedules.ir import COMPUTE_KINDS, Action, Kind, ScheduleError, Versioning, parse_action
 from traces.schema import (
     FORMAT,
     FORMAT_VERSION,
@@ -22,10 +23,12 @@ from traces.schema import (
     ScheduleHeader,
     Trace,
     TraceError,
+    stream_of,
 )
 
 TRACE_NAME = "trace.json"
 """The trace of a run folder."""
+_STREAM_OF_KIND = {kind: stream_of(Action(0, kind)) for kind in Kind}
 
 
 def trace_to_dict(trace: Trace) -> dict[str, Any]:
@@ -126,13 +129,43 @@ def trace_from_dict(data: Any) -> Trace:
         header.layout  # noqa: B018 - validates the placement
     except (KeyError, TypeError, ValueError) as error:
         raise TraceError(f"bad schedule header ({error})") from None
-    events = tuple(_event(index, raw) for index, raw in enumerate(data.get("events", [])))
-    return Trace(source=data["source"], schedule=header, events=events, meta=dict(data.get("meta") or {}))
+    raw_events = data.get("events", [])
+    if not isinstance(raw_events, list):
+        raise TraceError('"events" must be a list')
+    with paused_gc():
+        events = _events(raw_events)
+        trace = Trace(
+            source=data["source"], schedule=header, events=events, meta=dict(data.get("meta") or {})
+        )
+        check_events(trace)
+    return trace
+
+
+def _events(raw_events: list[Any]) -> tuple[Event, ...]:
+    """Events from their JSON form; the fast path for well-formed events, _event for a clear error."""
+    parse, make = parse_action, Event
+    try:
+        return tuple(
+            make(
+                rank=int(raw["rank"]),
+                action=parse(raw["action"]),
+                start=float(raw["start"]),
+                end=float(raw["end"]),
+                stream=raw.get("stream", "compute"),
+                bytes=int(raw.get("bytes", 0)),
+                memory=None if raw.get("memory") is None else int(raw["memory"]),
+            )
+            for raw in raw_events
+        )
+    except (KeyError, TypeError, ValueError, ScheduleError, AttributeError):
+        for index, raw in enumerate(raw_events):  # find the bad event and say what is wrong with it
+            _event(index, raw)
+        raise
 
 
 def _event(index: int, raw: Any) -> Event:
     try:
-        event = Event(
+        return Event(
             rank=int(raw["rank"]),
             action=parse_action(raw["action"]),
             start=float(raw["start"]),
@@ -141,10 +174,70 @@ def _event(index: int, raw: Any) -> Event:
             bytes=int(raw.get("bytes", 0)),
             memory=None if raw.get("memory") is None else int(raw["memory"]),
         )
-    except (KeyError, TypeError, ValueError, ScheduleError) as error:
+    except (KeyError, TypeError, ValueError, ScheduleError, AttributeError) as error:
         raise TraceError(f"event {index}: {error}") from None
-    if event.stream not in STREAMS:
-        raise TraceError(f"event {index}: stream must be one of {STREAMS}, got {event.stream!r}")
+
+
+def check_events(trace: Trace) -> None:
+    """What the metrics rely on (traces/README.md): events sorted by start, each on the rank of its
+    stage, in the stream of its kind, with end >= start and finite times; and, unless the trace says
+    the run stopped early ("completed": false), every forward and backward of its schedule."""
+    header = trace.schedule
+    placement, streams = header.placement, _STREAM_OF_KIND
+    previous = -math.inf
+    for index, event in enumerate(trace.events):
+        action = event.action
+        if not (previous <= event.start <= event.end < math.inf):
+            raise TraceError(_bad_times(index, event, previous))
+        previous = event.start
+        if not (0 <= action.stage < len(placement) and placement[action.stage] == event.rank):
+            raise TraceError(f"event {index}: {action} does not run on rank {event.rank} in this layout")
+        if streams[action.kind] != event.stream:
+            if event.stream not in STREAMS:
+                raise TraceError(f"event {index}: stream must be one of {STREAMS}, got {event.stream!r}")
+            expected = streams[action.kind]
+            raise TraceError(f"event {index}: {action} belongs to stream {expected!r}, not {event.stream!r}")
+    if trace.meta.get("completed", True) is not False:
+        _check_complete(trace)
+
+
+def _bad_times(index: int, event: Event, previous: float) -> str:
+    if not (math.isfinite(event.start) and math.isfinite(event.end)):
+        return f"event {index}: times must be finite numbers of seconds"
     if event.end < event.start:
-        raise TraceError(f"event {index}: end {event.end} before start {event.start}")
-    return event
+        return f"event {index}: end {event.end} before start {event.start}"
+    return (
+        f"event {index}: starts at {event.start}, before the event above it ({previous}); "
+        "events must be sorted by start"
+    )
+
+
+def _check_complete(trace: Trace) -> None:
+    """Every (stage, step, microbatch) of the schedule has its forward, and its backward (B, or I and W),
+    exactly once."""
+    header = trace.schedule
+    layout = header.layout
+    seen: dict[tuple[int, Kind, int | None, int], int] = {}
+    for event in trace.events:
+        action = event.action
+        if action.kind in COMPUTE_KINDS:
+            key = (action.stage, action.kind, action.microbatch, action.step)
+            if key in seen:
+                raise TraceError(f"{action} appears twice")
+            seen[key] = 1
+    missing = []
+    for stage in range(layout.num_stages):
+        pipeline = layout.pipeline(stage)
+        for step in range(header.steps):
+            for microbatch in range(pipeline, header.microbatches, layout.pipelines):
+                if (stage, Kind.F, microbatch, step) not in seen:
+                    missing.append(Action(stage, Kind.F, microbatch, step))
+                if (stage, Kind.B, microbatch, step) not in seen and not (
+                    (stage, Kind.I, microbatch, step) in seen and (stage, Kind.W, microbatch, step) in seen
+                ):
+                    missing.append(Action(stage, Kind.B, microbatch, step))
+    if missing:
+        raise TraceError(
+            f"the trace lacks {len(missing)} forward or backward action(s) of its schedule "
+            f'(first: {missing[0]}); a run that stopped early must say "completed": false in its meta'
+        )

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schedules.analytics import delays, mismatches, peak_activations, steady_step_time, weight_versions
+from schedules.fileio import paused_gc
 from schedules.ir import Schedule
 from traces.schema import Event, Trace
 
@@ -108,6 +109,13 @@ def compute_metrics(
     data_parallel: int | None = None,
 ) -> Metrics:
     """All metrics of a trace; the workload arguments default to trace.meta['workload'] (else 1)."""
+    with paused_gc():
+        return _compute_metrics(trace, microbatch_size, sequence_length, data_parallel)
+
+
+def _compute_metrics(
+    trace: Trace, microbatch_size: int | None, sequence_length: int | None, data_parallel: int | None
+) -> Metrics:
     workload = trace.meta.get("workload") or {}
     samples = (microbatch_size or workload.get("microbatch_size") or 1) * (
         data_parallel or workload.get("data_parallel") or 1

@@ -26,6 +26,7 @@ from schedules.registry import SCHEDULES, build_with_defaults, get_info
 from simulator.costs import JITTERS, OPTIMIZER_STATE
 from simulator.presets import DEVICES, MODELS
 from simulator.request import CostRequest
+from simulator.units import CostError
 from traces.chrome import write_chrome
 from traces.io import write_trace
 from traces.metrics import Metrics
@@ -60,6 +61,11 @@ def add_cost_flags(parser: argparse.ArgumentParser, *, device: bool = True) -> N
     if device:
         source.add_argument("--device", metavar="PRESET", help=f"device preset: {', '.join(DEVICES)}")
     source.add_argument("--microbatch-size", type=int, metavar="N", help="samples per microbatch")
+    shape = parser.add_argument_group("model shape (with --model; the names of `pipesim run`'s flags)")
+    shape.add_argument("--layers", type=int, metavar="N", help="transformer blocks (replaces the preset's)")
+    shape.add_argument("--hidden", type=int, metavar="N", help="width of the residual stream")
+    shape.add_argument("--seq-len", type=int, metavar="N", help="context length, tokens per sample")
+    shape.add_argument("--split", metavar="N,N,...", help="blocks per stage (P numbers, or P x chunks)")
     flags = parser.add_argument_group("overrides (units allowed: 2ms, 10us, 25GB/s)")
     flags.add_argument("--tf", metavar="TIME", help="forward of one stage")
     flags.add_argument("--tb", metavar="TIME", help="full backward of one stage (B = I + W)")
@@ -99,9 +105,21 @@ def cost_request(args: argparse.Namespace, device: str | None = None) -> CostReq
         model=args.model,
         device=device if device is not None else args.device,
         microbatch_size=args.microbatch_size,
+        shape=model_shape(args),
         optimizer=args.optimizer,
         overrides={key: value for key, value in overrides.items() if value is not None},
     )
+
+
+def model_shape(args: argparse.Namespace) -> dict[str, Any]:
+    """The --layers, --hidden, --seq-len and --split flags as CostRequest.shape."""
+    shape: dict[str, Any] = {"layers": args.layers, "hidden": args.hidden, "sequence": args.seq_len}
+    if args.split is not None:
+        try:
+            shape["split"] = tuple(int(part) for part in args.split.split(","))
+        except ValueError:
+            raise CostError(f"--split takes comma-separated block counts, got {args.split!r}") from None
+    return {key: value for key, value in shape.items() if value is not None}
 
 
 def schedule_names(text: str) -> list[str]:
