@@ -16,7 +16,7 @@ import sys
 
 from pipesim.errors import USER_ERRORS, UsageError
 
-COMMANDS = ("schedules", "simulate", "sweep", "run", "demo")
+COMMANDS = ("schedules", "simulate", "sweep", "run", "demo", "import_profile")
 
 
 class _Parser(argparse.ArgumentParser):
