@@ -128,31 +128,36 @@ def _rank_order(profiles: list[Profile], ranks: list[int] | None) -> list[int]:
 def _steps_run(profiles: list[Profile], schedule: str, microbatches: int, steps: int | None) -> int:
     """How many steps the spans cover: every compute action of pipesim's one-step schedule equally often."""
     one_step = build(schedule, len(profiles), microbatches, steps=1)
-    counts_per_rank = []
-    for rank, profile in enumerate(profiles):
-        expected = {(a.kind, a.microbatch) for a in one_step.actions[rank] if a.kind in COMPUTE_KINDS}
-        counts = Counter((span.kind, span.microbatch) for span in profile.spans if span.kind in COMPUTE_KINDS)
-        for key in counts.keys() - expected:
-            raise TraceError(
-                f"rank {rank} ({profile.path}) ran {_text(rank, *key)}, which pipesim's {schedule} "
-                f"does not have (is --schedule right?)"
-            )
-        first = counts[min(expected, key=_order_key)]
-        for key in sorted(expected, key=_order_key):
-            if counts[key] != first:
-                raise TraceError(
-                    f"rank {rank} ({profile.path}) ran {_text(rank, *key)} {counts[key]} time(s) but "
-                    f"{_text(rank, *min(expected, key=_order_key))} {first} (a profile cut mid-step?)"
-                )
-        counts_per_rank.append(first)
-    if len(set(counts_per_rank)) > 1:
-        raise TraceError(f"the ranks ran different numbers of steps: {counts_per_rank}")
-    ran = counts_per_rank[0]
-    if ran == 0:
+    per_rank = [_rank_steps(rank, profile, one_step) for rank, profile in enumerate(profiles)]
+    if len(set(per_rank)) > 1:
+        raise TraceError(f"the ranks ran different numbers of steps: {per_rank}")
+    if per_rank[0] == 0:
         raise TraceError("the profiles hold no forward or backward span")
-    if steps is not None and steps != ran:
-        raise TraceError(f"--steps {steps}, but the profiles hold {ran} step(s)")
-    return ran
+    if steps is not None and steps != per_rank[0]:
+        raise TraceError(f"--steps {steps}, but the profiles hold {per_rank[0]} step(s)")
+    return per_rank[0]
+
+
+def _rank_steps(rank: int, profile: Profile, one_step: Schedule) -> int:
+    """How often the rank ran each of its compute actions (the same count for all, or a TraceError)."""
+    expected = sorted(
+        {(a.kind, a.microbatch) for a in one_step.actions[rank] if a.kind in COMPUTE_KINDS}, key=_order_key
+    )
+    counts = Counter((span.kind, span.microbatch) for span in profile.spans if span.kind in COMPUTE_KINDS)
+    unexpected = sorted(counts.keys() - set(expected), key=_order_key)
+    if unexpected:
+        raise TraceError(
+            f"rank {rank} ({profile.path}) ran {_text(rank, *unexpected[0])}, which pipesim's "
+            f"{one_step.name} does not have (is --schedule right?)"
+        )
+    reference = expected[0]
+    for key in expected:
+        if counts[key] != counts[reference]:
+            raise TraceError(
+                f"rank {rank} ({profile.path}) ran {_text(rank, *key)} {counts[key]} time(s) but "
+                f"{_text(rank, *reference)} {counts[reference]} (a profile cut mid-step?)"
+            )
+    return counts[reference]
 
 
 def _order_key(key: tuple[Kind, int | None]) -> tuple[str, int]:
@@ -199,62 +204,44 @@ def _span_actions(
 ) -> list[Placed]:
     """One span -> its action, plus the receive wait and the send posting that it encloses."""
     kind, microbatch = span.kind, span.microbatch
+
+    def placed(kind: Kind, interval: tuple[float, float], version: int | None = None) -> Placed:
+        action = Action(stage, kind, microbatch, step, version)
+        return Placed(rank=rank, action=action, start=interval[0], end=interval[1])
+
     if kind not in COMPUTE_KINDS:  # a runtime SEND span: the posting itself (RECV spans were dropped)
-        return [
-            Placed(rank=rank, action=Action(stage, kind, microbatch, step), start=span.start, end=span.end)
-        ]
-    split = split_span(span, planned, stage, within_span_sends=profile.family == GPIPE_FAMILY)
-    placed = [
-        Placed(
-            rank=rank,
-            action=Action(stage, kind, microbatch, step, step),
-            start=split.compute[0],
-            end=split.compute[1],
-        )
-    ]
+        return [placed(kind, (span.start, span.end))]
+    split = _split(span, planned, stage, within_span_sends=profile.family == GPIPE_FAMILY)
     forward = kind is Kind.F
+    actions = [placed(kind, split.compute, version=step)]  # flush: step k reads version k
     if split.recv is not None:
-        recv = Kind.RECV_F if forward else Kind.RECV_B
-        placed.append(
-            Placed(
-                rank=rank,
-                action=Action(stage, recv, microbatch, step),
-                start=split.recv[0],
-                end=split.recv[1],
-            )
-        )
+        actions.append(placed(Kind.RECV_F if forward else Kind.RECV_B, split.recv))
     if split.send is not None:
-        send = Kind.SEND_F if forward else Kind.SEND_B
-        placed.append(
-            Placed(
-                rank=rank,
-                action=Action(stage, send, microbatch, step),
-                start=split.send[0],
-                end=split.send[1],
-            )
-        )
-    return placed
+        actions.append(placed(Kind.SEND_F if forward else Kind.SEND_B, split.send))
+    return actions
 
 
-def split_span(span: Span, planned: Schedule, stage: int, *, within_span_sends: bool) -> Split:
+def _split(span: Span, planned: Schedule, stage: int, *, within_span_sends: bool) -> Split:
     """Cut a compute span at its first and last enclosed operator (the whole span if it encloses none)."""
-    layout = planned.layout
     if span.ops is None:
         return Split(recv=None, compute=(span.start, span.end), send=None)
-    first, last = span.ops
+    layout = planned.layout
     forward = span.kind is Kind.F
     source = layout.prev_stage(stage) if forward else layout.next_stage(stage)
     target = layout.next_stage(stage) if forward else layout.prev_stage(stage)
-    receives = (
-        span.kind is not Kind.W and source is not None and layout.placement[source] != layout.placement[stage]
-    )
-    sends = (
-        span.kind is not Kind.W and target is not None and layout.placement[target] != layout.placement[stage]
-    )
+
+    def remote(other: int | None) -> bool:
+        return (
+            span.kind is not Kind.W
+            and other is not None
+            and layout.placement[other] != layout.placement[stage]
+        )
+
+    first, last = span.ops
     return Split(
-        recv=(span.start, first) if receives else None,
+        recv=(span.start, first) if remote(source) else None,
         compute=(first, last),
-        send=(last, span.end) if sends and within_span_sends else None,
+        send=(last, span.end) if remote(target) and within_span_sends else None,
     )
 
 

@@ -101,59 +101,86 @@ class _Name(NamedTuple):
     microbatch: int | None
 
 
+class _Found(NamedTuple):
+    """A span with a pipesim action, as found in the file (internal)."""
+
+    where: tuple[Any, Any]
+    """(pid, tid)"""
+    name: str
+    parsed: _Name
+    start: float
+    end: float
+
+
+@dataclass
+class _Scan:
+    """What one pass over a file's events collects (internal)."""
+
+    operators: dict[tuple[Any, Any], list[tuple[float, float]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    """(pid, tid) -> (start, end) of its non-communication operators, in start order once sorted."""
+    found: list[_Found] = field(default_factory=list)
+    left_out: Counter[str] = field(default_factory=Counter)
+
+
 def read_profile(path: str | os.PathLike, *, microbatches: int) -> Profile:
     """Load one rank's Chrome trace; raise TraceError with one line naming the file and the problem."""
     data = _load(path)
     events = data.get("traceEvents") if isinstance(data, dict) else data
     if not isinstance(events, list):
         raise TraceError(f"{path}: not a Chrome trace (no traceEvents list)")
-    operators: dict[Any, list[tuple[float, float]]] = defaultdict(list)
-    found: list[tuple[Any, str, _Name, float, float]] = []
-    left_out: Counter[str] = Counter()
-    for raw in events:
-        if not isinstance(raw, dict) or raw.get("ph") != "X" or not isinstance(raw.get("name"), str):
-            continue
-        where, name = (raw.get("pid"), raw.get("tid")), raw["name"]
-        if raw.get("cat") == "cpu_op":
-            if not name.startswith(_COMM_OPS) and _is_number(raw.get("ts")) and _is_number(raw.get("dur")):
-                operators[where].append((float(raw["ts"]), float(raw["ts"]) + float(raw["dur"])))
-            continue
-        if raw.get("cat") not in SPAN_CATEGORIES:
-            continue
-        parsed = _parse_name(path, name, microbatches)
-        if parsed is None:
-            continue
-        if parsed.kind is None:
-            left_out[_left_out_label(name)] += 1
-            continue
-        if not (_is_number(raw.get("ts")) and _is_number(raw.get("dur")) and raw["dur"] >= 0):
-            raise TraceError(f"{path}: span {name!r} has no numeric ts and dur")
-        found.append((where, name, parsed, float(raw["ts"]), float(raw["ts"]) + float(raw["dur"])))
-    family, thread = _family_and_thread(path, found)
-    for ops in operators.values():
-        ops.sort()
+    scan = _scan(path, events, microbatches)
+    family, thread = _family_and_thread(path, scan.found)
     spans = sorted(
-        (
-            _span(name, parsed, start, end, operators.get(where, []))
-            for where, name, parsed, start, end in found
-            if where == thread
-        ),
+        (_span(found, scan.operators.get(thread, [])) for found in scan.found if found.where == thread),
         key=lambda span: (span.start, span.end),
     )
-    info = data.get("distributedInfo") if isinstance(data, dict) else None
-    info = info if isinstance(info, dict) else {}
+    header = data if isinstance(data, dict) else {}
+    info = header.get("distributedInfo") if isinstance(header.get("distributedInfo"), dict) else {}
     return Profile(
         path=str(path),
         rank=_int_or_none(info.get("rank")),
         world_size=_int_or_none(info.get("world_size")),
-        backend=info.get("backend") if isinstance(info.get("backend"), str) else None,
-        host=data.get("host_name")
-        if isinstance(data, dict) and isinstance(data.get("host_name"), str)
-        else None,
+        backend=_str_or_none(info.get("backend")),
+        host=_str_or_none(header.get("host_name")),
         family=family,
         spans=tuple(spans),
-        left_out=dict(sorted(left_out.items())),
+        left_out=dict(sorted(scan.left_out.items())),
     )
+
+
+def _scan(path: str | os.PathLike, events: list, microbatches: int) -> _Scan:
+    """One pass: the operators per thread, the spans with a pipesim action, the others counted."""
+    scan = _Scan()
+    for raw in events:
+        if not isinstance(raw, dict) or raw.get("ph") != "X" or not isinstance(raw.get("name"), str):
+            continue
+        where, name, timed = (raw.get("pid"), raw.get("tid")), raw["name"], _interval(raw)
+        if raw.get("cat") == "cpu_op":
+            if timed is not None and not name.startswith(_COMM_OPS):
+                scan.operators[where].append(timed)
+            continue
+        parsed = _parse_name(path, name, microbatches) if raw.get("cat") in SPAN_CATEGORIES else None
+        if parsed is None:
+            continue
+        if parsed.kind is None:
+            scan.left_out[_left_out_label(name)] += 1
+        elif timed is None:
+            raise TraceError(f"{path}: span {name!r} has no numeric ts and dur")
+        else:
+            scan.found.append(_Found(where, name, parsed, *timed))
+    for operators in scan.operators.values():
+        operators.sort()
+    return scan
+
+
+def _interval(raw: dict) -> tuple[float, float] | None:
+    """(ts, ts + dur) of a complete event, or None if it has no numeric ts or no dur >= 0."""
+    ts, dur = raw.get("ts"), raw.get("dur")
+    if not (_is_number(ts) and _is_number(dur) and dur >= 0):
+        return None
+    return float(ts), float(ts) + float(dur)
 
 
 def _load(path: str | os.PathLike) -> Any:
@@ -202,9 +229,9 @@ def _left_out_label(name: str) -> str:
     return "PP:" + re.sub(r"^\d+|\d+$", "", name[3:])
 
 
-def _family_and_thread(path: str | os.PathLike, found: list[tuple[Any, str, _Name, float, float]]):
+def _family_and_thread(path: str | os.PathLike, found: list[_Found]) -> tuple[str, tuple[Any, Any]]:
     """The one span family of the file and the one thread that ran the schedule."""
-    pipelining = [(where, name, parsed) for where, name, parsed, _, _ in found if parsed.family]
+    pipelining = [(f.where, f.name, f.parsed) for f in found if f.parsed.family]
     if not pipelining:
         raise TraceError(f"{path}: {_NO_SPANS}")
     families = {parsed.family: name for _, name, parsed in pipelining}
@@ -222,16 +249,17 @@ def _family_and_thread(path: str | os.PathLike, found: list[tuple[Any, str, _Nam
     return next(iter(families)), next(iter(threads))
 
 
-def _span(name: str, parsed: _Name, start: float, end: float, ops: list[tuple[float, float]]) -> Span:
-    assert parsed.kind is not None
+def _span(found: _Found, operators: list[tuple[float, float]]) -> Span:
+    parsed = found.parsed
+    assert parsed.kind is not None  # spans without a pipesim action were counted, not found
     return Span(
-        name=name,
+        name=found.name,
         kind=parsed.kind,
         stage=parsed.stage,
         microbatch=parsed.microbatch,
-        start=start,
-        end=end,
-        ops=_enclosed(ops, start, end),
+        start=found.start,
+        end=found.end,
+        ops=_enclosed(operators, found.start, found.end),
     )
 
 
@@ -250,3 +278,7 @@ def _is_number(value: Any) -> bool:
 
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
