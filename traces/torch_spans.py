@@ -18,6 +18,7 @@ library only; traces/torch_profile.py maps the spans onto pipesim's actions.
 from __future__ import annotations
 
 import bisect
+import gzip
 import json
 import os
 import re
@@ -38,6 +39,7 @@ _PLAIN = re.compile(r"^(Forward|Backward) (\d+)$")
 _RUNTIME_ACTION = re.compile(r"^(\d+)(SEND_F|RECV_F|SEND_B|RECV_B|F|B|I|W)(\d+)$")
 _RUNTIME_LEFT_OUT = re.compile(r"^\d+(UNSHARD|RESHARD|REDUCE_GRAD)$")
 _OPTIMIZER = re.compile(r"^Optimizer\.step#.+\.step$")
+_GZIP_MAGIC = b"\x1f\x8b"
 _COMM_OPS = ("c10d::", "record_param_comms", "gloo:", "nccl:")
 _NO_SPANS = (
     "no torch.distributed.pipelining spans (ScheduleGPipe records 'Forward j'/'Backward j', "
@@ -184,14 +186,19 @@ def _interval(raw: dict) -> tuple[float, float] | None:
 
 
 def _load(path: str | os.PathLike) -> Any:
+    """The JSON of a Chrome trace, plain or gzipped (torch's tensorboard handler writes .json.gz)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise TraceError(f"{path}: cannot read profile ({error.strerror})") from None
+        raw = Path(path).read_bytes()
+        if raw.startswith(_GZIP_MAGIC):
+            raw = gzip.decompress(raw)
+    except OSError as error:  # gzip.BadGzipFile too: a damaged .gz
+        raise TraceError(f"{path}: cannot read profile ({error.strerror or error})") from None
+    except EOFError:
+        raise TraceError(f"{path}: cannot read profile (a truncated gzip file)") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise TraceError(f"{path}: not JSON (not UTF-8 text; a gzipped trace? gunzip it first)") from None
-    try:
-        return json.loads(text)
+        raise TraceError(f"{path}: not JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as error:
         raise TraceError(f"{path}: not JSON (line {error.lineno}: {error.msg})") from None
 

@@ -9,6 +9,7 @@ compute operators from +2 to +7 us, so a span at t splits into the receive wait 
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,19 @@ def test_a_span_without_operators_stays_whole(tmp_path: Path) -> None:
     assert trace.rank_events(0)[0].end - trace.rank_events(0)[0].start == pytest.approx(10e-6)
 
 
+def test_gzipped_profiles_read_and_gpu_copies_of_the_spans_are_skipped(tmp_path: Path) -> None:
+    plain = import_profiles(gpipe_files(tmp_path), schedule="gpipe", microbatches=2)
+    zipped = []
+    for rank in range(2):
+        data = profile(GPIPE, rank=rank)
+        for index, name in enumerate(GPIPE):  # kineto repeats each span on the GPU stream it launched on
+            data["traceEvents"] += span(name, 1003.0 + 20 * index, 7, ops=False, cat="gpu_user_annotation")
+        path = tmp_path / f"rank{rank}.pt.trace.json.gz"
+        path.write_bytes(gzip.compress(json.dumps(data).encode()))
+        zipped.append(str(path))
+    assert import_profiles(zipped, schedule="gpipe", microbatches=2).events == plain.events
+
+
 def test_optimizer_spans_merge_per_step_and_may_be_missing(tmp_path: Path) -> None:
     names = [OPT, "Forward 0", "Forward 1", "Backward 0", "Backward 1", OPT, "Optimizer.step#Muon.step"]
     trace = import_profiles(
@@ -201,7 +215,9 @@ def _cases() -> list[tuple[str, list[Any], dict[str, Any], str]]:
     no_dur["traceEvents"][1].pop("dur")
     return [
         ("not-json", ["{oops", r1], gpipe, "rank0.json: not JSON (line 1"),
-        ("not-utf8", [b"\xff\xfe{", r1], gpipe, "not UTF-8"),
+        ("not-utf8", [b"\xff\xfe{", r1], gpipe, "rank0.json: not JSON (not UTF-8 text)"),
+        ("bad-gzip", [b"\x1f\x8b\x08\x00", r1], gpipe, "rank0.json: cannot read profile ("),
+        ("missing", [], {**gpipe, "paths": ["/nonexistent/rank0.json"]}, "cannot read profile (No such file"),
         ("not-chrome", [{"events": []}, r1], gpipe, "rank0.json: not a Chrome trace (no traceEvents list)"),
         ("a-number", ["3", r1], gpipe, "not a Chrome trace"),
         (
@@ -241,7 +257,8 @@ def _cases() -> list[tuple[str, list[Any], dict[str, Any], str]]:
     ("profiles", "keywords", "message"), [c[1:] for c in _cases()], ids=[c[0] for c in _cases()]
 )
 def test_bad_input_is_one_line_naming_the_problem(tmp_path: Path, profiles, keywords, message) -> None:
-    files = write(tmp_path, *profiles)
+    keywords = dict(keywords)
+    files = keywords.pop("paths", None) or write(tmp_path, *profiles)
     with pytest.raises(TraceError) as raised:
         import_profiles(files, **keywords)
     assert message in str(raised.value) and "\n" not in str(raised.value)
