@@ -307,7 +307,14 @@ def _meta(profiles: list[Profile], origin: float, placed: list[Placed]) -> dict:
     meta = {
         "importer": "traces.torch_profile (pipesim import-profile)",
         "profiles": [
-            {"file": p.path, "rank": rank, "host": p.host, "spans": len(p.spans), "left_out": p.left_out}
+            {
+                "file": p.path,
+                "rank": rank,
+                "recorded_rank": p.rank,
+                "host": p.host,
+                "spans": len(p.spans),
+                "left_out": p.left_out,
+            }
             for rank, p in enumerate(profiles)
         ],
         "spans": profiles[0].family,
