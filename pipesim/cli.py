@@ -16,7 +16,18 @@ import sys
 
 from pipesim.errors import USER_ERRORS, UsageError
 
-COMMANDS = ("schedules", "simulate", "sweep", "run", "compare", "calibrate", "predict", "replay", "demo")
+COMMANDS = (
+    "schedules",
+    "simulate",
+    "sweep",
+    "run",
+    "compare",
+    "calibrate",
+    "predict",
+    "replay",
+    "import_profile",
+    "demo",
+)
 
 
 class _Parser(argparse.ArgumentParser):
