@@ -171,7 +171,7 @@ def robust_mean(values: list[float], *, trim: bool = True) -> Estimate | None:
         return None
     kept = values
     if trim and len(values) >= 4:
-        q1, _, q3 = statistics.quantiles(values, n=4)
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
         low, high = q1 - OUTLIER_IQRS * (q3 - q1), q3 + OUTLIER_IQRS * (q3 - q1)
         kept = [value for value in values if low <= value <= high] or values
     mean = math.fsum(kept) / len(kept)
@@ -279,8 +279,10 @@ class _Samples:
                 self.warmup[(self.entry(action.stage), _time_field(action.kind))].append(
                     event.duration * self.chunks
                 )
-            if self.serial_sends or action.kind not in SEND_KINDS:
-                previous_end = event.end if previous_end is None else max(previous_end, event.end)
+            # the rank is free again when the action ends; after a send on its own stream, when the
+            # send was posted (its start, unless its link was busy)
+            done = event.end if self.serial_sends or action.kind not in SEND_KINDS else event.start
+            previous_end = done if previous_end is None else max(previous_end, done)
 
     def _add(self, event: Event, gap: float | None) -> None:
         action, entry = event.action, self.entry(event.action.stage)
