@@ -5,8 +5,9 @@
     pipesim simulate --schedule 1f1b -p 4 -m 16 --model gpt2-small --device h100-sxm --json
     pipesim simulate --schedule 1f1b -p 4 -m 8 --costs costs.toml --trace t.json --chrome t.chrome.json
 
-Without --costs or --model/--device the costs are t_F = 1 s, t_B = 2 s and no communication (SPEC section
-3). Flags override any source; times and rates take units ("250us", "25GB/s"; docs/cost-model.md).
+Without --costs or --model/--device the costs are t_F = 1 s, t_B = 2 s and no communication (the closed
+forms of docs/schedules.md). Flags override any source; times and rates take units ("250us",
+"25GB/s"; docs/cost-model.md).
 """
 
 from __future__ import annotations
