@@ -26,6 +26,8 @@ Muon and basis rotation apply to the hidden matrices (StageCost.matrix_bytes) an
 basis rotation adds its bases, StageCost.rotation_bytes."""
 
 JITTERS = ("none", "normal", "lognormal", "uniform")
+DEFAULT_JITTER_SIGMA = 0.05
+"""Relative spread of the jitter when a distribution is chosen without a sigma (5%)."""
 SIZE_FIELDS = ("activation_bytes", "stash_bytes", "weight_input_bytes", "weight_bytes", "rotation_bytes")
 
 
