@@ -195,7 +195,9 @@ def test_an_invalid_imported_schedule_shows_the_grid_with_the_bad_cell_marked(
     code, out, err = run(capsys, "schedules", "import", _bad_csv(tmp_path, "1F0,0F0\n"))
     assert code == 2 and out == ""
     headline, header, row = err.splitlines()
-    assert headline.startswith("pipesim: error: ") and "bad.csv: invalid schedule: missing backward" in headline
+    assert (
+        headline.startswith("pipesim: error: ") and "bad.csv: invalid schedule: missing backward" in headline
+    )
     assert header.split() == ["0", "1"]
     assert row.split() == ["rank", "0", "1F0@v0", ">>0F0@v0<<"]  # the action the headline names
     code, _, err = run(capsys, "schedules", "import", _bad_csv(tmp_path, "0F0,0F1,0B0,0B1\n1F0,1B0\n"))
