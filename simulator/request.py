@@ -25,7 +25,7 @@ from simulator.costfile import load_costs, with_overrides
 from simulator.costs import CostModel
 from simulator.presets import device as device_preset
 from simulator.presets import model as model_preset
-from simulator.units import CostError, parse_count
+from simulator.units import CostError, parse_count, parse_time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,9 +134,11 @@ def complete_times(overrides: dict[str, Any]) -> tuple[dict[str, Any], tuple[str
     if (forward is None) == (backward is None):
         return overrides, ()
     if forward is not None:
+        parse_time(forward, "--tf")  # a bad value is named by the flag the user typed
         derived = _scaled(forward, BACKWARD_PER_FORWARD)
         note = f"note: --tf {forward} without --tb: t_B = 2 x t_F = {derived} (give --tb to choose it)"
         return {**overrides, "backward": derived}, (note,)
+    parse_time(backward, "--tb")
     derived = _scaled(backward, 1 / BACKWARD_PER_FORWARD)
     note = f"note: --tb {backward} without --tf: t_F = t_B / 2 = {derived} (give --tf to choose it)"
     return {**overrides, "forward": derived}, (note,)
@@ -146,7 +148,7 @@ _NUMBER_AND_UNIT = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(
 
 
 def _scaled(value: object, factor: float) -> object:
-    """'2ms' x 2 -> '4ms', 0.5 x 2 -> 1.0; anything else as is (with_overrides then names the bad flag)."""
+    """'2ms' x 2 -> '4ms', 0.5 x 2 -> 1.0 (the value parses: complete_times checked it)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value * factor
     match = _NUMBER_AND_UNIT.match(str(value))
