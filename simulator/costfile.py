@@ -161,7 +161,7 @@ def _jitter(table: dict[str, Any]) -> dict[str, Any]:
         out["jitter_sigma"] = parse_factor(table["sigma"], "jitter.sigma")
     elif out.get("jitter", "none") != "none":
         out["jitter_sigma"] = DEFAULT_JITTER_SIGMA
-    if out.get("jitter_sigma", 0) > 0 and out.get("jitter", "none") == "none":
+    if out.get("jitter_sigma", 0) > 0 and "distribution" not in table:  # "none", written out, is fine
         raise CostError("jitter.sigma: no jitter.distribution to apply it to (normal, lognormal or uniform)")
     if "seed" in table:
         out["seed"] = parse_count(table["seed"], "jitter.seed")

@@ -32,7 +32,7 @@ def _floats(text: str) -> tuple[float, ...]:
 # (flag, RunConfig field, type, help); optimizer fields are prefixed with "optimizer."
 FLAGS: list[tuple[str, str, Any, str]] = [
     ("--schedule", "schedule", str, "schedule name (default 1f1b)"),
-    ("--ranks", "stages", int, "pipeline ranks P (default 2)"),
+    ("--stages", "stages", int, "pipeline ranks P (default 2)"),
     ("--microbatches", "microbatches", int, "microbatches per step m (default 4)"),
     (
         "--steps",
@@ -98,8 +98,8 @@ FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 
 
-ALIASES = {"--ranks": ("-p", "--stages"), "--microbatches": ("-m",)}
-"""More names of a flag, as the other commands spell it (`-p/-m` everywhere; `--stages` as before)."""
+ALIASES = {"--stages": ("-p", "--ranks"), "--microbatches": ("-m",)}
+"""More names of a flag, as the other commands spell them (-p and -m everywhere)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -110,8 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     for flag, field, kind, text in FLAGS:
         metavar = field.split(".")[-1].upper()
-        names = (*ALIASES.get(flag, ())[:1], flag, *ALIASES.get(flag, ())[1:])
-        parser.add_argument(*names, dest=field, type=kind, default=None, metavar=metavar, help=text)
+        parser.add_argument(
+            *ALIASES.get(flag, ()), flag, dest=field, type=kind, default=None, metavar=metavar, help=text
+        )
     parser.add_argument(
         "--single-process", action="store_true", default=None, help="all ranks in this process"
     )

@@ -90,6 +90,8 @@ def test_a_sigma_without_a_distribution_is_refused(capsys) -> None:
     assert err.count("\n") == 1 and "--jitter-sigma 0.1: no jitter distribution" in err
     with pytest.raises(CostError, match=r"jitter\.sigma: no jitter\.distribution"):
         costs_from_dict({"jitter": {"sigma": 0.1}})
+    off = costs_from_dict({"jitter": {"distribution": "none", "sigma": 0.1}})  # written out: off, as dumped
+    assert (off.jitter, off.jitter_sigma) == ("none", 0.1)
 
 
 def test_schedule_and_schedules_are_one_flag_on_both_commands(capsys, tmp_path) -> None:
