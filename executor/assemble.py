@@ -26,7 +26,7 @@ from schedules import Kind, Schedule, Versioning
 
 
 def stage_delay(schedule: Schedule, stage: int) -> int:
-    """tau_s of SPEC section 3: the age of the gradients a stage's updates apply (PipeMare's scaling)."""
+    """tau_s of docs/schedules.md: the age of the gradients a stage's updates apply (PipeMare's scaling)."""
     layout = schedule.layout
     if schedule.versioning is Versioning.STASH:
         return layout.stages_per_pipeline - 1 - layout.depth(stage)

@@ -1,5 +1,6 @@
-"""Memory accounting of one rank on CPU: the bytes of the tensors it holds (SPEC: weights x versions,
-optimizer state, gradients, stashed activations, received tensors). On CUDA the allocator's count.
+"""Memory accounting of one rank on CPU: the bytes of the tensors it holds (as docs/cost-model.md counts
+them: weights x versions, optimizer state, gradients, stashed activations, received tensors). On CUDA the
+allocator's count.
 
     runtime.held_bytes()        # after every op, into the trace's `memory`
 """

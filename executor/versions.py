@@ -1,4 +1,4 @@
-"""Weight versions of one stage (SPEC section 2): the live parameters plus the older versions still read.
+"""Weight versions of one stage (docs/schedules.md): the live parameters plus the older versions still read.
 
     store = VersionStore(module)
     leaves = store.leaves(version, frozen=True)   # None: run the module on its live parameters

@@ -1,4 +1,4 @@
-"""AMDP: asynchronous multi-directional pipelines (SPEC section 2 and its Appendix), any even P.
+"""AMDP: asynchronous multi-directional pipelines (docs/schedules.md, docs/amdp.md), any even P.
 
 N = P/2 pipelines each cross all P ranks; stage = pipeline * P + depth. Pipeline c starts on rank
 2c + (c mod 2) and runs up the ranks if c is even, down if c is odd:
@@ -8,7 +8,7 @@ N = P/2 pipelines each cross all P ranks; stage = pipeline * P + depth. Pipeline
 
 A round is P microbatch slots: slot k of round R is the global microbatch R*P + k and runs through
 pipeline k mod N (two microbatches per pipeline per round); a step is m/P rounds. The order is the rule
-below, which reproduces the Appendix's P = 8 table exactly (tests/schedules/test_async.py checks it):
+below, which reproduces the authors' P = 8 order exactly (tests/schedules/test_async.py checks it):
 
 - slot orders: a rank forwards a round's slots sorted by (depth + k // N, k), the tick at which the
   forward reaches it when each first stage starts its two slots at ticks 0 and 1, and backwards them sorted
@@ -19,7 +19,7 @@ below, which reproduces the Appendix's P = 8 table exactly (tests/schedules/test
 - update of step i: after the rank's last forward of step i+1's first round (and its last backward of step
   i); the last one ends the run. Forwards before it and backwards after it see a one-step mismatch
   (P = 8: 7 on ranks 0, 3, 4, 7, 8 on the others). Ranks 0, 3, 4, 7 also run one last-stage backward of
-  the new step before the update, so that microbatch's gradient is one step old (the Appendix's order).
+  the new step before the update, so that microbatch's gradient is one step old (the authors' order).
 
 Note: with P a multiple of 4 a round takes exactly 2P unit ticks (no steady-state bubble). With P = 2 mod 4
 (our inference: the reference code covers P = 4 and 8) N is odd, the pipelines cannot pair up in opposite

@@ -5,7 +5,8 @@ from schedules.analytics import analyze
 analyze(build("1f1b", ranks=4, microbatches=8)).to_dict()   # makespan 33, bubble_fraction 3/11, ...
 
 Times come from the dry run (schedules/dryrun.py) with the given Costs; everything else is counted on
-each rank's action order, so the numbers are exact and match SPEC section 3 (tests/schedules).
+each rank's action order, so the numbers are exact and match the closed forms of
+docs/schedules.md (tests/schedules).
 
 Note: the per-step quantities are taken in the steady state: the median of the steps' durations after
 the first. A step ends when its last forward or backward on any rank ends (not its update: AMDP applies
@@ -170,7 +171,7 @@ def peak_activations(schedule: Schedule) -> tuple[list[float], list[float]]:
     A microbatch is in flight at a stage from its forward until its backward for inputs (B, or I when
     the backward is split): that backward consumes the stashed activations. A deferred W keeps only the
     layer inputs it needs, which the simulator's byte-level memory model counts; here ZB-H1 thus peaks
-    as 1F1B does (SPEC section 3).
+    as 1F1B does (docs/schedules.md).
     """
     per_stage = [0] * schedule.num_stages
     per_rank = [0] * schedule.ranks

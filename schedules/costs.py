@@ -1,7 +1,7 @@
 """Per-kind action costs for the dry run and the exact analytics (time units, not seconds).
 
 from schedules.costs import Costs, action_cost
-costs = Costs(f=1, b=2)          # SPEC section 3: t_F = 1, full backward 2, split as I = W = 1
+costs = Costs(f=1, b=2)          # the closed forms' costs: t_F = 1, full backward 2, split as I = W = 1
 
 Integers (or fractions.Fraction) keep every timing exact; floats work too.
 """

@@ -1,4 +1,4 @@
-"""GPipe: all forwards, then all backwards, then one synchronous update (SPEC section 2).
+"""GPipe: all forwards, then all backwards, then one synchronous update (docs/schedules.md).
 
 pipesim schedules show gpipe -p 4 -m 8
 """

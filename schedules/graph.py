@@ -203,7 +203,7 @@ def _check_order(schedule: Schedule) -> Problems:
 
 
 def _check_versions(schedule: Schedule) -> Problems:
-    """Every version read or written follows the schedule's Versioning rule (SPEC section 2)."""
+    """Every version read or written follows the schedule's Versioning rule (docs/schedules.md)."""
     for rank, actions in enumerate(schedule.actions):
         current: dict[int, int] = {}  # stage -> newest version the rank holds
         stashed: dict[tuple, int | None] = {}  # (stage, microbatch, step) -> version its F read

@@ -1,4 +1,4 @@
-"""Interleaved 1F1B (Megatron-LM's virtual pipeline), SPEC section 2: v model chunks per rank.
+"""Interleaved 1F1B (Megatron-LM's virtual pipeline), docs/schedules.md: v model chunks per rank.
 
     pipesim schedules show interleaved -p 4 -m 8 --chunks 2
 

@@ -140,7 +140,7 @@ def parse_action(text: str) -> Action:
 
 
 class Versioning(str, Enum):
-    """How a schedule's stages version their weights (SPEC section 2)."""
+    """How a schedule's stages version their weights (docs/schedules.md)."""
 
     FLUSH = "flush"  # one version; synchronous update after every step
     STASH = "stash"  # PipeDream: forward reads the newest, backward the stashed; update per microbatch

@@ -1,4 +1,4 @@
-"""1F1B with flush (PipeDream-Flush, DAPPLE, Megatron's non-interleaved schedule), SPEC section 2.
+"""1F1B with flush (PipeDream-Flush, DAPPLE, Megatron's non-interleaved schedule), docs/schedules.md.
 
 Stage s runs w_s = min(P-1-s, m) warm-up forwards, then m - w_s (forward, backward) pairs, then w_s
 cool-down backwards, then the synchronous update.

@@ -52,7 +52,7 @@ def assign_versions(schedule: Schedule) -> Schedule:
 
     A stage's version counts the updates it has seen: an OPT on the owner, a RECV_W on a replica.
     FLUSH and CURRENT read the current version, STASH reads the current one at the forward and the
-    stashed one after it, DOUBLE_BUFFER reads W(max(0, step - 1)) (SPEC section 2, PipeDream-2BW).
+    stashed one after it, DOUBLE_BUFFER reads W(max(0, step - 1)) (docs/schedules.md, PipeDream-2BW).
     """
     lowered = []
     for actions in schedule.actions:

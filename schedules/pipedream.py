@@ -1,4 +1,4 @@
-"""PipeDream: asynchronous 1F1B with weight stashing and one update per microbatch (SPEC section 2).
+"""PipeDream: asynchronous 1F1B with weight stashing and one update per microbatch (docs/schedules.md).
 
 The K steps are one continuous 1F1B stream over K * m microbatches: no flush between steps. The lowering
 passes add an OPT after every backward (Versioning.STASH) and give every forward the newest weights,

@@ -1,4 +1,4 @@
-"""PipeDream-2BW: double-buffered weights, one update per step, a one-step delay (SPEC section 2).
+"""PipeDream-2BW: double-buffered weights, one update per step, a one-step delay (docs/schedules.md).
 
 Same continuous 1F1B stream as PipeDream (no flush between steps), but the gradient of a whole step (m >= P
 microbatches) is accumulated and applied once per stage, right after the stage's last backward of that

@@ -1,4 +1,4 @@
-"""ZB-H1, the memory-efficient zero-bubble schedule (Qi et al. 2023), SPEC section 2.
+"""ZB-H1, the memory-efficient zero-bubble schedule (Qi et al. 2024), docs/schedules.md.
 
     pipesim schedules show zb-h1 -p 4 -m 8
 

@@ -25,7 +25,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from simulator.costs import EMPIRICAL, HOST_FIELDS, SIZE_FIELDS, WARMUP_FIELDS, CostModel, StageCost
+from simulator.costs import (
+    DEFAULT_JITTER_SIGMA,
+    EMPIRICAL,
+    HOST_FIELDS,
+    SIZE_FIELDS,
+    WARMUP_FIELDS,
+    CostModel,
+    StageCost,
+)
 from simulator.units import (
     CostError,
     parse_bandwidth,
@@ -174,6 +182,10 @@ def _jitter(table: dict[str, Any]) -> dict[str, Any]:
         out["jitter"] = str(table["distribution"])
     if "sigma" in table:
         out["jitter_sigma"] = parse_factor(table["sigma"], "jitter.sigma")
+    elif out.get("jitter", "none") != "none":
+        out["jitter_sigma"] = DEFAULT_JITTER_SIGMA
+    if out.get("jitter_sigma", 0) > 0 and "distribution" not in table:  # "none", written out, is fine
+        raise CostError("jitter.sigma: no jitter.distribution to apply it to (normal, lognormal or uniform)")
     if "seed" in table:
         out["seed"] = parse_count(table["seed"], "jitter.seed")
     if "factors" in table:
@@ -201,6 +213,7 @@ def with_overrides(
     backward: object = None,
     backward_weight: object = None,
     optimizer_step: object = None,
+    activation_bytes: object = None,
     latency: object = None,
     bandwidth: object = None,
     optimizer: str | None = None,
@@ -213,8 +226,9 @@ def with_overrides(
     """Flags win over the file or presets; None leaves a field alone. Values may carry units.
 
     The flag names are the CLI's: --tf forward, --tb backward (full, B = I + W), --tw its W part,
-    --topt optimizer_step, --latency, --bandwidth, --optimizer, --no-overlap, --dp, --seed, --jitter,
-    --jitter-sigma.
+    --topt optimizer_step, --activation-bytes, --latency, --bandwidth, --optimizer, --no-overlap, --dp,
+    --seed, --jitter, --jitter-sigma. A jitter distribution without a sigma (here or in the source) gets
+    DEFAULT_JITTER_SIGMA; a sigma without a distribution is an error.
     """
     stage_changes: dict[str, Any] = {}
     for key, value, flag in (
@@ -225,6 +239,8 @@ def with_overrides(
     ):
         if value is not None:
             stage_changes[key] = parse_time(value, flag)
+    if activation_bytes is not None:
+        stage_changes["activation_bytes"] = parse_bytes(activation_bytes, "--activation-bytes")
     if stage_changes:
         costs = costs.with_stages(**stage_changes)
     changes: dict[str, Any] = {}
@@ -246,7 +262,21 @@ def with_overrides(
             changes["jitter_factors"] = ()
     if jitter_sigma is not None:
         changes["jitter_sigma"] = parse_factor(jitter_sigma, "--jitter-sigma")
+    changes.update(_jitter_defaults(costs, jitter, jitter_sigma))
     return replace(costs, **changes) if changes else costs
+
+
+def _jitter_defaults(costs: CostModel, jitter: str | None, jitter_sigma: object) -> dict[str, Any]:
+    """--jitter alone gets the default spread; --jitter-sigma alone, with no distribution, is refused."""
+    distribution = jitter if jitter is not None else costs.jitter
+    if jitter_sigma is not None and distribution == "none":
+        raise CostError(
+            f"--jitter-sigma {jitter_sigma}: no jitter distribution to apply it to "
+            "(add --jitter normal, lognormal or uniform)"
+        )
+    if jitter not in (None, "none") and jitter_sigma is None and costs.jitter_sigma == 0:
+        return {"jitter_sigma": DEFAULT_JITTER_SIGMA}
+    return {}
 
 
 def dumps_costs(costs: CostModel) -> str:

@@ -33,6 +33,8 @@ HOST_FIELDS = ("host_forward", "host_backward", "host_optimizer_step", "host_sen
 """StageCost's host times: what a real runtime spends around each action, besides the action itself."""
 WARMUP_FIELDS = ("warmup_forward", "warmup_backward", "warmup_optimizer_step")
 """StageCost's extra time on the first F, first backward and first OPT of a stage."""
+DEFAULT_JITTER_SIGMA = 0.05
+"""Relative spread of the jitter when a distribution is chosen without a sigma (5%)."""
 SIZE_FIELDS = ("activation_bytes", "stash_bytes", "weight_input_bytes", "weight_bytes", "rotation_bytes")
 
 

@@ -7,7 +7,7 @@
     checkpoint = optimizer.state_dict()       # everything: moments, bases, correction memory
 
 Names (OPTIMIZERS): sgd, adamw, nadamw (the Nesterov baseline, beta1 = 0.99), muon (torch.optim.Muon on
-hidden matrices, AdamW on the rest), basis-rotation (SPEC §4, both-sided or one-sided). Corrections
+hidden matrices, AdamW on the rest), basis-rotation (docs/optimizers.md, both-sided or one-sided). Corrections
 (CORRECTIONS): none, pipemare (learning-rate scaling by the stage delay), delay (the one-step delay
 correction). Modules: config (the settings), schedule (warm-up + cosine, PipeMare), basis_rotation,
 corrections (delay correction), stage (StageOptimizer and make_optimizer).

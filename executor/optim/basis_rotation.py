@@ -1,4 +1,4 @@
-"""Basis rotation (SPEC §4): Adam run in the eigenbasis of the gradient's second-moment factors.
+"""Basis rotation (docs/optimizers.md): Adam run in the eigenbasis of the gradient's second-moment factors.
 
     optimizer = BasisRotation(matrices, lr=1e-3, betas=(0.9, 0.95), every=10, sides="both")
 

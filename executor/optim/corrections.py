@@ -5,7 +5,7 @@
     base_optimizer.step()      # W -> W + u_t  (u_t: the base update from the delayed gradient)
     correction.after()         # W -> W + u_t + lam (u_t - u_{t-1})
 
-The rule (our inference; the one-step-delay paper's equation is not public, see SPEC §4):
+The rule (our inference; the one-step-delay paper's equation is not public, see docs/optimizers.md):
 
     Delta_t = u_t + lambda (u_t - u_{t-1}),     u_t = W_after_base_step - W_before
 

@@ -63,8 +63,14 @@ LONGEST_LIST = 8
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="print what pipesim predicts for every schedule (what `make demo` runs)",
-        description="Print the schedules' exact analytics side by side (t_F = 1, t_B = 2, no communication).",
+        help="a tour: exact analytics, a GPU prediction and a short real run (what `make demo` runs)",
+        description=(  # from SECTIONS, so a section added later shows up here too
+            f"A tour of pipesim, about a minute, in {len(SECTIONS)} sections: "
+            + "; ".join(section.title for section in SECTIONS)
+            + ". The analytics use t_F = 1, t_B = 2 and no communication (P = 4, m = 8 and P = 8, m = 32); "
+            "the measured runs train a tiny GPT with 1F1B and 2BW on two ranks of this machine (torchrun, "
+            "gloo). Takes no options."
+        ),
     )
     parser.set_defaults(func=run)
 
@@ -88,7 +94,9 @@ def side_by_side() -> str:
         parts.append(f"P = {setting.ranks}, m = {setting.microbatches}\n{align(rows)}")
     notes = (
         "step time: one optimizer step in time units (t_F = 1, t_B = 2), steady state for async schedules "
-        f"({ASYNC_STEPS} steps); bubble: idle share of that step.\n"
+        f"({ASYNC_STEPS} steps); bubble: bubble fraction, the idle share of the P ranks over that step.\n"
+        "peak activations: most microbatches a rank holds between forward and backward, in microbatches "
+        f"of one stage: an interleaved chunk is 1/{CHUNKS} of a stage, hence the fractions.\n"
         "lists: 'a..b' counts by one from a to b, 'n x k' is n on all k ranks or stages; interleaved has "
         f"{CHUNKS} chunks per rank (2P virtual stages), AMDP P/2 pipelines (P^2/2 stages).\n"
         "mismatches: microbatches whose forward and backward saw different weights, per run, all stages."

@@ -76,12 +76,14 @@ def measured() -> str:
             )
     from pipesim.commands.demo import align
 
-    gain = (MEASURE_MICROBATCHES + MEASURE_RANKS - 1) / MEASURE_MICROBATCHES
+    m, P, S = MEASURE_MICROBATCHES, MEASURE_RANKS, MEASURE_STEPS
+    ideal = S * (m + P - 1) / (S * m + P - 1)  # 2BW fills and drains once per run, 1F1B once per step
     sizes = f"--stages {MEASURE_RANKS} --microbatches {MEASURE_MICROBATCHES} --steps {MEASURE_STEPS}"
     width = f"--hidden {MEASURE_HIDDEN} --seq-len {MEASURE_SEQ_LEN}"
     return align(rows) + (
         f"\nP = {MEASURE_RANKS} ranks (torchrun, gloo, one thread each), m = {MEASURE_MICROBATCHES}, "
         f"{MEASURE_STEPS} steps, the tiny GPT at {width}.\n"
-        f"2BW's ideal gain over 1F1B is (m+P-1)/m = {gain:.3f}.\n"
+        f"2BW's ideal gain over 1F1B in {S} steps is S(m+P-1)/(Sm+P-1) = {ideal:.3f} "
+        f"((m+P-1)/m = {(m + P - 1) / m:.3f} in steady state).\n"
         f"(reproduce: pipesim run --schedule 2bw {sizes} {width})"
     )

@@ -20,12 +20,27 @@ from typing import Any
 from executor.errors import ExecutorConfigError
 from schedules.registry import DEFAULT_CHUNKS, SCHEDULES
 
+
+def _floats(text: str) -> tuple[float, ...]:
+    """'0.9,0.95' -> (0.9, 0.95), for --betas."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 # (flag, RunConfig field, type, help); optimizer fields are prefixed with "optimizer."
 FLAGS: list[tuple[str, str, Any, str]] = [
     ("--schedule", "schedule", str, "schedule name (default 1f1b)"),
     ("--stages", "stages", int, "pipeline ranks P (default 2)"),
     ("--microbatches", "microbatches", int, "microbatches per step m (default 4)"),
-    ("--steps", "steps", int, "optimizer steps (default 20)"),
+    (
+        "--steps",
+        "steps",
+        int,
+        "steps of m microbatches (default 20), one metrics line each; synchronous schedules and 2bw "
+        "update once per step, pipedream once per microbatch (m updates per step)",
+    ),
     ("--chunks", "chunks", int, "model chunks per rank, interleaved only (default 2)"),
     ("--model", "model", str, "model preset: tiny, small, gpt2-small, gpt2-medium (default tiny)"),
     ("--layers", "layers", int, "override the preset's blocks"),
@@ -47,6 +62,31 @@ FLAGS: list[tuple[str, str, Any, str]] = [
     ("--warmup-steps", "optimizer.warmup_steps", int, "linear warm-up, in updates (default 0)"),
     ("--total-steps", "optimizer.total_steps", int, "end of the cosine decay, in updates (default none)"),
     ("--correction", "optimizer.correction", str, "staleness correction: none, pipemare, delay"),
+    ("--betas", "optimizer.betas", _floats, "beta1,beta2 of adamw, nadamw, basis-rotation (0.9,0.95)"),
+    ("--eps", "optimizer.eps", float, "denominator epsilon of the Adam-like optimizers (default 1e-8)"),
+    ("--momentum", "optimizer.momentum", float, "sgd momentum (default 0.9)"),
+    ("--muon-momentum", "optimizer.muon_momentum", float, "muon momentum (default 0.95)"),
+    ("--min-lr-ratio", "optimizer.min_lr_ratio", float, "cosine decay ends at lr x this (default 0.1)"),
+    ("--rotation-sides", "optimizer.rotation_sides", str, "basis-rotation: both, or one (the smaller side)"),
+    (
+        "--rotation-every",
+        "optimizer.rotation_every",
+        int,
+        "basis-rotation: refresh the bases every N updates",
+    ),
+    (
+        "--rotation-beta",
+        "optimizer.rotation_beta",
+        float,
+        "basis-rotation: decay of its factors (default beta2)",
+    ),
+    (
+        "--pipemare-steps",
+        "optimizer.pipemare_steps",
+        int,
+        "pipemare: updates until lr is unscaled (default 100)",
+    ),
+    ("--delay-lambda", "optimizer.delay_lambda", float, "delay correction's lambda (default 0.5)"),
     ("--data", "data", str, "text file or folder (default: the Python standard library's sources)"),
     ("--seed", "seed", int, "seed of weights and batches (default 0)"),
     ("--device", "device", str, "cpu (gloo) or cuda (NCCL) (default cpu)"),
@@ -58,6 +98,10 @@ FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 
 
+ALIASES = {"--stages": ("-p", "--ranks"), "--microbatches": ("-m",)}
+"""More names of a flag, as the other commands spell them (-p and -m everywhere)."""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
@@ -66,7 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     for flag, field, kind, text in FLAGS:
         metavar = field.split(".")[-1].upper()
-        parser.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, help=text)
+        parser.add_argument(
+            *ALIASES.get(flag, ()), flag, dest=field, type=kind, default=None, metavar=metavar, help=text
+        )
     parser.add_argument(
         "--single-process", action="store_true", default=None, help="all ranks in this process"
     )

@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Any
 
+from pipesim.commands.readout import legend
 from schedules.analytics import analyze
 from schedules.costs import Costs
 from schedules.csv_io import NOTATIONS, CsvExport, export_csv, read_csv, write_csv
@@ -179,9 +180,8 @@ def run_import(args: argparse.Namespace) -> int:
     schedule = lower(read_csv(args.file, notation=args.notation, chunks=args.chunks))
     try:
         validate(schedule)
-    except ScheduleError as error:  # validate's message is a headline plus a grid: keep the headline
-        headline = str(error).splitlines()[0]
-        raise ScheduleError(f"{args.file}: invalid schedule: {headline}") from None
+    except ScheduleError as error:  # a headline, then the rank x position grid with the bad cell marked
+        raise ScheduleError(f"{args.file}: invalid schedule: {error}") from None
     _print_schedule(schedule, args)
     return 0
 
@@ -241,6 +241,8 @@ def _print_schedule(schedule: Schedule, args: argparse.Namespace) -> None:
     print(render_grid(schedule, costs, color=use_color(args.color)))
     print()
     print(format_analytics(analytics))
+    print()
+    print(legend(ratio=True, chunks=schedule.chunks))
 
 
 def format_json(data: dict[str, Any]) -> str:

@@ -5,17 +5,29 @@
     pipesim simulate --schedule 1f1b -p 4 -m 16 --model gpt2-small --device h100-sxm --json
     pipesim simulate --schedule 1f1b -p 4 -m 8 --costs costs.toml --trace t.json --chrome t.chrome.json
 
-Without --costs or --model/--device the costs are t_F = 1 s, t_B = 2 s and no communication (SPEC section
-3). Flags override any source; times and rates take units ("250us", "25GB/s"; docs/cost-model.md).
+Without --costs or --model/--device the costs are t_F = 1 s, t_B = 2 s and no communication (the closed
+forms of docs/schedules.md). Flags override any source; times and rates take units ("250us",
+"25GB/s"; docs/cost-model.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipesim.commands.readout import (
+    NO_SIZES,
+    capacity,
+    legend,
+    memory_modelled,
+    memory_notes,
+    size,
+    throughput,
+    workload_note,
+)
 from pipesim.commands.schedules import (
     add_size_flags,
     format_json,
@@ -23,9 +35,9 @@ from pipesim.commands.schedules import (
     number,
 )
 from schedules.registry import SCHEDULES, build_with_defaults, get_info
-from simulator.costs import JITTERS, OPTIMIZER_STATE
+from simulator.costs import DEFAULT_JITTER_SIGMA, JITTERS, OPTIMIZER_STATE, CostModel
 from simulator.presets import DEVICES, MODELS
-from simulator.request import CostRequest
+from simulator.request import CostRequest, complete_times
 from simulator.units import CostError
 from traces.chrome import write_chrome
 from traces.io import write_trace
@@ -42,7 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Simulate schedules under a cost model; print metrics, write traces.",
     )
     parser.add_argument(
-        "--schedule", required=True, metavar="NAMES", help=f"one or a comma list of: {', '.join(SCHEDULES)}"
+        "--schedule",
+        "--schedules",
+        dest="schedule",
+        required=True,
+        metavar="NAMES",
+        help=f"one or a comma list of: {', '.join(SCHEDULES)}",
     )
     add_size_flags(parser)
     add_cost_flags(parser)
@@ -67,12 +84,23 @@ def add_cost_flags(parser: argparse.ArgumentParser, *, device: bool = True) -> N
     shape.add_argument("--seq-len", type=int, metavar="N", help="context length, tokens per sample")
     shape.add_argument("--split", metavar="N,N,...", help="blocks per stage (P numbers, or P x chunks)")
     flags = parser.add_argument_group("overrides (units allowed: 2ms, 10us, 25GB/s)")
-    flags.add_argument("--tf", metavar="TIME", help="forward of one stage")
-    flags.add_argument("--tb", metavar="TIME", help="full backward of one stage (B = I + W)")
+    flags.add_argument(
+        "--tf", metavar="TIME", help="forward of one stage (over unit costs, alone: also sets t_B = 2 x this)"
+    )
+    flags.add_argument(
+        "--tb",
+        metavar="TIME",
+        help="full backward of one stage, B = I + W (over unit costs, alone: t_F = half)",
+    )
     flags.add_argument(
         "--tw", metavar="TIME", help="the weight-gradient part W of the backward (default tb/2)"
     )
     flags.add_argument("--topt", metavar="TIME", help="optimizer step of one stage")
+    flags.add_argument(
+        "--activation-bytes",
+        metavar="SIZE",
+        help="bytes sent to the next stage per microbatch, e.g. 16MiB (what --bandwidth acts on)",
+    )
     flags.add_argument("--latency", metavar="TIME", help="per point-to-point transfer")
     flags.add_argument("--bandwidth", metavar="RATE", help="of a point-to-point link, bytes/s or with a unit")
     flags.add_argument("--no-overlap", action="store_true", help="sends block their rank (no send stream)")
@@ -81,7 +109,11 @@ def add_cost_flags(parser: argparse.ArgumentParser, *, device: bool = True) -> N
     )
     flags.add_argument("--dp", metavar="D", help="data-parallel replicas (ring all-reduce at OPT)")
     flags.add_argument("--jitter", choices=JITTERS, help="compute-time jitter distribution (mean 1)")
-    flags.add_argument("--jitter-sigma", metavar="X", help="relative spread of the jitter")
+    flags.add_argument(
+        "--jitter-sigma",
+        metavar="X",
+        help=f"relative spread of the jitter (default {DEFAULT_JITTER_SIGMA} once a distribution is chosen)",
+    )
     flags.add_argument("--seed", metavar="N", help="seed of the jitter (default 0)")
 
 
@@ -92,6 +124,7 @@ def cost_request(args: argparse.Namespace, device: str | None = None) -> CostReq
         "backward": args.tb,
         "backward_weight": args.tw,
         "optimizer_step": args.topt,
+        "activation_bytes": args.activation_bytes,
         "latency": args.latency,
         "bandwidth": args.bandwidth,
         "overlap": False if args.no_overlap else None,
@@ -100,6 +133,10 @@ def cost_request(args: argparse.Namespace, device: str | None = None) -> CostReq
         "jitter": args.jitter,
         "jitter_sigma": args.jitter_sigma,
     }
+    given = {key: value for key, value in overrides.items() if value is not None}
+    notes: tuple[str, ...] = ()
+    if args.costs is None and args.model is None:
+        given, notes = complete_times(given)
     return CostRequest(
         costs_file=args.costs,
         model=args.model,
@@ -107,7 +144,8 @@ def cost_request(args: argparse.Namespace, device: str | None = None) -> CostReq
         microbatch_size=args.microbatch_size,
         shape=model_shape(args),
         optimizer=args.optimizer,
-        overrides={key: value for key, value in overrides.items() if value is not None},
+        overrides=given,
+        notes=notes,
     )
 
 
@@ -122,6 +160,12 @@ def model_shape(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in shape.items() if value is not None}
 
 
+def print_notes(request: CostRequest) -> None:
+    """What the flags made pipesim derive, and flags that change nothing, on stderr."""
+    for line in (*request.notes, *(f"warning: {text}" for text in request.warnings())):
+        print(f"pipesim: {line}", file=sys.stderr)
+
+
 def schedule_names(text: str) -> list[str]:
     """A comma list of registered schedule names (ScheduleError for an unknown one)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -133,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
     names = schedule_names(args.schedule)
     request = cost_request(args)
+    print_notes(request)
     schedules = [
         build_with_defaults(n, args.stages, args.microbatches, args.steps, args.chunks) for n in names
     ]
@@ -176,16 +221,6 @@ def seconds(value: float) -> str:
     return f"{value:g} s"
 
 
-def size(value: int | None) -> str:
-    """Bytes with a binary unit: 1.5 GiB."""
-    if value is None:
-        return "-"
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= scale:
-            return f"{value / scale:.4g} {unit}"
-    return f"{value} B"
-
-
 def rate(value: float) -> str:
     return f"{value:.4g}"
 
@@ -201,20 +236,21 @@ def _title(simulation: Simulation, request: CostRequest) -> str:
 
 
 def format_one(simulation: Simulation, metrics: Metrics, request: CostRequest) -> str:
-    """Scalars, then per-rank and per-stage tables."""
+    """Scalars, then per-rank and per-stage tables, then what the words mean and any warning."""
+    costs = simulation.costs
     scalars = [
         ("step time", seconds(metrics.step_time)),
-        ("throughput", f"{rate(metrics.samples_per_s)} samples/s, {rate(metrics.tokens_per_s)} tokens/s"),
+        ("throughput", _throughput(metrics, costs)),
         ("bubble fraction", number(metrics.bubble_fraction)),
         ("makespan", seconds(metrics.makespan)),
     ]
-    capacity = simulation.costs.memory_capacity
-    if capacity:
-        scalars.append(("memory per device", size(capacity)))
+    if costs.memory_capacity:
+        scalars.append(("memory per device", capacity(costs.memory_capacity)))
+    modelled = memory_modelled(metrics.peak_memory)
     per_rank = [
         ("rank", *map(str, range(metrics.ranks))),
         ("utilization", *map(number, metrics.utilization)),
-        ("peak memory", *map(size, metrics.peak_memory)),
+        ("peak memory", *(map(size, metrics.peak_memory) if modelled else ["-"] * metrics.ranks)),
     ]
     per_stage = [
         ("stage", *map(str, range(metrics.stages))),
@@ -223,8 +259,15 @@ def format_one(simulation: Simulation, metrics: Metrics, request: CostRequest) -
         ("mismatches", *map(str, metrics.mismatches)),
         ("peak activations", *map(number, metrics.peak_activations)),
     ]
-    return "\n\n".join(
-        [_title(simulation, request), format_table(scalars), _indexed(per_rank), _indexed(per_stage)]
+    notes = memory_notes(metrics.peak_memory, costs.memory_capacity) if modelled else [NO_SIZES]
+    notes.append(legend(chunks=simulation.schedule.chunks))
+    tables = [format_table(scalars), _indexed(per_rank), _indexed(per_stage)]
+    return "\n\n".join([_title(simulation, request), *tables, "\n".join(notes)])
+
+
+def _throughput(metrics: Metrics, costs: CostModel) -> str:
+    return throughput(
+        metrics.samples_per_s, metrics.tokens_per_s, costs.microbatch_size, costs.sequence_length
     )
 
 
@@ -246,19 +289,40 @@ def format_side_by_side(results: list[tuple[Simulation, Metrics]], request: Cost
     def row(label: str, cell) -> None:
         rows.append((label, *(cell(simulation, metrics) for simulation, metrics in results)))
 
+    costs = results[0][0].costs  # one request: the same workload for every schedule
     row("steps", lambda s, m: str(m.steps))
     row("step time", lambda s, m: seconds(m.step_time))
-    row("samples/s", lambda s, m: rate(m.samples_per_s))
-    row("tokens/s", lambda s, m: rate(m.tokens_per_s))
+    row("microbatches/s" if costs.microbatch_size == 1 else "samples/s", lambda s, m: rate(m.samples_per_s))
+    if costs.sequence_length > 1:
+        row("tokens/s", lambda s, m: rate(m.tokens_per_s))
     row("bubble fraction", lambda s, m: number(m.bubble_fraction))
     row("utilization (mean)", lambda s, m: number(sum(m.utilization) / len(m.utilization)))
-    row(
-        "peak memory (max)", lambda s, m: size(max((p for p in m.peak_memory if p is not None), default=None))
-    )
+    modelled = any(memory_modelled(m.peak_memory) for _, m in results)
+
+    def peak(simulation: Simulation, metrics: Metrics) -> str:
+        known = [value for value in metrics.peak_memory if value is not None]
+        return size(max(known, default=None)) if modelled else "-"
+
+    row("peak memory (max)", peak)
     row("weight versions (max)", lambda s, m: str(max(m.weight_versions)))
     row("delay (max)", lambda s, m: str(max(m.delay)))
     row("mismatches (total)", lambda s, m: str(sum(m.mismatches)))
     row("makespan", lambda s, m: seconds(m.makespan))
     ranks, microbatches = results[0][0].schedule.ranks, results[0][0].schedule.microbatches
     title = f"P = {ranks} ranks, m = {microbatches} microbatches; costs: {request.label}"
-    return title + "\n\n" + format_table(rows, right=True)
+    return "\n\n".join([title, format_table(rows, right=True), _side_by_side_notes(results, costs)])
+
+
+def _side_by_side_notes(results: list[tuple[Simulation, Metrics]], costs: CostModel) -> str:
+    notes = []
+    if costs.memory_capacity:
+        notes.append(f"memory per device: {capacity(costs.memory_capacity)}")
+    for _, metrics in results:
+        notes += memory_notes(metrics.peak_memory, costs.memory_capacity, who=f"{metrics.schedule}: ")
+    if not any(memory_modelled(m.peak_memory) for _, m in results):
+        notes.append(NO_SIZES)
+    workload = workload_note(costs.microbatch_size, costs.sequence_length)
+    if workload:
+        notes.append(f"throughput: {workload}")
+    notes.append(legend(activations=False))
+    return "\n".join(notes)

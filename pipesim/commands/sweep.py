@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from pipesim.commands.simulate import add_cost_flags, cost_request, schedule_names
+from pipesim.commands.simulate import add_cost_flags, cost_request, print_notes, schedule_names
 from pipesim.errors import UsageError
 from schedules.registry import ASYNC_DEFAULT_STEPS, DEFAULT_CHUNKS
 from simulator.presets import DEVICES
@@ -26,7 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="simulate a grid of schedules x P x m (x device) into a CSV",
         description="Simulate every combination on a process pool; write one CSV row per point.",
     )
-    parser.add_argument("--schedules", required=True, metavar="NAMES", help="comma list of schedules")
+    parser.add_argument(
+        "--schedules",
+        "--schedule",
+        dest="schedules",
+        required=True,
+        metavar="NAMES",
+        help="comma list of schedules",
+    )
     parser.add_argument("-p", "--stages", required=True, metavar="P,P", help="comma list of stage counts")
     parser.add_argument(
         "-m", "--microbatches", required=True, metavar="M,M", help="comma list of microbatches"
@@ -73,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     microbatches = int_list(args.microbatches, "-m")
     devices = [d.strip() for d in args.device.split(",")] if args.device else [None]
     requests = [cost_request(args, device=device) for device in devices]
+    print_notes(requests[0])
     jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")

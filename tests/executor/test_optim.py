@@ -1,4 +1,4 @@
-"""Optimizers and corrections: they train, they follow the SPEC §4 formulas, they resume bit-identically.
+"""Optimizers and corrections: they train, they follow docs/optimizers.md, they resume bit-identically.
 
 Run: .venv/bin/pytest tests/executor/test_optim.py
 """
@@ -76,11 +76,11 @@ def test_every_optimizer_trains_the_tiny_model(corpus, name, extra):
     assert after < before - 1.0, (before, after)
 
 
-# --- basis rotation against a direct transcription of SPEC §4 -------------------------------------------
+# --- basis rotation against a direct transcription of docs/optimizers.md ---------------------------------
 
 
 def _spec_basis_rotation(weight, grads, *, lr, betas, eps, wd, every, sides):
-    """SPEC §4 written out plainly; sides: which of "left", "right" rotate (the other is the identity)."""
+    """docs/optimizers.md, plainly; sides: which of "left", "right" rotate (the other: identity)."""
     beta1, beta2 = betas
     r, c = weight.shape
     zeros, eye = partial(torch.zeros, dtype=weight.dtype), partial(torch.eye, dtype=weight.dtype)

@@ -166,7 +166,6 @@ BAD_INPUT = [
         ["schedules", "import", "{bad}", "0F0,0F1\n1F0,1Y1\n"],
         "bad.csv: row 2, cell 2: malformed action '1Y1'",
     ),
-    (["schedules", "import", "{bad}", "0F0,0F1,0B0,0B1\n1F0,1B0\n"], "bad.csv: invalid schedule: "),
     (
         ["schedules", "import", "{bad}", "0F0,0I0,0W0\n", "--notation", "old"],
         "'I' is the new notation's input",
@@ -188,6 +187,22 @@ def test_bad_input_is_one_line_and_exit_2(
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("pipesim: error: ") and "Traceback" not in err
     assert message in err
+
+
+def test_an_invalid_imported_schedule_shows_the_grid_with_the_bad_cell_marked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "schedules", "import", _bad_csv(tmp_path, "1F0,0F0\n"))
+    assert code == 2 and out == ""
+    headline, header, row = err.splitlines()
+    assert (
+        headline.startswith("pipesim: error: ") and "bad.csv: invalid schedule: missing backward" in headline
+    )
+    assert header.split() == ["0", "1"]
+    assert row.split() == ["rank", "0", "1F0@v0", ">>0F0@v0<<"]  # the action the headline names
+    code, _, err = run(capsys, "schedules", "import", _bad_csv(tmp_path, "0F0,0F1,0B0,0B1\n1F0,1B0\n"))
+    assert code == 2 and "missing forward 1F1" in err.splitlines()[0]
+    assert [line.split()[:2] for line in err.splitlines()[2:]] == [["rank", "0"], ["rank", "1"]]
 
 
 def test_demo_prints_every_schedule_side_by_side() -> None:

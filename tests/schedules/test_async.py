@@ -1,5 +1,5 @@
-"""Tests of the asynchronous generators pipedream, 2bw and amdp against ../shared/SPEC.md section 2 and
-its Appendix: action lists, weight-version rules, AMDP's reference order for P = 8, deadlock freedom.
+"""Tests of the asynchronous generators pipedream, 2bw and amdp against docs/schedules.md:
+action lists, weight-version rules, AMDP's reference order for P = 8, deadlock freedom.
 
     .venv/bin/pytest tests/schedules/test_async.py
 """
@@ -68,7 +68,7 @@ def global_microbatch(action: Action, microbatches: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Tiny cases in the IR's own notation, derived by hand from SPEC section 2.
+# Tiny cases in the IR's own notation, derived by hand from docs/schedules.md.
 
 TEXT_CASES = [
     # PipeDream, P=2: stage 0 warms up with one forward, so the step boundary falls inside the steady
@@ -233,9 +233,9 @@ def test_2bw_static_versions_realise_the_two_buffer_rule(ranks, microbatches, st
 
 
 # ---------------------------------------------------------------------------------------------------------
-# AMDP: placement, owners, the Appendix's P = 8 order, mismatches, in-flight counts, versions.
+# AMDP: placement, owners, the authors' P = 8 order, mismatches, in-flight counts, versions.
 
-APPENDIX_SLOT_ORDERS = {  # rank: (forward slot order, backward slot order), SPEC Appendix
+APPENDIX_SLOT_ORDERS = {  # rank: (forward slot order, backward slot order), the authors' released code
     0: ("0 4 1 2 5 6 3 7", "3 7 2 1 6 5 0 4"),
     1: ("0 1 4 5 2 3 6 7", "3 2 7 6 1 0 5 4"),
     2: ("1 0 5 4 3 2 7 6", "2 3 6 7 0 1 4 5"),
@@ -309,7 +309,7 @@ def test_amdp_p8_order_equals_the_appendix(microbatches):
             expected += round_tokens
         expected += ["B", "U"]  # the run ends with a last backward and update
         assert [t for t in tokens if t] == expected, f"rank {rank}"
-        # the forwards and backwards walk the Appendix's slot orders round after round
+        # the forwards and backwards walk the authors' slot orders round after round
         for kind, order in zip((Kind.F, Kind.B), APPENDIX_SLOT_ORDERS[rank], strict=True):
             slots = [divmod(global_microbatch(a, microbatches), 8) for a in actions if a.kind is kind]
             assert slots == [(rnd, int(k)) for rnd in range(rounds) for k in order.split()]
@@ -318,7 +318,7 @@ def test_amdp_p8_order_equals_the_appendix(microbatches):
 def stale_backwards(actions: tuple[Action, ...]) -> dict[int, int]:
     """Backwards of step i that ran, with their forward, before the update of step i-1, by step.
 
-    The Appendix's order has one per update on ranks 0, 3, 4, 7: the last-stage backward that a round
+    The authors' order has one per update on ranks 0, 3, 4, 7: the last-stage backward that a round
     runs before its update (`F F B F F F F F B F U`); its gradient joins step i at a one-step delay.
     """
     counts: dict[int, int] = {}
@@ -367,7 +367,7 @@ def test_amdp_p8_in_flight_counts():
 
 @pytest.mark.parametrize("ranks", [2, 4, 6, 8, 10, 12])
 def test_amdp_properties_for_any_even_p(ranks):
-    # SPEC: about P microbatches in flight per device; a first stage admits at most two microbatches
+    # docs/amdp.md: about P microbatches in flight per device; a first stage admits at most two microbatches
     # before their backward; about P one-step mismatches per device per update; delay 0 otherwise.
     microbatches, steps = 2 * ranks, 3
     schedule = build("amdp", ranks, microbatches, steps)

@@ -1,4 +1,4 @@
-"""The exact analytics equal the closed forms of SPEC section 3 (t_F = 1, B = 2, no communication).
+"""The exact analytics equal the closed forms of docs/schedules.md (t_F = 1, B = 2, no communication).
 
 .venv/bin/pytest tests/schedules/test_closed_forms.py -q
 
@@ -85,7 +85,7 @@ def test_interleaved(size: tuple[int, int, int]) -> None:
 @example((2, 2))  # smallest pipeline, m = P
 @example((16, 64))  # largest P, m = 4P
 def test_zb_h1(size: tuple[int, int]) -> None:
-    # What is compared (SPEC row "ZB-H1 (t_F = t_B = t_W)"): with F = I = W = 1 (our default split of a
+    # What is compared (docs/schedules.md, row zb-h1): with F = I = W = 1 (our default split of a
     # full backward of 2) the idle time per rank is P-1, one third of 1F1B's 3(P-1) under the same
     # costs, so the makespan is 3m + P - 1. "Peak as 1F1B", per stage: a microbatch's activations are
     # in flight from its F to its I (backward for inputs); the Ws that stage s defers by s microbatches
@@ -101,7 +101,7 @@ def test_zb_h1(size: tuple[int, int]) -> None:
     assert (zb.weight_versions, zb.delay) == ([1] * ranks, [0] * ranks)
 
 
-# Spot values of SPEC section 3, exactly.
+# Spot values of docs/schedules.md, exactly.
 
 
 def test_spot_p4_m8() -> None:

@@ -1,4 +1,4 @@
-"""With unit costs and no communication the simulator agrees with schedules/ and with SPEC section 3.
+"""With unit costs and no communication the simulator agrees with schedules/ and with docs/schedules.md.
 
 .venv/bin/pytest tests/simulator/test_agreement.py -q
 
@@ -106,7 +106,7 @@ def test_flushing_schedules_meet_the_closed_forms(name: str, ranks: int) -> None
 
 
 def test_spec_spot_values() -> None:
-    # SPEC section 3: P=4, m=8 -> makespan 33, bubble 3/11; P=8, m=32 -> 117, 0.1795; 1F1B peaks at P=8.
+    # docs/schedules.md: P=4, m=8 -> makespan 33, bubble 3/11; P=8, m=32 -> 117, 0.1795; 1F1B peaks at P=8.
     small = simulated(build("1f1b", 4, 8))
     assert (small.makespan, small.bubble_fraction) == (33, pytest.approx(3 / 11))
     large = simulated(build("1f1b", 8, 32))

@@ -1,0 +1,43 @@
+"""The executor benchmark's arithmetic: the share of the ideal improvement, and the ideal it prints.
+
+.venv/bin/pytest tests/test_benchmarks.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_executor", ROOT / "benchmarks" / "bench_executor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_share_of_the_ideal_improvement_is_zero_without_gain() -> None:
+    bench = _bench()
+    ideal = bench.ideal_gain(8, 2, 8)
+    assert ideal == pytest.approx(72 / 65)  # 8 steps of m = 8, P = 2: the README's 1.108
+    assert bench.improvement_share(1.0, ideal) == 0  # gain / ideal would say 90%
+    assert bench.improvement_share(ideal, ideal) == pytest.approx(1)
+    assert bench.improvement_share(1.123, ideal) == pytest.approx(1.142, abs=1e-3)
+    assert bench.ideal_gain(8, 2, 10**6) == pytest.approx(9 / 8, rel=1e-5)
+
+
+def test_the_table_prints_the_ideal_it_uses(capsys) -> None:
+    bench = _bench()
+    args = argparse.Namespace(stages=2, microbatches=8, microbatch_size=8, seq_len=128, layers=4, hidden=128)
+    args.steps, args.rounds = 8, 3
+    median = {("ours", "gpipe"): 0.5, ("torch", "gpipe"): 0.5, ("ours", "1f1b"): 0.54, ("torch", "1f1b"): 0.5}
+    median["ours", "2bw"] = 0.54 / 1.054  # half of the ideal improvement
+    bench.print_table(args, median)
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ours 2bw"))
+    assert "gain over 1F1B 1.054; ideal over 8 steps S(m+P-1)/(Sm+P-1) = 1.108" in line
+    assert "50% of the ideal improvement" in line
