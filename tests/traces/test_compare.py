@@ -66,7 +66,7 @@ def test_the_first_differing_action_of_each_rank_is_named() -> None:
     events[second] = replace(b, action=a.action)
     comparison = compare_traces(trace, replace(trace, events=tuple(events)))
     assert comparison.order.applies and not comparison.order.equal
-    [(rank, position, ours, theirs)] = comparison.order.differences
+    [(rank, _, ours, theirs)] = comparison.order.differences
     assert rank == 1 and (ours, theirs) == (str(a.action), str(b.action))
     assert "action order differs on 1 rank(s)" in comparison.verdict()
 
