@@ -23,14 +23,13 @@ from executor.runconfig import RunConfig
 from executor.runtime import Runtime, Settings, StageState
 from executor.versions import VersionStore
 from schedules import Kind, Schedule, Versioning
+from schedules.semantics import loss_scale, stage_delays
 
 
 def stage_delay(schedule: Schedule, stage: int) -> int:
-    """tau_s of docs/schedules.md: the age of the gradients a stage's updates apply (PipeMare's scaling)."""
-    layout = schedule.layout
-    if schedule.versioning is Versioning.STASH:
-        return layout.stages_per_pipeline - 1 - layout.depth(stage)
-    return 1 if schedule.versioning is Versioning.DOUBLE_BUFFER else 0
+    """tau_s, the age of the gradients the stage's updates apply, for PipeMare's scaling: counted on the
+    run's own schedule by schedules.semantics (P-1-s for PipeDream, 1 for 2BW, 0 for AMDP and flushes)."""
+    return stage_delays(schedule)[stage]
 
 
 class Assembly:
@@ -97,9 +96,8 @@ class Assembly:
         return batch
 
     def settings(self, device: torch.device) -> Settings:
-        per_update = 1 if self.schedule.versioning is Versioning.STASH else self.schedule.microbatches
         return Settings(
-            loss_scale=1.0 / per_update,
+            loss_scale=loss_scale(self.schedule),
             val_microbatches=self.config.val_microbatches,
             timeout=self.config.timeout,
             device=device,

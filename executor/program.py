@@ -35,7 +35,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from schedules.ir import COMPUTE_KINDS, Action, Kind, Layout, Schedule, Versioning
+from schedules.ir import COMPUTE_KINDS, WEIGHT_GRAD_KINDS, Action, Kind, Layout, Schedule, Versioning
+from schedules.semantics import contributions
 
 EVAL_RECV, EVAL_F, EVAL_SEND, CUT, NORM = "EVAL_RECV", "EVAL_F", "EVAL_SEND", "CUT", "NORM"
 UPDATE_KINDS = frozenset({Kind.OPT, Kind.RECV_W})
@@ -110,6 +111,8 @@ class RankPlan:
     """index -> (stage, version) pairs no longer read after that op."""
     send_index: dict[Message, int] = field(default_factory=dict)
     recv_index: dict[Message, int] = field(default_factory=dict)
+    joins: dict[int, int | None] = field(default_factory=dict)
+    """B/W index -> the version written by the update its weight gradient joins (schedules.semantics)."""
 
 
 def eval_ops(layout: Layout, rank: int, step: int, microbatches: int) -> list[Extra]:
@@ -260,6 +263,7 @@ def build_plans(
 ) -> list[RankPlan]:
     """One RankPlan per rank, with the message indices filled in for every rank. grad_clip > 0 on a
     synchronous schedule adds the NORM ops (see clips_globally)."""
+    joined = _joins(schedule)
     plans = []
     for rank in range(schedule.ranks):
         ops, cuts = build_ops(
@@ -283,9 +287,15 @@ def build_plans(
                 releases=releases,
                 send_index=sends,
                 recv_index=recvs,
+                joins={i: joined[rank, op.key] for i, op in enumerate(ops) if op.kind in WEIGHT_GRAD_KINDS},
             )
         )
     return plans
+
+
+def _joins(schedule: Schedule) -> dict[tuple[int, tuple], int | None]:
+    """(rank, action key) -> the version its update writes, for every weight-gradient action."""
+    return {(c.rank, c.action.key): c.version for c in contributions(schedule)}
 
 
 def pair_orders(plans: list[RankPlan], layout: Layout) -> dict[tuple[int, int], list[Message]]:

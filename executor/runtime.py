@@ -27,6 +27,7 @@ from torch import nn
 
 from executor.comm import Mailman
 from executor.gradnorm import GlobalNorm
+from executor.ledger import Ledger
 from executor.memory import SavedBytes, held_bytes
 from executor.model import loss_fn
 from executor.program import (
@@ -137,6 +138,7 @@ class Runtime:
         self.on_cut: Callable[[int, int], None] | None = None
         self.optimizer_bytes = sum(s.optimizer.state_bytes() for s in stages.values() if s.optimizer)
         self.global_norm = GlobalNorm(mailman, stages, settings.device)
+        self.ledger = Ledger(plan.joins)  # which update each buffered gradient joins (schedules.semantics)
         self.handlers: dict[str, Callable[[Op], None]] = {
             Kind.F: self._forward,
             Kind.B: lambda op: self._backward(op, want_input=True, want_weights=True),
@@ -269,6 +271,8 @@ class Runtime:
         state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
         record = self.forwards[key]
         self._check_version(state, op, record)
+        if want_weights:
+            self.ledger.accumulated(self.index, op.stage)
         if record.grad is None and not state.last:
             record.grad = self.grads.pop(key)
         sink = record.sink
@@ -325,6 +329,7 @@ class Runtime:
 
     def _optimizer_step(self, op: Op) -> None:
         state = self.stages[op.stage]
+        self.ledger.applied(op)
         if self.on_update is not None:
             self.on_update(state, op)
         live, norm = state.store.live, self.global_norm.of(op.step)
@@ -349,6 +354,7 @@ class Runtime:
         if op.kind == EVAL_SEND:
             return self.eval_out.pop(key)
         if op.kind is Kind.SEND_G:
+            self.ledger.handed_over(op.stage)
             flat = flatten([p.grad if p.grad is not None else torch.zeros_like(p) for p in state.params])
             for param in state.params:
                 param.grad = None
@@ -392,6 +398,7 @@ class Runtime:
     def _recv_weights(self, op: Op) -> int:
         flat = self._take(op)
         state = self.stages[op.stage]
+        self.ledger.applied(op)
 
         @torch.no_grad()
         def write() -> None:

@@ -19,7 +19,15 @@ below, which reproduces the authors' P = 8 order exactly (tests/schedules/test_a
 - update of step i: after the rank's last forward of step i+1's first round (and its last backward of step
   i); the last one ends the run. Forwards before it and backwards after it see a one-step mismatch
   (P = 8: 7 on ranks 0, 3, 4, 7, 8 on the others). Ranks 0, 3, 4, 7 also run one last-stage backward of
-  the new step before the update, so that microbatch's gradient is one step old (the authors' order).
+  step i+1 before the update (the authors' order).
+
+Step tags: a compute action's step is the minibatch its data comes from (its loss is logged there); an
+update block's step (SEND_G .. RECV_W) is the update's index, writing version step + 1. Which update a
+gradient joins is schedules.semantics' answer, as in the authors' code: the first one its rank runs
+after it. So the last-stage backward of step i+1 that runs before update i joins update i, at the
+version it replaces (delay 0 everywhere): with c such backwards per update (c = N at P = 4 and 8),
+update 0 of the last depth sums m + c microbatch gradients, the last one m - c, all others m, each
+microbatch's loss divided by m (docs/amdp.md; schedules.semantics.update_sizes counts them for any P).
 
 Note: with P a multiple of 4 a round takes exactly 2P unit ticks (no steady-state bubble). With P = 2 mod 4
 (our inference: the reference code covers P = 4 and 8) N is odd, the pipelines cannot pair up in opposite

@@ -30,16 +30,8 @@ from typing import Any
 
 from schedules.costs import Costs, kind_costs
 from schedules.dryrun import Timeline, dry_run
-from schedules.ir import (
-    BACKWARD_KINDS,
-    COMM_KINDS,
-    COMPUTE_KINDS,
-    WEIGHT_GRAD_KINDS,
-    Action,
-    Kind,
-    Schedule,
-    Versioning,
-)
+from schedules.ir import BACKWARD_KINDS, COMM_KINDS, COMPUTE_KINDS, WEIGHT_GRAD_KINDS, Action, Kind, Schedule
+from schedules.semantics import stage_delays
 
 VERSION_WRITERS = (Kind.OPT, Kind.RECV_W)
 VERSION_READERS = (Kind.F, Kind.B, Kind.I, Kind.W)
@@ -72,7 +64,8 @@ class Analytics:
     weight_versions: list[int]
     """Per stage: most weight versions held at once (the current one and older ones still to be read)."""
     delay: list[int]
-    """Per stage: largest tau_s, (version written - 1) - version read by the gradients an update applies."""
+    """Per stage: largest tau_s, (version written - 1) - version read by the gradients an update applies
+    (which update a gradient joins: schedules.semantics)."""
     mismatches: list[int]
     """Per stage: microbatches whose forward and last backward read different versions."""
     utilization: list[float]
@@ -239,36 +232,13 @@ def _most_held(written: dict[tuple[int, int], int], last_read: dict[tuple[int, i
 
 
 def delays(schedule: Schedule) -> list[int]:
-    """Per stage: max over its updates of (version written - 1) - version read by the gradients applied.
+    """Per stage: the largest tau_s over the updates it receives (schedules.semantics.stage_delays).
 
-    An update applies the weight-gradient actions (B or W) of its stage since the stage's previous
-    update; under CURRENT versioning (AMDP) it applies those of every replica of the stage in its step.
+    Which update a gradient joins is said once, in schedules/semantics.py: the first update of its stage
+    that its rank runs after it. An AMDP replica receives its owner's updates, so every replica of a
+    depth reports the same delay (P = 4: stages 3 and 7 alike).
     """
-    result = [0] * schedule.num_stages
-    for stage, writes, reads in _updates(schedule):
-        if reads:
-            result[stage] = max(result[stage], writes - 1 - min(reads))
-    return result
-
-
-def _updates(schedule: Schedule):
-    """(stage, version written, versions read by the gradients it applies) for every OPT."""
-    if schedule.versioning is Versioning.CURRENT:
-        read_by: dict[tuple[int, int], list[int]] = defaultdict(list)  # (model piece, step) -> versions
-        for _, a in schedule.all_actions():
-            if a.kind in WEIGHT_GRAD_KINDS and a.version is not None:
-                read_by[(schedule.layout.depth(a.stage), a.step)].append(a.version)
-        for _, a in schedule.all_actions():
-            if a.kind is Kind.OPT and a.version is not None:
-                yield a.stage, a.version, read_by[(schedule.layout.depth(a.stage), a.step)]
-        return
-    for actions in schedule.actions:
-        pending: dict[int, list[int]] = defaultdict(list)
-        for a in actions:
-            if a.kind in WEIGHT_GRAD_KINDS and a.version is not None:
-                pending[a.stage].append(a.version)
-            elif a.kind is Kind.OPT and a.version is not None:
-                yield a.stage, a.version, pending.pop(a.stage, [])
+    return stage_delays(schedule)
 
 
 def mismatches(schedule: Schedule) -> list[int]:

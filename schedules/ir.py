@@ -12,7 +12,7 @@ Text form, compatible with torch.distributed.pipelining and extended for what it
     0OPT           optimizer step of stage 0
     0F3@s2v1       forward of microbatch 3 of step 2, reading weight version 1
     0OPT@s2v3      optimizer step of step 2, writing version 3
-    4SEND_G@s1>0   stage 4 sends its step-1 gradient to stage 0 (AMDP replica reduction)
+    4SEND_G@s1>0   stage 4 hands the gradient it accumulated for step 1's update to stage 0 (AMDP)
 
 `parse_action(str(a)) == a` for every action.
 

@@ -10,7 +10,9 @@ Note: what is held, per rank (sizes per virtual stage from the cost model, divid
                  RECV_W; version 0 from the start) until it is superseded and read for the last time
                  (the rule of schedules/analytics.weight_versions)
     optimizer    stages the rank updates: OPTIMIZER_STATE[optimizer] x weights (+ rotation_bytes)
-    gradients    a stage's buffer from its first B/W after an update until its OPT (or SEND_G)
+    gradients    a stage's buffer from its first B/W after an update until its OPT (or SEND_G): the
+                 gradients that join one update (schedules.semantics), so AMDP's last-stage backward
+                 of the next step, which joins the update it precedes, needs no second buffer
                  + each RECV_G's buffer until the stage's next OPT
     activations  stash_bytes from F until its B; split: all but weight_input_bytes until I, those until W
     buffers      a RECV_F/RECV_B buffer until the action that consumes it; a send's buffer from the

@@ -319,7 +319,8 @@ def stale_backwards(actions: tuple[Action, ...]) -> dict[int, int]:
     """Backwards of step i that ran, with their forward, before the update of step i-1, by step.
 
     The authors' order has one per update on ranks 0, 3, 4, 7: the last-stage backward that a round
-    runs before its update (`F F B F F F F F B F U`); its gradient joins step i at a one-step delay.
+    runs before its update (`F F B F F F F F B F U`); its gradient joins that update, the one of step i-1,
+    at the version it replaces (schedules.semantics; docs/amdp.md).
     """
     counts: dict[int, int] = {}
     for action in actions:

@@ -158,3 +158,6 @@ def test_amdp_holds_one_version_and_mismatches_across_updates() -> None:
     metrics = simulated(build("amdp", 8, 16, steps=3))
     assert metrics.weight_versions == [1] * metrics.stages
     assert sum(metrics.mismatches) > 0
+    # read off the trace's order (sends listed apart): every gradient joins the update that replaces
+    # the version it read, so no stage has a delay, the last ones (7, 15, 23, 31) included
+    assert metrics.delay == [0] * metrics.stages

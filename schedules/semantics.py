@@ -1,0 +1,116 @@
+"""What a lowered schedule's actions mean, said once: which update each weight gradient joins.
+
+    from schedules import build
+    from schedules.semantics import contributions, loss_scale, stage_delays, update_sizes
+    schedule = build("amdp", 4, 4, steps=3)
+    update_sizes(schedule)[3]     # {1: 6, 2: 4, 3: 2}: microbatch gradients each update of stage 3 sums
+    stage_delays(schedule)        # [0] * 8: every gradient is applied to the weights it was computed at
+
+The analytics (delay per stage), the trace metrics, the executor's gradient accounting and its PipeMare
+scaling all read these functions; docs/amdp.md gives the reasoning behind the rule for AMDP.
+
+The rule, for every schedule: a weight gradient (a B, or the W of a split backward) joins the first
+update of its stage that its rank runs after it, and an update sums whatever has joined it, each
+microbatch's loss multiplied by `loss_scale`. A stage's update is its OPT where the rank owns the stage
+(it writes the new version), its RECV_W where the rank holds an AMDP replica: the replica hands its
+gradient buffer to the owner with the SEND_G of the same update block, and that block runs no backward
+between the SEND_G and the RECV_W, so the two positions give the same answer (sends are left out on
+purpose: a trace lists them apart from the compute, see traces/metrics.executed_schedule).
+
+Note: AMDP, P = 4, rank 0 (owner of stage 0, replica of stage 7 = depth 3 of pipeline 1), around update 1:
+
+    7B3@v0 0B0@v0 0F0@s1v0 0F2@s1v0 0B2@v0 7F1@s1v0 7B1@s1v0 7F3@s1v0
+    7SEND_G>3 0RECV_G>4 0OPT@v1 0SEND_W@v1>4 7RECV_W@v1>3 7B3@s1v1 0B0@s1v1 ..
+
+    stage 0: 0B0, 0B2 (step 0)              join 0OPT@v1         (depth 0's update to v1)
+    stage 7: 7B3 (step 0), 7B1@s1 (step 1)   join 7RECV_W@v1>3    (depth 3's update to v1, stage 3's OPT)
+    7B3@s1v1, 0B0@s1v1 run after it and join the updates to v2: every gradient meets the weights it read.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import NamedTuple
+
+from schedules.ir import WEIGHT_GRAD_KINDS, Action, Kind, Schedule, Versioning
+
+
+class Contribution(NamedTuple):
+    """One weight-gradient action of a rank and the update that applies its gradient."""
+
+    rank: int
+    position: int
+    """Index of the action in the rank's action list."""
+    action: Action
+    """The B or W; its version is the one the gradient was computed at (None before lowering)."""
+    applier: int
+    """The stage whose OPT applies the gradient: the action's own stage, or an AMDP replica's owner."""
+    version: int | None
+    """The version that update writes; None when no update of the stage follows (never applied)."""
+
+    @property
+    def delay(self) -> int | None:
+        """tau: updates between the weights the gradient was computed at and those it is applied to."""
+        if self.version is None or self.action.version is None:
+            return None
+        return self.version - 1 - self.action.version
+
+
+def contributions(schedule: Schedule) -> list[Contribution]:
+    """Every weight-gradient action of the schedule with the update it joins (rank by rank, in order)."""
+    found: list[Contribution] = []
+    for rank, actions in enumerate(schedule.actions):
+        waiting: dict[int, list[tuple[int, Action]]] = defaultdict(list)  # stage -> gradients not applied
+        for position, action in enumerate(actions):
+            if action.kind in WEIGHT_GRAD_KINDS:
+                waiting[action.stage].append((position, action))
+            elif action.kind in (Kind.OPT, Kind.RECV_W):
+                applier = action.stage if action.kind is Kind.OPT else action.peer
+                for index, grad in waiting.pop(action.stage, []):
+                    found.append(Contribution(rank, index, grad, applier, action.version))
+        for stage_waiting in waiting.values():
+            found += [Contribution(rank, index, grad, grad.stage, None) for index, grad in stage_waiting]
+    return found
+
+
+def appliers(schedule: Schedule) -> list[int]:
+    """Per stage: the stage whose OPT updates it (itself, or an AMDP replica's owner)."""
+    result = list(range(schedule.num_stages))
+    for _, action in schedule.all_actions():
+        if action.kind is Kind.RECV_W and action.peer is not None:
+            result[action.stage] = action.peer
+    return result
+
+
+def update_sizes(schedule: Schedule) -> dict[int, dict[int, int]]:
+    """Applying stage -> {version written: microbatch gradients its update sums}, all replicas included."""
+    sizes: dict[int, dict[int, int]] = defaultdict(dict)
+    for contribution in contributions(schedule):
+        if contribution.version is not None:
+            per_update = sizes[contribution.applier]
+            per_update[contribution.version] = per_update.get(contribution.version, 0) + 1
+    return {stage: dict(sorted(per_update.items())) for stage, per_update in sorted(sizes.items())}
+
+
+def stage_delays(schedule: Schedule) -> list[int]:
+    """Per stage: the largest tau over the updates it receives, (version written - 1) - version read.
+
+    A replica receives its owner's updates, so all replicas of one depth report the same delay (what
+    PipeMare's learning-rate scaling of the owner's optimizer needs, too).
+    """
+    per_applier: dict[int, int] = defaultdict(int)
+    for contribution in contributions(schedule):
+        if contribution.delay is not None:
+            per_applier[contribution.applier] = max(per_applier[contribution.applier], contribution.delay)
+    return [per_applier[applier] for applier in appliers(schedule)]
+
+
+def loss_scale(schedule: Schedule) -> float:
+    """What each microbatch's loss is multiplied by before its backward.
+
+    1/m where an update sums a step's m microbatches, 1 where every microbatch is its own update
+    (STASH). AMDP keeps 1/m even for its first and last updates, which sum more and fewer gradients:
+    the authors' code divides every microbatch's loss by m (docs/amdp.md).
+    """
+    per_update = 1 if schedule.versioning is Versioning.STASH else schedule.microbatches
+    return 1.0 / per_update
