@@ -1,10 +1,9 @@
 """Turn a fit of a measured trace (traces/calibrate.py) into a cost model and a commented cost file.
 
-    from traces.calibrate import calibrate
-    from simulator.calibration import calibrated_costs, calibration_toml
-    fit = calibrate(trace)
-    costs = calibrated_costs(fit, trace)                 # a CostModel: simulate(schedule, costs)
-    Path("costs.toml").write_text(calibration_toml(fit, costs, source="runs/a"))
+    from simulator.calibration import calibrate_trace, repredict
+    fit, text = calibrate_trace(trace, source="runs/a")   # traces.calibrate's fit and the cost file
+    Path("costs.toml").write_text(text)
+    predicted = repredict(trace, loads_costs(text, source="costs.toml"))   # the same run, simulated
 
 Times come from the fit. Sizes come from the trace too: message bytes from its sends, and the memory
 model's weight and stash bytes per stage by least squares, so that the simulator's memory per rank after
@@ -30,7 +29,8 @@ from simulator.costs import EMPIRICAL, OPTIMIZER_STATE, CostModel, StageCost
 from simulator.engine import run_plan
 from simulator.memory import memory_over_time, memory_plan
 from simulator.plan import make_plan
-from traces.calibrate import Calibration, Estimate
+from simulator.simulation import simulate
+from traces.calibrate import Calibration, Estimate, calibrate
 from traces.schema import Trace, schedule_of
 
 TIME_FIELDS = (
@@ -52,6 +52,17 @@ TIME_FIELDS = (
 
 SIZE_UNIT = 1 << 20
 """The size each memory-model column is computed with (large enough that chunk divisions stay exact)."""
+
+
+def calibrate_trace(measured: Trace, *, source: str) -> tuple[Calibration, str]:
+    """The fit of a trace and the text of its cost file (`source` names the trace in the comments)."""
+    fit = calibrate(measured)
+    return fit, calibration_toml(fit, calibrated_costs(fit, measured), source=source)
+
+
+def repredict(measured: Trace, costs: CostModel, *, label: str = "calibrated") -> Trace:
+    """The simulator's trace of the schedule a trace ran, under `costs` (its calibrated prediction)."""
+    return simulate(schedule_of(measured.schedule), costs, meta={"costs": label}).trace()
 
 
 def calibrated_costs(fit: Calibration, trace: Trace) -> CostModel:

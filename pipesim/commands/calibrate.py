@@ -20,10 +20,10 @@ from pipesim.errors import UsageError
 from schedules.fileio import write_atomic
 from simulator.costfile import loads_costs
 from simulator.costs import CostModel
-from traces.calibrate import Calibration, calibrate
+from traces.calibrate import Calibration
 from traces.compare import compare_traces
 from traces.io import load_trace, write_trace
-from traces.schema import ScheduleHeader, Trace, schedule_of
+from traces.schema import Trace
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     report = None
     if args.report or args.prediction:
         costs = loads_costs(text, source=str(out))  # the file as written is what predictions use
-        predicted = repredict(measured.schedule, costs, label=str(out))
+        predicted = repredict(measured, costs, label=str(out))
         report = compare_traces(measured, predicted, labels=(args.measured, "calibrated prediction"))
         if args.prediction:
             write_trace(args.prediction, predicted)
@@ -73,17 +73,16 @@ def run(args: argparse.Namespace) -> int:
 
 def fit_cost_file(measured: Trace, *, source: str) -> tuple[Calibration, str]:
     """The fit of a measured trace and the text of its cost file."""
-    from simulator.calibration import calibrated_costs, calibration_toml  # loads SimPy: only when run
+    from simulator.calibration import calibrate_trace  # loads SimPy: only when a command runs
 
-    fit = calibrate(measured)
-    return fit, calibration_toml(fit, calibrated_costs(fit, measured), source=source)
+    return calibrate_trace(measured, source=source)
 
 
-def repredict(header: ScheduleHeader, costs: CostModel, *, label: str) -> Trace:
-    """Simulate the schedule of `header` with `costs`: the calibrated prediction of that run."""
-    from simulator.simulation import simulate  # SimPy loads here, not when the CLI lists its commands
+def repredict(measured: Trace, costs: CostModel, *, label: str) -> Trace:
+    """Simulate the schedule `measured` ran with `costs`: the calibrated prediction of that run."""
+    from simulator.calibration import repredict as simulate_again
 
-    return simulate(schedule_of(header), costs, meta={"costs": label}).trace()
+    return simulate_again(measured, costs, label=label)
 
 
 def summary(fit: Calibration, out: Path) -> str:
