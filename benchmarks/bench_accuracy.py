@@ -1,0 +1,175 @@
+"""How close pipesim's predictions come to real runs on this machine: calibrated re-predictions and what-ifs.
+
+    .venv/bin/python benchmarks/bench_accuracy.py                  # P = 2, m = 8, 12 steps (a few minutes)
+    .venv/bin/python benchmarks/bench_accuracy.py --rounds 3 --out accuracy.md
+    .venv/bin/python benchmarks/bench_accuracy.py --quick          # a smoke run
+
+Every case runs as a user runs it: `pipesim run` (torchrun, gloo, one thread per rank, the tiny GPT,
+`--val-every 0`) for gpipe, 1f1b, pipedream and 2bw, and 1f1b at 2m, then, per run:
+
+- uncalibrated: `pipesim simulate --model tiny --device cpu` of the same schedule (the analytic preset);
+- calibrated: `pipesim calibrate RUN --report`, the same run re-predicted from its own fit;
+- what-if: `pipesim predict --from RUN` of another configuration, against an actual run of it:
+  1f1b -> 2bw, 1f1b -> gpipe, 2bw -> pipedream, and 1f1b at m -> 1f1b at 2m.
+
+Goals (issue 7): calibrated within 3% step time and 3 points utilization on every rank, the same delay
+per stage and action order; what-if within 5% step time. With --rounds N every run is repeated N times,
+the rounds alternating the configurations, and each round is a row: the spread between rounds is the
+machine's own noise. Prints a Calculon-style table (configuration, metric, predicted, measured, error;
+mean and max of the absolute errors per column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEDULES = ("gpipe", "1f1b", "pipedream", "2bw")
+WHAT_IF = (("1f1b", "2bw", 1), ("1f1b", "gpipe", 1), ("2bw", "pipedream", 1), ("1f1b", "1f1b", 2))
+"""(measured schedule, target schedule, m multiplier)."""
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stages", type=int, default=2)
+    parser.add_argument("--microbatches", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every run, alternating (default 1)")
+    parser.add_argument("--out", help="also write the tables (Markdown) to this file")
+    parser.add_argument("--quick", action="store_true", help="m = 4, 4 steps, one round: a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.microbatches, args.steps, args.rounds = 4, 4, 1
+    return args
+
+
+def pipesim(*argv: str) -> str:
+    """Run a pipesim command as a user does; its stdout (raises with its stderr on failure)."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "pipesim"), *argv], capture_output=True, text=True, cwd=ROOT
+    )
+    if result.returncode:
+        raise RuntimeError(f"pipesim {' '.join(argv)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def measure(folder: Path, schedule: str, args: argparse.Namespace, microbatches: int) -> Path:
+    out = folder / f"{schedule}-m{microbatches}"
+    pipesim(
+        "run", "--schedule", schedule, "--stages", str(args.stages), "--microbatches", str(microbatches),
+        "--steps", str(args.steps), "--val-every", "0", "--out", str(out),
+    )  # fmt: skip
+    return out
+
+
+def metrics(trace: Path) -> dict:
+    """step time and utilization of a trace, through `pipesim compare` against itself."""
+    data = json.loads(pipesim("compare", str(trace), str(trace), "--json"))
+    return {"step_time": data["step_time"]["a"], "utilization": [u["a"] for u in data["utilization"]]}
+
+
+def row(label: str, kind: str, report: dict) -> dict:
+    """One table row from a `pipesim compare --json` object (A measured, B predicted)."""
+    utilization = [u["abs_error"] for u in report["utilization"]]
+    return {
+        "configuration": label,
+        "kind": kind,
+        "step_measured": report["step_time"]["a"],
+        "step_predicted": report["step_time"]["b"],
+        "step_error": report["step_time"]["rel_error"],
+        "util_error": max(utilization, key=abs),
+        "delay_equal": report["delay_equal"],
+        "order_equal": report["order_equal"],
+    }
+
+
+def one_round(folder: Path, args: argparse.Namespace) -> list[dict]:
+    m, p, k = args.microbatches, args.stages, args.steps
+    runs = {(s, m): measure(folder, s, args, m) for s in SCHEDULES}
+    runs[("1f1b", 2 * m)] = measure(folder, "1f1b", args, 2 * m)
+    rows = []
+    for schedule in SCHEDULES:
+        run = runs[(schedule, m)]
+        label = f"{schedule} P={p} m={m}"
+        analytic = folder / f"{schedule}-analytic.json"
+        pipesim(
+            "simulate", "--schedule", schedule, "-p", str(p), "-m", str(m), "--steps", str(k),
+            "--model", "tiny", "--device", "cpu", "--trace", str(analytic),
+        )  # fmt: skip
+        rows.append(row(label, "uncalibrated (cpu preset)", _compare(run, analytic)))
+        report = json.loads(
+            pipesim("calibrate", str(run), "-o", str(folder / f"{schedule}.toml"), "--report", "--json")
+        )["report"]
+        rows.append(row(label, "calibrated", report))
+    for source, target, factor in WHAT_IF:
+        predicted = folder / f"what-{source}-{target}-{factor}.json"
+        pipesim(
+            "predict", "--from", str(runs[(source, m)]), "--schedule", target, "-m", str(factor * m),
+            "--trace", str(predicted),
+        )  # fmt: skip
+        label = f"{source} m={m} -> {target} m={factor * m}"
+        rows.append(row(label, "what-if", _compare(runs[(target, factor * m)], predicted)))
+    return rows
+
+
+def _compare(measured: Path, predicted: Path) -> dict:
+    return json.loads(pipesim("compare", str(measured), str(predicted), "--json"))
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| configuration | prediction | step time predicted | measured | error | worst utilization error "
+        "| delay equal | order equal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['configuration']} | {r['kind']} | {r['step_predicted'] * 1e3:.1f} ms "
+            f"| {r['step_measured'] * 1e3:.1f} ms | {r['step_error']:+.1%} "
+            f"| {r['util_error'] * 100:+.1f} pts "
+            f"| {'yes' if r['delay_equal'] else 'no'} | {'yes' if r['order_equal'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict]) -> str:
+    lines = [
+        "| prediction | cases | step time error: mean abs | max abs | utilization error: mean abs | max abs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        chosen = [r for r in rows if r["kind"] == kind]
+        steps = [abs(r["step_error"]) for r in chosen]
+        utils = [abs(r["util_error"]) * 100 for r in chosen]
+        lines.append(
+            f"| {kind} | {len(chosen)} | {statistics.mean(steps):.1%} | {max(steps):.1%} "
+            f"| {statistics.mean(utils):.1f} pts | {max(utils):.1f} pts |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pipesim-accuracy-") as tmp:
+        for round_index in range(args.rounds):
+            print(f"round {round_index + 1} of {args.rounds} ...", file=sys.stderr, flush=True)
+            rows += one_round(Path(tmp) / f"round{round_index}", args)
+    text = (
+        f"P = {args.stages}, m = {args.microbatches}, {args.steps} steps, {args.rounds} round(s); "
+        "errors are predicted against measured\n\n" + table(rows) + "\n\n" + summary(rows) + "\n"
+    )
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
