@@ -140,7 +140,7 @@ def table(rows: list[dict]) -> str:
 
 def summary(rows: list[dict]) -> str:
     lines = [
-        "| prediction | cases | step time error: mean abs | max abs | utilization error: mean abs | max abs |",
+        "| prediction | cases | step time error: mean abs | max abs | utilization error: mean abs | max |",
         "|---|---|---|---|---|---|",
     ]
     for kind in dict.fromkeys(r["kind"] for r in rows):
