@@ -24,11 +24,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 from schedules.ir import Kind, Schedule
+from simulator.analytic import stage_work
 from simulator.costfile import dumps_costs
 from simulator.costs import EMPIRICAL, OPTIMIZER_STATE, CostModel, StageCost
 from simulator.engine import run_plan
 from simulator.memory import memory_over_time, memory_plan
 from simulator.plan import make_plan
+from simulator.presets import MODELS
+from simulator.presets import device as device_preset
+from simulator.presets import model as model_preset
 from simulator.simulation import simulate
 from traces.calibrate import Calibration, Estimate, calibrate
 from traces.schema import Trace, schedule_of
@@ -126,6 +130,37 @@ def _optimizer(trace: Trace) -> str:
     config = trace.meta.get("config") or {}
     name = (config.get("optimizer") or {}).get("name", "adamw")
     return name if name in OPTIMIZER_STATE else "adamw"
+
+
+# --- the device's speed --------------------------------------------------------------------------
+
+
+def achieved_flops(fit: Calibration, trace: Trace, device: str = "cpu") -> dict[str, float] | None:
+    """FLOP/s the run's forwards and backwards reached, by the analytic model's FLOP counts of the model
+    the executor ran (its config in the trace's meta), and the `efficiency` a device preset would need
+    to predict them (how to refit the `cpu` preset from a calibration); None without a config."""
+    config = trace.meta.get("config")
+    if not isinstance(config, dict) or config.get("model") not in MODELS:
+        return None
+    spec = model_preset(
+        config["model"],
+        layers=config.get("layers"),
+        hidden=config.get("hidden"),
+        sequence=config.get("seq_len"),
+        microbatch_size=config.get("microbatch_size"),
+        split=tuple(config["split"]) if config.get("split") else None,
+    )
+    work = stage_work(spec, fit.entries)
+    flops = seconds = 0.0
+    for stage, stage_fit in zip(work, fit.stages, strict=True):
+        times = stage_fit.times
+        if "forward" in times and "backward" in times:
+            flops += stage.forward_flops + stage.input_grad_flops + stage.weight_grad_flops
+            seconds += times["forward"].seconds + times["backward"].seconds
+    if seconds <= 0:
+        return None
+    peak = device_preset(device).peak_flops
+    return {"flops_per_s": flops / seconds, "efficiency": flops / seconds / peak, "peak_flops": peak}
 
 
 # --- memory ----------------------------------------------------------------------------------------

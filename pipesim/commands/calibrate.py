@@ -58,13 +58,20 @@ def run(args: argparse.Namespace) -> int:
         if args.prediction:
             write_trace(args.prediction, predicted)
     write_atomic(out, text)
+    speed = achieved(fit, measured)
     if args.json:
-        data = {"costs": str(out), "fit": fit.to_dict()}
+        data = {"costs": str(out), "fit": fit.to_dict(), "compute_speed": speed}
         if report is not None:
             data["report"] = report.to_dict()
         print(json.dumps(data, indent=2, allow_nan=False))
         return 0
     print(summary(fit, out))
+    if speed is not None:
+        print(
+            f"compute: {speed['flops_per_s'] / 1e9:.3g} GFLOP/s reached by F and B (the analytic FLOPs of "
+            f"the model the run trained), efficiency {speed['efficiency']:.3f} of the cpu preset's "
+            f"{speed['peak_flops'] / 1e9:.0f} GFLOP/s peak (the `cpu` preset's efficiency for this run)"
+        )
     if report is not None and args.report:
         print()
         print(format_comparison(report))
@@ -76,6 +83,12 @@ def fit_cost_file(measured: Trace, *, source: str) -> tuple[Calibration, str]:
     from simulator.calibration import calibrate_trace  # loads SimPy: only when a command runs
 
     return calibrate_trace(measured, source=source)
+
+
+def achieved(fit: Calibration, measured: Trace) -> dict[str, float] | None:
+    from simulator.calibration import achieved_flops
+
+    return achieved_flops(fit, measured)
 
 
 def repredict(measured: Trace, costs: CostModel, *, label: str) -> Trace:
