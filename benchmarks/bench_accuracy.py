@@ -10,7 +10,7 @@ Every case runs as a user runs it: `pipesim run` (torchrun, gloo, one thread per
 - uncalibrated: `pipesim simulate --model tiny --device cpu` of the same schedule (the analytic preset);
 - calibrated: `pipesim calibrate RUN --report`, the same run re-predicted from its own fit;
 - what-if: `pipesim predict --from RUN` of another configuration, against an actual run of it:
-  1f1b -> 2bw, 1f1b -> gpipe, 2bw -> pipedream, and 1f1b at m -> 1f1b at 2m.
+  1f1b -> 2bw, 1f1b -> gpipe, 2bw -> pipedream, 1f1b at m -> 1f1b at 2m, and 1f1b at P -> 2P.
 
 Goals (issue 7): calibrated within 3% step time and 3 points utilization on every rank, the same delay
 per stage and action order; what-if within 5% step time. With --rounds N every run is repeated N times,
@@ -31,8 +31,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULES = ("gpipe", "1f1b", "pipedream", "2bw")
-WHAT_IF = (("1f1b", "2bw", 1), ("1f1b", "gpipe", 1), ("2bw", "pipedream", 1), ("1f1b", "1f1b", 2))
-"""(measured schedule, target schedule, m multiplier)."""
+WHAT_IF = (
+    ("1f1b", "2bw", 1, 1),
+    ("1f1b", "gpipe", 1, 1),
+    ("2bw", "pipedream", 1, 1),
+    ("1f1b", "1f1b", 2, 1),
+    ("1f1b", "1f1b", 1, 2),
+)
+"""(measured schedule, target schedule, m multiplier, P multiplier): the last one carries the fit to
+another P (simulator/rescale.py), on the same two cores (its ranks share them)."""
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,10 +66,10 @@ def pipesim(*argv: str) -> str:
     return result.stdout
 
 
-def measure(folder: Path, schedule: str, args: argparse.Namespace, microbatches: int) -> Path:
-    out = folder / f"{schedule}-m{microbatches}"
+def measure(folder: Path, schedule: str, args: argparse.Namespace, microbatches: int, ranks: int) -> Path:
+    out = folder / f"{schedule}-p{ranks}-m{microbatches}"
     pipesim(
-        "run", "--schedule", schedule, "--stages", str(args.stages), "--microbatches", str(microbatches),
+        "run", "--schedule", schedule, "--stages", str(ranks), "--microbatches", str(microbatches),
         "--steps", str(args.steps), "--val-every", "0", "--out", str(out),
     )  # fmt: skip
     return out
@@ -91,11 +98,12 @@ def row(label: str, kind: str, report: dict) -> dict:
 
 def one_round(folder: Path, args: argparse.Namespace) -> list[dict]:
     m, p, k = args.microbatches, args.stages, args.steps
-    runs = {(s, m): measure(folder, s, args, m) for s in SCHEDULES}
-    runs[("1f1b", 2 * m)] = measure(folder, "1f1b", args, 2 * m)
+    runs = {(s, m, p): measure(folder, s, args, m, p) for s in SCHEDULES}
+    runs[("1f1b", 2 * m, p)] = measure(folder, "1f1b", args, 2 * m, p)
+    runs[("1f1b", m, 2 * p)] = measure(folder, "1f1b", args, m, 2 * p)
     rows = []
     for schedule in SCHEDULES:
-        run = runs[(schedule, m)]
+        run = runs[(schedule, m, p)]
         label = f"{schedule} P={p} m={m}"
         analytic = folder / f"{schedule}-analytic.json"
         pipesim(
@@ -107,14 +115,14 @@ def one_round(folder: Path, args: argparse.Namespace) -> list[dict]:
             pipesim("calibrate", str(run), "-o", str(folder / f"{schedule}.toml"), "--report", "--json")
         )["report"]
         rows.append(row(label, "calibrated", report))
-    for source, target, factor in WHAT_IF:
-        predicted = folder / f"what-{source}-{target}-{factor}.json"
+    for source, target, factor, wider in WHAT_IF:
+        predicted = folder / f"what-{source}-{target}-{factor}-{wider}.json"
         pipesim(
-            "predict", "--from", str(runs[(source, m)]), "--schedule", target, "-m", str(factor * m),
-            "--trace", str(predicted),
+            "predict", "--from", str(runs[(source, m, p)]), "--schedule", target, "-m", str(factor * m),
+            "-p", str(wider * p), "--trace", str(predicted),
         )  # fmt: skip
-        label = f"{source} m={m} -> {target} m={factor * m}"
-        rows.append(row(label, "what-if", _compare(runs[(target, factor * m)], predicted)))
+        label = f"{source} P={p} m={m} -> {target} P={wider * p} m={factor * m}"
+        rows.append(row(label, "what-if", _compare(runs[(target, factor * m, wider * p)], predicted)))
     return rows
 
 

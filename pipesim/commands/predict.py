@@ -6,9 +6,10 @@
 
 The measured run is calibrated (as `pipesim calibrate` does) and its per-stage costs, host times, link,
 warm-up and memory sizes are carried over to the target schedules on the same stages and hardware: same
-P and the same layer split. What does not carry over is refused with one line: another P (it changes
-which layers each stage holds). A zero-bubble target (zb-h1) needs the split backward's W share: a run
-without one takes W = B / 2 (said in the notes).
+P and the same layer split. Another P (`-p`) cuts the model into other stages: the run's measured speed
+per unit of analytic work carries over instead (simulator/rescale.py), for runs whose trace names the
+model it trained (the executor's do). A zero-bubble target (zb-h1) needs the split backward's W share:
+a run without one takes W = B / 2 (said in the notes).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from schedules.ir import Kind, Schedule
 from schedules.registry import get_info
 from simulator.costfile import loads_costs
 from simulator.costs import CostModel
+from simulator.units import CostError
 from traces.compare import Pair
 from traces.io import load_trace, write_trace
 from traces.metrics import Metrics, compute_metrics
@@ -45,7 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--from", dest="measured", required=True, metavar="MEASURED", help="a measured trace or run folder"
     )
     parser.add_argument("--schedule", required=True, metavar="NAMES", help="one or a comma list of schedules")
-    parser.add_argument("-p", "--stages", type=int, metavar="P", help="must be the measured run's P")
+    parser.add_argument(
+        "-p",
+        "--stages",
+        type=int,
+        metavar="P",
+        help="ranks (default: the run's; another P re-splits the model)",
+    )
     parser.add_argument(
         "-m", "--microbatches", type=int, metavar="M", help="microbatches per step (default: the run's)"
     )
@@ -65,24 +73,17 @@ def run(args: argparse.Namespace) -> int:
 
     measured = load_trace(args.measured)
     header = measured.schedule
-    if args.stages is not None and args.stages != header.ranks:
-        raise UsageError(
-            f"-p {args.stages}: the run at {args.measured} has P = {header.ranks}; another P changes which "
-            "layers each stage holds, so its per-stage costs do not carry over (measure a run with that P)"
-        )
+    ranks = args.stages or header.ranks
+    microbatches, steps = args.microbatches or header.microbatches, args.steps or header.steps
+    targets = [
+        _target(name, ranks, microbatches, steps, args.chunks) for name in schedule_names(args.schedule)
+    ]
     _, text = fit_cost_file(measured, source=args.measured)
     costs = loads_costs(text, source=f"calibrated from {args.measured}")
     notes = _carry_notes(has_split=_has_split(measured))
-    targets = [
-        _target(
-            name,
-            header.ranks,
-            args.microbatches or header.microbatches,
-            args.steps or header.steps,
-            args.chunks,
-        )
-        for name in schedule_names(args.schedule)
-    ]
+    if ranks != header.ranks:
+        costs, more = _other_p(costs, measured, ranks, args.measured)
+        notes += more
     results = []
     for schedule in targets:
         predicted = simulate(schedule, _for(costs, schedule), meta={"costs": f"calibrated: {args.measured}"})
@@ -96,6 +97,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_text(args.measured, reference, results, notes))
     return 0
+
+
+def _other_p(costs: CostModel, measured: Trace, ranks: int, source: str) -> tuple[CostModel, list[str]]:
+    from simulator.rescale import rescaled_costs
+
+    try:
+        return rescaled_costs(costs, measured, stages=ranks)
+    except CostError as error:
+        raise UsageError(
+            f"-p {ranks}: the run at {source} has P = {measured.schedule.ranks}; {error}"
+        ) from None
 
 
 def _target(name: str, ranks: int, microbatches: int, steps: int, chunks: int | None) -> Schedule:
@@ -118,7 +130,7 @@ def _has_split(trace: Trace) -> bool:
 def _carry_notes(*, has_split: bool) -> list[str]:
     notes = [
         "carried over from the run: per-stage compute and host times, their spread, the link, "
-        "warm-up and memory sizes (same P, same layer split)"
+        "warm-up and memory sizes"
     ]
     if not has_split:
         notes.append("the run has no split backward: a zb-h1 target takes W = B / 2 of each stage")
