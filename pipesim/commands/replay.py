@@ -52,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--record", metavar="DIR", help="make a recording in DIR from the run given by --from"
     )
     parser.add_argument("--from", dest="run", metavar="RUN", help="with --record: a finished run folder")
+    parser.add_argument(
+        "--tolerance",
+        metavar="STEP,UTIL",
+        help="with --record: the step-time error (fraction) and utilization error (points / 100) the "
+        "recorded prediction may have (default 0.05,0.05)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -59,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if args.record or args.run:
         if not (args.record and args.run) or args.paths or args.update:
             raise UsageError("--record DIR --from RUN makes one recording (and takes nothing else)")
-        print(record(Path(args.record), args.run))
+        print(record(Path(args.record), args.run, tolerance(args.tolerance)))
         return 0
+    if args.tolerance:
+        raise UsageError("--tolerance goes with --record (a recording keeps its own in recording.json)")
     if not args.paths:
         raise UsageError("give the recordings to replay (e.g. traces/recorded)")
     failed = 0
@@ -99,7 +107,20 @@ def update(path: Path) -> None:
     write_atomic(path / PREDICTED, text)
 
 
-def record(folder: Path, run: str) -> str:
+def tolerance(text: str | None) -> dict[str, float]:
+    """--tolerance STEP,UTIL as recording.json's tolerance."""
+    if text is None:
+        return dict(DEFAULT_TOLERANCE)
+    try:
+        step, utilization = (float(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--tolerance takes two fractions, e.g. 0.05,0.05, got {text!r}") from None
+    if not (0 < step < 1 and 0 < utilization < 1):
+        raise UsageError(f"--tolerance {text}: both must be fractions between 0 and 1")
+    return {"step_time": step, "utilization": utilization}
+
+
+def record(folder: Path, run: str, tolerance: dict[str, float]) -> str:
     """A new recording of a finished run folder: its trace, command, fitted costs and prediction."""
     source = Path(run)
     measured = load_trace(source)
@@ -112,8 +133,7 @@ def record(folder: Path, run: str) -> str:
     write_atomic(folder / COMMAND, run_command(measured.meta.get("config") or {}) + "\n")
     manifest = {
         "recorded": datetime.date.today().isoformat(),
-        "from": str(run),
-        "tolerance": DEFAULT_TOLERANCE,
+        "tolerance": tolerance,
         "machine": measured.meta.get("device", "cpu"),
     }
     write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -121,15 +141,20 @@ def record(folder: Path, run: str) -> str:
     return replay(folder).format()
 
 
+ALWAYS = frozenset({"schedule", "stages", "microbatches", "steps"})
+"""Fields the command always names, default or not: what a reader looks for first."""
+
+
 def run_command(config: dict) -> str:
-    """The `pipesim run` command of a run's config: every flag that differs from the defaults."""
+    """The `pipesim run` command of a run's config: the schedule and its size, and every flag that
+    differs from the defaults (its --out left out: where a re-run writes is the reader's choice)."""
     from pipesim.commands.run import FLAGS
 
     defaults = _defaults()
     parts = ["pipesim run"]
     for flag, name, _, _ in FLAGS:
         value, default = _field(config, name), _field(defaults, name)
-        if value is not None and value != default:
+        if value is not None and (value != default or name in ALWAYS):
             text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
             parts.append(f"{flag} {text}")
     return " ".join(parts)
