@@ -21,7 +21,7 @@ from pathlib import Path
 from pipesim.commands.calibrate import fit_cost_file
 from pipesim.errors import UsageError
 from schedules.fileio import write_atomic
-from simulator.costfile import load_costs
+from simulator.costfile import loads_costs
 from traces.io import dumps_trace, load_trace
 from traces.replay import (
     COMMAND,
@@ -87,7 +87,8 @@ def predict_text(measured: Trace, costs_path: Path) -> tuple[Trace, str]:
     """Today's prediction of a recorded run: its schedule simulated with the recorded cost file."""
     from simulator.simulation import simulate  # SimPy loads here, not when the CLI lists its commands
 
-    trace = simulate(schedule_of(measured.schedule), load_costs(costs_path), meta={"costs": COSTS}).trace()
+    costs = loads_costs(costs_path.read_text(encoding="utf-8"), source=COSTS)  # the same bytes from anywhere
+    trace = simulate(schedule_of(measured.schedule), costs, meta={"costs": COSTS}).trace()
     return trace, dumps_trace(trace)
 
 
