@@ -201,7 +201,7 @@ def test_what_the_calibration_cannot_carry_is_refused(capsys, folder: Path, tmp_
         "--trace",
         str(tmp_path / "t.json"),
     )
-    assert code == 2 and "another P changes which layers each stage holds" in err
+    assert code == 2 and "-p 4: the run at" in err and "does not say which model its run trained" in err
     assert not (tmp_path / "t.json").exists()
     assert run(capsys, "calibrate", str(folder / "1f1b"), "-o", str(tmp_path / "c.toml"))[0] == 0
     code, _, err = run(
