@@ -9,8 +9,8 @@ The rule, for README.md, traces/README.md and every docs/*.md (a page added late
   other shell syntax (pipes, redirections, variables) is understood.
 - The commands of one page run in their order, in one fresh temporary folder (so a file that one
   command writes is there for the next), through `pipesim.cli.main`, and each must exit 0. An argument
-  that names a file of the repository (simulator/presets/example.toml) and no file of the temporary
-  folder gets the checkout's path.
+  that is a path (with a /) of the repository (simulator/presets/example.toml, traces/recorded) and of
+  nothing in the temporary folder gets the checkout's path.
 - Shortening, so that the whole file stays within about a minute: `pipesim run` runs at most
   `--steps 2` (added when absent), and on the CPU: `--device cuda` becomes `--device cpu` (the GPU path
   has its own `gpu` tests; a documented 8-GPU run must not depend on the machine the suite runs on).
@@ -127,9 +127,11 @@ def shortened(argv: tuple[str, ...]) -> list[str]:
 
 
 def with_repository_paths(args: list[str], folder: Path) -> list[str]:
-    """Arguments naming a file of the repository, and none of `folder`, get the checkout's path."""
+    """Arguments that are paths (with a /) of the repository, and of nothing in `folder`, get the
+    checkout's path."""
     return [
-        str(ROOT / arg) if not (folder / arg).exists() and (ROOT / arg).is_file() else arg for arg in args
+        str(ROOT / arg) if "/" in arg and not (folder / arg).exists() and (ROOT / arg).exists() else arg
+        for arg in args
     ]
 
 
