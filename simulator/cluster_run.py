@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from schedules.ir import Kind
 from schedules.registry import build_with_defaults, get_info
 from simulator.cluster import ClusterSpec
 from simulator.cluster_costs import ClusterCosts, cluster_costs
@@ -123,6 +124,43 @@ class ClusterPrediction:
             "working": self.built.working_bytes,
         }
 
+    def breakdown(self) -> dict[str, float]:
+        """Seconds of one step on the busiest pipeline rank (one GPU of it), by what it spends them on:
+        kernels (forward and backward), recompute, tensor-parallel collectives, optimizer (with the
+        exposed data-parallel all-reduce), and idle (the bubble, waiting for messages, blocking sends)."""
+        plan, schedule = self.simulation.plan, self.simulation.schedule
+        steps, m, layer = schedule.steps, self.parallel.microbatches, self.built.layer
+        full = self.parallel.recompute == "full"
+        rows = []
+        for rank in range(schedule.ranks):
+            entry, n = self.built.costs.stage(rank), self.built.layers_per_rank[rank]
+            comm = n * (layer.forward_comm * (2 if full else 1) + layer.backward_comm)
+            again = n * layer.recompute - (n * layer.forward_comm if full else 0.0)
+            optimizer = sum(
+                seconds
+                for action, seconds in zip(schedule.actions[rank], plan.durations[rank], strict=True)
+                if action.kind is Kind.OPT
+            )
+            work = m * (entry.forward + entry.backward)
+            rows.append(
+                (
+                    work + optimizer / steps,
+                    work - comm * m - again * m,
+                    again * m,
+                    comm * m,
+                    optimizer / steps,
+                )
+            )
+        _, kernels, recompute, comm, optimizer = max(rows)
+        busy = kernels + recompute + comm + optimizer
+        return {
+            "kernels": kernels,
+            "recompute": recompute,
+            "tp_comm": comm,
+            "optimizer": optimizer,
+            "idle": max(0.0, self.iteration_time - busy),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """The issue's keys first, then the configuration, the parts and the simulator's metrics."""
         p, layer = self.parallel, self.built.layer
@@ -160,6 +198,7 @@ class ClusterPrediction:
                 "backward_comm": layer.backward_comm,
                 "recompute": layer.recompute,
             },
+            "breakdown": self.breakdown(),
             "p2p_seconds": self.built.p2p_seconds,
             "dp_allreduce_seconds": self.built.dp_seconds,
             "metrics": self.metrics.to_dict(),
