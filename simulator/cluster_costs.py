@@ -208,6 +208,7 @@ def cluster_costs(model: TransformerConfig, cluster: ClusterSpec, parallel: Para
         overlap=False,
         optimizer="adamw",
         master_weights=True,
+        persistent_gradients=True,
         data_parallel=p.dp,
         dp_latency=dp_latency,
         dp_bandwidth=dp_bandwidth,

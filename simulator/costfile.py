@@ -16,7 +16,7 @@ The file layout (every field and its unit: docs/cost-model.md):
     [jitter]              # distribution, sigma, seed
     [stragglers]          # "rank" = slow-down factor
     [workload]            # microbatch_size, sequence_length
-    [memory]              # capacity, master_weights
+    [memory]              # capacity, master_weights, persistent_gradients
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ _TABLES = {
     "data_parallel": ("replicas", "latency", "bandwidth", "overlap"),
     "jitter": ("distribution", "sigma", "seed", "factors"),
     "workload": ("microbatch_size", "sequence_length"),
-    "memory": ("capacity", "master_weights"),
+    "memory": ("capacity", "master_weights", "persistent_gradients"),
 }
 
 
@@ -102,8 +102,9 @@ def costs_from_dict(data: dict[str, Any]) -> CostModel:
             kwargs[key] = parse_count(workload[key], f"workload.{key}", minimum=1)
     if "capacity" in data.get("memory", {}):
         kwargs["memory_capacity"] = parse_bytes(data["memory"]["capacity"], "memory.capacity")
-    if "master_weights" in data.get("memory", {}):
-        kwargs["master_weights"] = _flag(data["memory"]["master_weights"], "memory.master_weights")
+    for key in ("master_weights", "persistent_gradients"):
+        if key in data.get("memory", {}):
+            kwargs[key] = _flag(data["memory"][key], f"memory.{key}")
     kwargs["stragglers"] = _stragglers(data.get("stragglers", {}))
     return CostModel(**kwargs)
 
@@ -320,6 +321,7 @@ def dumps_costs(costs: CostModel) -> str:
         "memory": {
             **({} if costs.memory_capacity is None else {"capacity": costs.memory_capacity}),
             **({"master_weights": True} if costs.master_weights else {}),
+            **({"persistent_gradients": True} if costs.persistent_gradients else {}),
         },
     }
     for name, values in tables.items():

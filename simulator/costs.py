@@ -158,6 +158,9 @@ class CostModel:
     """Seconds per ring hop of the data-parallel all-reduce."""
     dp_bandwidth: float = math.inf
     """Bytes per second of a data-parallel link."""
+    persistent_gradients: bool = False
+    """True: each stage's gradient buffer is allocated once and held throughout (Megatron-LM's
+    contiguous gradient buffer); False: from the first backward after an update until the update."""
     dp_overlap: bool = False
     """True: a stage's all-reduce starts with its last backward and OPT waits only for the part that
     the backward does not cover (PyTorch DDP); False: it runs after the backward, inside OPT."""

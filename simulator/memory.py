@@ -88,8 +88,10 @@ def memory_plan(schedule: Schedule, costs: CostModel) -> MemoryPlan:
     for rank, actions in enumerate(schedule.actions):
         delta = [constants[a.stage][a.kind] for a in actions]
         start = _weights(actions, set(schedule.layout.rank_stages(rank)), sizes, delta)
-        updated = _stateful(actions, sizes, delta)
+        updated = _stateful(actions, sizes, delta, persistent=costs.persistent_gradients)
         start += sum(sizes[stage].optimizer for stage in updated)
+        if costs.persistent_gradients:  # one gradient buffer per stage held, allocated up front
+            start += sum(sizes[stage].weights for stage in schedule.layout.rank_stages(rank))
         base.append(start)
         static.append(list(accumulate(delta, initial=start))[1:])
     return MemoryPlan(base=base, static=static)
@@ -173,16 +175,17 @@ def _weights(actions, stages: set[int], sizes: list[StageBytes], delta: list[int
 _STATEFUL = frozenset({Kind.B, Kind.W, Kind.OPT, Kind.SEND_G, Kind.RECV_G})
 
 
-def _stateful(actions, sizes: list[StageBytes], delta: list[int]) -> set[int]:
+def _stateful(actions, sizes: list[StageBytes], delta: list[int], *, persistent: bool = False) -> set[int]:
     """What depends on history: a stage's gradient buffer (allocated by its first B/W after an update,
-    freed by OPT or SEND_G) and received gradients (freed by OPT). Returns the stages the rank updates."""
+    freed by OPT or SEND_G; never, when `persistent`: memory_plan counts it from the start) and received
+    gradients (freed by OPT). Returns the stages the rank updates."""
     has_grad: set[int] = set()
     received: dict[int, int] = {}  # stage -> bytes of RECV_G buffers waiting for its OPT
     updated: set[int] = set()
     for i, a in [(i, a) for i, a in enumerate(actions) if a.kind in _STATEFUL]:
         kind, stage, size = a.kind, a.stage, sizes[a.stage]
         if kind is Kind.B or kind is Kind.W:
-            if stage not in has_grad:
+            if not persistent and stage not in has_grad:
                 has_grad.add(stage)
                 delta[i] += size.weights
         elif kind is Kind.RECV_G:
@@ -191,7 +194,7 @@ def _stateful(actions, sizes: list[StageBytes], delta: list[int]) -> set[int]:
             if kind is Kind.OPT:
                 updated.add(stage)
                 delta[i] -= received.pop(stage, 0)
-            if stage in has_grad:
+            if not persistent and stage in has_grad:
                 has_grad.discard(stage)
                 delta[i] -= size.weights
     return updated

@@ -24,7 +24,7 @@ from pipesim.errors import UsageError
 from schedules.registry import DEFAULT_CHUNKS, get_info
 from simulator.cluster import CLUSTERS, DTYPES
 from simulator.transformer import MODEL_PRESETS, RECOMPUTE
-from simulator.units import CostError, parse_bytes
+from simulator.units import CostError, parse_bytes, parse_count
 
 if TYPE_CHECKING:
     from simulator.cluster_run import ClusterPrediction
@@ -79,18 +79,18 @@ def parallel_config(args: argparse.Namespace, schedule: str) -> ParallelConfig:
     """The ParallelConfig the flags describe for one schedule (UsageError for sizes that disagree)."""
     from simulator.parallel import ParallelConfig
 
-    pp = _agree(args.pp, args.stages, "--pp", "-p") or 1
-    dp = int(args.dp) if args.dp is not None else 1
-    micro_batch = args.microbatch_size or 1
+    pp = _given(_agree(args.pp, args.stages, "--pp", "-p"), 1)
+    dp = parse_count(args.dp, "--dp", minimum=1) if args.dp is not None else 1
+    micro_batch = _given(args.microbatch_size, 1)
     global_batch = args.global_batch
     if global_batch is None:
         if args.microbatches is None:
             raise UsageError("--cluster needs --global-batch (or -m, the microbatches per replica)")
         global_batch = args.microbatches * dp * micro_batch
     uses_chunks = get_info(schedule).uses_chunks
-    chunks = (args.chunks or DEFAULT_CHUNKS) if uses_chunks else (args.chunks or 1)
+    chunks = _given(args.chunks, DEFAULT_CHUNKS if uses_chunks else 1)
     parallel = ParallelConfig(
-        tp=args.tp or 1,
+        tp=_given(args.tp, 1),
         pp=pp,
         dp=dp,
         micro_batch=micro_batch,
@@ -106,6 +106,10 @@ def parallel_config(args: argparse.Namespace, schedule: str) -> ParallelConfig:
     if args.microbatches is not None and global_batch % (dp * micro_batch) == 0:
         _agree(args.microbatches, parallel.microbatches, "-m", "--global-batch / (dp x micro-batch)")
     return parallel
+
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def _agree(first: int | None, second: int | None, name: str, other: str) -> int | None:
