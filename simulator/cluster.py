@@ -54,6 +54,9 @@ class ClusterSpec:
     """Fraction of memory_bandwidth that element-wise kernels and the optimizer step reach."""
     memory_capacity: int
     """Bytes of device memory per GPU."""
+    memory_reserved: int
+    """Bytes of it a training process cannot give the model: the CUDA context and library workspaces,
+    NCCL's buffers, the caching allocator's fragmentation."""
     intra_bandwidth: float
     """Bytes/s one GPU sends on NVLink, one direction."""
     intra_latency: float
@@ -146,6 +149,7 @@ def dgx_a100_80gb() -> ClusterSpec:
         memory_bandwidth=2.039e12,
         memory_efficiency=0.7,
         memory_capacity=80 * 2**30,
+        memory_reserved=5 * 2**30,
         intra_bandwidth=300e9,
         intra_latency=5e-6,
         intra_efficiency=0.7,
@@ -167,11 +171,12 @@ def dgx_h100() -> ClusterSpec:
     return ClusterSpec(
         name="dgx-h100",
         gpus_per_node=8,
-        peak_flops={"bf16": 989e12, "fp16": 989e12, "fp8": 1979e12},
+        peak_flops={"bf16": 989.4e12, "fp16": 989.4e12, "fp8": 1978.9e12},
         gemm_efficiency=H100_GEMM_EFFICIENCY,
         memory_bandwidth=3.35e12,
         memory_efficiency=0.8,
         memory_capacity=80 * 2**30,
+        memory_reserved=5 * 2**30,
         intra_bandwidth=450e9,
         intra_latency=5e-6,
         intra_efficiency=0.7,
@@ -183,7 +188,7 @@ def dgx_h100() -> ClusterSpec:
 
 A100_GEMM_EFFICIENCY = ((1e8, 0.25), (1e9, 0.45), (1e10, 0.62), (1e11, 0.72), (1e12, 0.77))
 """Fraction of the A100's 312 TFLOP/s that one fp16 GEMM of so many FLOPs reaches (docs/cluster.md)."""
-H100_GEMM_EFFICIENCY = ((1e8, 0.12), (1e9, 0.3), (1e10, 0.55), (1e11, 0.66), (1e12, 0.72))
+H100_GEMM_EFFICIENCY = ((1e8, 0.12), (1e9, 0.3), (1e10, 0.5), (1e11, 0.65), (1e12, 0.72))
 """The same for the H100's 989 TFLOP/s (a faster GPU needs bigger GEMMs to fill it)."""
 
 CLUSTERS: dict[str, Callable[[], ClusterSpec]] = {"dgx-a100-80gb": dgx_a100_80gb, "dgx-h100": dgx_h100}

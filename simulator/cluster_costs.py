@@ -107,13 +107,13 @@ def _backward_times(cluster: ClusterSpec, ops: list[Op], dtype: str) -> tuple[fl
     """(input-gradient seconds, weight-gradient seconds) of the backward of `ops`."""
     inputs = weights = 0.0
     for op in ops:
-        if op.gemms:
-            one = _op_time(cluster, op, dtype)  # each gradient GEMM is as big as the forward
-            inputs += one
-            weights += one if op.weighted else 0.0
-            inputs += 0.0 if op.weighted else one
-        else:
+        if not op.gemms:
             inputs += cluster.memory_time(op.bytes * BACKWARD_BYTES.get(op.name, 1.5))
+        elif op.weighted:  # an input gradient and a weight gradient, each as big as the forward
+            one = _op_time(cluster, op, dtype)
+            inputs, weights = inputs + one, weights + one
+        else:  # attention's batched GEMMs: two input gradients
+            inputs += 2 * _op_time(cluster, op, dtype)
     return inputs, weights
 
 

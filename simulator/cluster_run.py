@@ -51,7 +51,8 @@ class ClusterPrediction:
     simulation: Simulation
     """The simulated schedule (its trace and metrics)."""
     memory_limit: int
-    """Bytes per GPU the configuration must fit in (the cluster's capacity unless told)."""
+    """Bytes of memory per GPU (the cluster's capacity unless told); the configuration must fit in
+    it less the cluster's memory_reserved."""
 
     @cached_property
     def metrics(self) -> Metrics:
@@ -102,11 +103,16 @@ class ClusterPrediction:
         return max(peaks) + self.built.working_bytes
 
     @property
+    def usable_memory(self) -> int:
+        """Bytes per GPU the model may use: the limit less what the runtime keeps."""
+        return max(0, self.memory_limit - self.cluster.memory_reserved)
+
+    @property
     def fits(self) -> bool:
-        return self.memory_per_gpu <= self.memory_limit
+        return self.memory_per_gpu <= self.usable_memory
 
     def memory_parts(self) -> dict[str, int]:
-        """Bytes per GPU on the most loaded rank: one copy of weights, gradients, optimizer state
+        """Bytes per GPU on the most loaded rank: one copy of weights, gradients (fp32), optimizer state
         (fp32 master and Adam's moments), and the rest of the simulator's peak (activations in flight,
         extra weight versions, send and receive buffers), plus the working set."""
         peaks = [peak or 0 for peak in self.metrics.peak_memory]
@@ -115,7 +121,7 @@ class ClusterPrediction:
         entry = costs.stage(rank)
         static = {
             "weights": entry.weight_bytes,
-            "gradients": entry.weight_bytes,
+            "gradients": entry.weight_bytes * (2 if costs.master_weights else 1),
             "optimizer": costs.optimizer_state_bytes(entry),
         }
         return {
@@ -171,6 +177,7 @@ class ClusterPrediction:
             "mfu": self.mfu,
             "memory_per_gpu": self.memory_per_gpu,
             "memory_limit": self.memory_limit,
+            "memory_usable": self.usable_memory,
             "fits": self.fits,
             "bubble_fraction": self.metrics.bubble_fraction,
             "model": self.model.name,

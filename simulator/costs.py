@@ -150,8 +150,9 @@ class CostModel:
     optimizer: str = "adamw"
     """Optimizer whose state is held: adamw, nadamw, muon, sgd, rotation or none (OPTIMIZER_STATE)."""
     master_weights: bool = False
-    """Mixed precision: weight_bytes are 16-bit weights, and the optimizer keeps an fp32 master copy
-    and fp32 state (AdamW: 2 + 2 x 2 x 2 = 6 x weight_bytes, 12 bytes per parameter)."""
+    """Mixed precision: weight_bytes are 16-bit weights; the optimizer keeps an fp32 master copy and
+    fp32 state (AdamW: 6 x weight_bytes, 12 bytes per parameter) and gradients accumulate in fp32
+    (a gradient buffer of 2 x weight_bytes): 18 bytes per parameter in all, as Megatron-LM's."""
     data_parallel: int = 1
     """Data-parallel replicas of the whole pipeline; > 1 adds a ring all-reduce of the gradient at OPT."""
     dp_latency: float = 0.0

@@ -10,7 +10,9 @@ Note: what is held, per rank (sizes per virtual stage from the cost model, divid
                  RECV_W; version 0 from the start) until it is superseded and read for the last time
                  (the rule of schedules/analytics.weight_versions)
     optimizer    stages the rank updates: OPTIMIZER_STATE[optimizer] x weights (+ rotation_bytes)
-    gradients    a stage's buffer from its first B/W after an update until its OPT (or SEND_G): the
+    gradients    a stage's buffer (fp32, twice the weights, with master weights; held throughout with
+                 persistent gradients, as Megatron-LM's contiguous buffer; otherwise) from its first
+                 B/W after an update until its OPT (or SEND_G): the
                  gradients that join one update (schedules.semantics), so AMDP's last-stage backward
                  of the next step, which joins the update it precedes, needs no second buffer
                  + each RECV_G's buffer until the stage's next OPT
@@ -43,7 +45,9 @@ class StageBytes:
     """Sizes of one virtual stage, in bytes."""
 
     weights: int
-    """One copy of the weights (and of the gradient buffer)."""
+    """One copy of the weights."""
+    gradients: int
+    """The stage's gradient buffer (as big as the weights; twice, fp32, with master weights)."""
     optimizer: int
     """Optimizer state of the stage (held by the rank that updates it)."""
     stash: int
@@ -71,6 +75,7 @@ def stage_bytes(schedule: Schedule, costs: CostModel) -> list[StageBytes]:
         out.append(
             StageBytes(
                 weights=entry.weight_bytes // chunks,
+                gradients=entry.weight_bytes // chunks * (2 if costs.master_weights else 1),
                 optimizer=costs.optimizer_state_bytes(entry) // chunks,
                 stash=entry.stash_bytes // chunks,
                 kept=entry.weight_input_bytes // chunks,
@@ -91,7 +96,7 @@ def memory_plan(schedule: Schedule, costs: CostModel) -> MemoryPlan:
         updated = _stateful(actions, sizes, delta, persistent=costs.persistent_gradients)
         start += sum(sizes[stage].optimizer for stage in updated)
         if costs.persistent_gradients:  # one gradient buffer per stage held, allocated up front
-            start += sum(sizes[stage].weights for stage in schedule.layout.rank_stages(rank))
+            start += sum(sizes[stage].gradients for stage in schedule.layout.rank_stages(rank))
         base.append(start)
         static.append(list(accumulate(delta, initial=start))[1:])
     return MemoryPlan(base=base, static=static)
@@ -187,7 +192,7 @@ def _stateful(actions, sizes: list[StageBytes], delta: list[int], *, persistent:
         if kind is Kind.B or kind is Kind.W:
             if not persistent and stage not in has_grad:
                 has_grad.add(stage)
-                delta[i] += size.weights
+                delta[i] += size.gradients
         elif kind is Kind.RECV_G:
             received[stage] = received.get(stage, 0) + size.weights
         else:  # OPT or SEND_G
@@ -196,7 +201,7 @@ def _stateful(actions, sizes: list[StageBytes], delta: list[int], *, persistent:
                 delta[i] -= received.pop(stage, 0)
             if not persistent and stage in has_grad:
                 has_grad.discard(stage)
-                delta[i] -= size.weights
+                delta[i] -= size.gradients
     return updated
 
 

@@ -166,7 +166,7 @@ def _memory(built: ClusterCosts, p: ParallelConfig) -> int:
     in_flight = {"gpipe": m, "amdp": P}.get(p.schedule, min(m, P))
     if p.schedule == "interleaved":
         in_flight = min(m, P) * (1 + (P - 1) / (P * p.chunks))
-    static = entry.weight_bytes * (versions + 1) + costs.optimizer_state_bytes(entry)
+    static = entry.weight_bytes * (versions + 2) + costs.optimizer_state_bytes(entry)  # fp32 gradients
     return int(static + in_flight * entry.stash_bytes + built.working_bytes)
 
 
@@ -193,6 +193,7 @@ def search(
 ) -> SearchResult:
     """Price every configuration, simulate the `candidates` best that may fit, rank those that do."""
     limit = space.memory_limit if space.memory_limit is not None else cluster.memory_capacity
+    usable = limit - cluster.memory_reserved
     configs = configurations(model, cluster, space)
     if not configs:
         raise CostError(
@@ -201,7 +202,7 @@ def search(
         )
     estimates = [estimate(model, cluster, parallel) for parallel in configs]
     hopeful = sorted(
-        (e for e in estimates if e.memory <= limit * MEMORY_MARGIN), key=lambda e: (e.seconds, e.memory)
+        (e for e in estimates if e.memory <= usable * MEMORY_MARGIN), key=lambda e: (e.seconds, e.memory)
     )
     chosen = hopeful[:candidates] or sorted(estimates, key=lambda e: e.memory)[: max(1, candidates // 4)]
     if on_total:

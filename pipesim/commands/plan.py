@@ -128,17 +128,18 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0 if result.ranked else 1
-    print(format_plan(result, model.name, cluster.name, space, limit, args.top))
+    print(format_plan(result, model.name, cluster.name, space, limit, args.top, cluster.memory_reserved))
     return 0 if result.ranked else 1
 
 
-def format_plan(result, model: str, cluster: str, space, limit: int, top: int) -> str:
+def format_plan(result, model: str, cluster: str, space, limit: int, top: int, reserved: int) -> str:
     """The best `top` configurations, then why the runner-up loses."""
     from simulator.planner import why_slower
 
     title = (
         f"{model} on {space.gpus} GPUs of {cluster}, global batch {space.global_batch}, at most "
-        f"{capacity(limit)} per GPU: {result.considered} configurations, {result.simulated} simulated"
+        f"{capacity(limit)} per GPU ({size(limit - reserved)} usable): {result.considered} configurations, "
+        f"{result.simulated} simulated"
     )
     if not result.ranked:
         closest = result.too_big[0] if result.too_big else None

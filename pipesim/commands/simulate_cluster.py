@@ -192,7 +192,8 @@ def _does_not_fit(prediction: ClusterPrediction) -> str:
     p = prediction.parallel
     return (
         f"{p.schedule}: predicted {size(prediction.memory_per_gpu)} per GPU exceeds the "
-        f"{capacity(prediction.memory_limit)} of one GPU: it would not fit"
+        f"{size(prediction.usable_memory)} usable of one GPU's {capacity(prediction.memory_limit)}: "
+        "it would not fit"
     )
 
 
@@ -217,7 +218,8 @@ def summary_rows(prediction: ClusterPrediction) -> list[tuple[str, str]]:
         ("bubble fraction", number(prediction.metrics.bubble_fraction)),
         (
             "memory per GPU",
-            f"{size(prediction.memory_per_gpu)} of {capacity(prediction.memory_limit)}: {fit}",
+            f"{size(prediction.memory_per_gpu)} of {size(prediction.usable_memory)} usable "
+            f"({capacity(prediction.memory_limit)} per GPU): {fit}",
         ),
     ]
 
@@ -279,7 +281,7 @@ def format_cluster_side_by_side(predictions: list[ClusterPrediction]) -> str:
     title = (
         f"{first.model.name} on {p.gpus} GPUs of {first.cluster.name}: tp {p.tp} x pp {p.pp} x dp {p.dp}, "
         f"b {p.micro_batch}, m = {p.microbatches}, {p.recompute}{' + SP' if p.sequence_parallel else ''}, "
-        f"{p.dtype}; memory limit {capacity(first.memory_limit)}"
+        f"{p.dtype}; {size(first.usable_memory)} usable per GPU"
     )
     peak = first.cluster.peak(p.dtype) / 1e12
     notes = f"MFU: model FLOP/s over the {peak:g} TFLOP/s peak of {p.dtype}"
