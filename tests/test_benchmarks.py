@@ -1,4 +1,5 @@
-"""The executor benchmark's arithmetic: the share of the ideal improvement, and the ideal it prints.
+"""The benchmarks' arithmetic: the executor's share of the ideal improvement and the ideal it prints; the
+published tables read with their configurations, and their errors.
 
 .venv/bin/pytest tests/test_benchmarks.py
 """
@@ -49,6 +50,7 @@ def _published():
         "bench_published", ROOT / "benchmarks" / "bench_published.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
