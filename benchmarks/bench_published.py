@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_published.py              # the table, errors and goals (seconds)
     .venv/bin/python benchmarks/bench_published.py --markdown   # the same table for README.md
+    .venv/bin/python benchmarks/bench_published.py --sensitivity   # each constant moved, the goals again
 
 The measurements (benchmarks/published/, docs/cluster.md says where each comes from), all on NVIDIA's
 Selene (DGX A100 80 GB nodes), GPT models with vocabulary 51,200 and sequence length 2048:
@@ -31,12 +32,12 @@ import argparse
 import csv
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulator.cluster import cluster_preset
+from simulator.cluster import ClusterSpec, cluster_preset
 from simulator.cluster_run import predict
 from simulator.parallel import ParallelConfig
 from simulator.transformer import TransformerConfig
@@ -137,9 +138,9 @@ def k22_rows() -> list[Row]:
     return rows
 
 
-def predicted_value(row: Row) -> float:
+def predicted_value(row: Row, cluster: ClusterSpec | None = None) -> float:
     """What the row measured, predicted: hardware TFLOP/s per GPU (SC21) or seconds (K22)."""
-    prediction = predict(row.model, cluster_preset("dgx-a100-80gb"), row.parallel)
+    prediction = predict(row.model, cluster or cluster_preset("dgx-a100-80gb"), row.parallel)
     return prediction.hardware_tflops_per_gpu if row.table == "SC21" else prediction.iteration_time
 
 
@@ -189,11 +190,43 @@ def print_table(results: list[tuple[Row, float, float]], *, markdown: bool) -> N
         print("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)))
 
 
+def variants(cluster: ClusterSpec) -> dict[str, ClusterSpec]:
+    """The preset with one constant moved at a time: the GEMM curve by -5% and +5%, the efficiencies of
+    memory, NVLink and the network by -0.1 and +0.1 (capped at 1)."""
+    out = {}
+    for factor in (0.95, 1.05):
+        curve = tuple((flops, min(1.0, eff * factor)) for flops, eff in cluster.gemm_efficiency)
+        out[f"gemm curve x {factor}"] = replace(cluster, gemm_efficiency=curve)
+    for key in ("memory_efficiency", "intra_efficiency", "inter_efficiency"):
+        for step in (-0.1, 0.1):
+            value = round(min(1.0, getattr(cluster, key) + step), 2)
+            out[f"{key} {value}"] = replace(cluster, **{key: value})
+    return out
+
+
+def sensitivity(rows: list[Row]) -> None:
+    """The goals with each constant moved (one line per variant)."""
+    for name, cluster in variants(cluster_preset("dgx-a100-80gb")).items():
+        results = []
+        for row in rows:
+            predicted = predicted_value(row, cluster)
+            results.append((row, predicted, error(row, predicted)))
+        reached = goals(results)
+        print(
+            f"{name:28} "
+            + "  ".join(f"{key.replace('_', ' ')} {value:5.2f}%" for key, value in reached.items())
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    parser.add_argument("--sensitivity", action="store_true", help="the goals with each constant moved")
     args = parser.parse_args()
     start = time.perf_counter()
+    if args.sensitivity:
+        sensitivity(sc21_rows() + k22_rows())
+        return 0
     results = []
     for row in sc21_rows() + k22_rows():
         predicted = predicted_value(row)

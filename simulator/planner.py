@@ -230,7 +230,7 @@ def _simulate_all(jobs_list: list[tuple], jobs: int, progress: Callable[[], None
 
 PARTS = {
     "idle": "idle time (pipeline bubble, waiting for messages)",
-    "kernels": "forward and backward kernels",
+    "kernels": "forward and backward kernels of the busiest rank",
     "recompute": "recompute",
     "tp_comm": "tensor-parallel collectives",
     "optimizer": "optimizer step and exposed data-parallel all-reduce",
