@@ -9,12 +9,13 @@ Note: what is held, per rank (sizes per virtual stage from the cost model, divid
     weights      one copy per version held: version v of a stage from the action that writes it (OPT or
                  RECV_W; version 0 from the start) until it is superseded and read for the last time
                  (the rule of schedules/analytics.weight_versions)
-    optimizer    stages the rank updates: OPTIMIZER_STATE[optimizer] x weights (+ rotation_bytes)
-    gradients    a stage's buffer (fp32, twice the weights, with master weights; held throughout with
-                 persistent gradients, as Megatron-LM's contiguous buffer; otherwise) from its first
-                 B/W after an update until its OPT (or SEND_G): the
-                 gradients that join one update (schedules.semantics), so AMDP's last-stage backward
-                 of the next step, which joins the update it precedes, needs no second buffer
+    optimizer    stages the rank updates: OPTIMIZER_STATE[optimizer] x weights (+ rotation_bytes); with
+                 master weights fp32 state and an fp32 copy of the weights, 2 x (1 + that) x weights
+    gradients    a stage's buffer (twice the weights, fp32, with master weights) from its first B/W
+                 after an update until its OPT (or SEND_G), or from the start, throughout, with
+                 persistent gradients (Megatron-LM's contiguous buffer): the gradients that join one
+                 update (schedules.semantics), so AMDP's last-stage backward of the next step, which
+                 joins the update it precedes, needs no second buffer
                  + each RECV_G's buffer until the stage's next OPT
     activations  stash_bytes from F until its B; split: all but weight_input_bytes until I, those until W
     buffers      a RECV_F/RECV_B buffer until the action that consumes it; a send's buffer from the
