@@ -75,8 +75,9 @@ def memory_limit(args: argparse.Namespace) -> int | None:
     return None if args.memory_limit is None else parse_bytes(args.memory_limit, "--memory-limit")
 
 
-def parallel_config(args: argparse.Namespace, schedule: str) -> ParallelConfig:
-    """The ParallelConfig the flags describe for one schedule (UsageError for sizes that disagree)."""
+def parallel_config(args: argparse.Namespace, schedule: str, *, several: bool = False) -> ParallelConfig:
+    """The ParallelConfig the flags describe for one schedule (UsageError for sizes that disagree).
+    Among `several` schedules, --chunks applies to those that take chunks."""
     from simulator.parallel import ParallelConfig
 
     pp = _given(_agree(args.pp, args.stages, "--pp", "-p"), 1)
@@ -89,6 +90,8 @@ def parallel_config(args: argparse.Namespace, schedule: str) -> ParallelConfig:
         global_batch = args.microbatches * dp * micro_batch
     uses_chunks = get_info(schedule).uses_chunks
     chunks = _given(args.chunks, DEFAULT_CHUNKS if uses_chunks else 1)
+    if several and not uses_chunks:
+        chunks = 1
     parallel = ParallelConfig(
         tp=_given(args.tp, 1),
         pp=pp,
@@ -154,7 +157,7 @@ def run_cluster(args: argparse.Namespace, overrides: dict[str, Any], names: list
     model, cluster = transformer(args), cluster_preset(args.cluster)
     predictions = []
     for name in names:
-        parallel = parallel_config(args, name)
+        parallel = parallel_config(args, name, several=len(names) > 1)
         check_gpus(parallel, args.gpus)
         built = cluster_costs(model, cluster, parallel)
         built = replace(built, costs=with_overrides(built.costs, optimizer=args.optimizer, **overrides))
