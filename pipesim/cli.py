@@ -20,6 +20,7 @@ COMMANDS = (
     "schedules",
     "simulate",
     "sweep",
+    "plan",
     "run",
     "compare",
     "calibrate",

@@ -12,11 +12,11 @@ The file layout (every field and its unit: docs/cost-model.md):
     [stages.3]            # stage 3 differs; with any [stages.N], stages 0..N must all be there
     forward = "1.4 ms"
     [link]                # latency, bandwidth ("25 GB/s", "100 Gbit/s"), overlap
-    [data_parallel]       # replicas, latency, bandwidth
+    [data_parallel]       # replicas, latency, bandwidth, overlap
     [jitter]              # distribution, sigma, seed
     [stragglers]          # "rank" = slow-down factor
     [workload]            # microbatch_size, sequence_length
-    [memory]              # capacity
+    [memory]              # capacity, master_weights, persistent_gradients
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ _STAGE_TIMES = ("forward", "backward", "backward_weight", "optimizer_step", *HOS
 _STAGE_SIZES = (*SIZE_FIELDS, "matrix_bytes")
 _TABLES = {
     "link": ("latency", "bandwidth", "overlap", "jitter"),
-    "data_parallel": ("replicas", "latency", "bandwidth"),
+    "data_parallel": ("replicas", "latency", "bandwidth", "overlap"),
     "jitter": ("distribution", "sigma", "seed", "factors"),
     "workload": ("microbatch_size", "sequence_length"),
-    "memory": ("capacity",),
+    "memory": ("capacity", "master_weights", "persistent_gradients"),
 }
 
 
@@ -102,6 +102,9 @@ def costs_from_dict(data: dict[str, Any]) -> CostModel:
             kwargs[key] = parse_count(workload[key], f"workload.{key}", minimum=1)
     if "capacity" in data.get("memory", {}):
         kwargs["memory_capacity"] = parse_bytes(data["memory"]["capacity"], "memory.capacity")
+    for key in ("master_weights", "persistent_gradients"):
+        if key in data.get("memory", {}):
+            kwargs[key] = _flag(data["memory"][key], f"memory.{key}")
     kwargs["stragglers"] = _stragglers(data.get("stragglers", {}))
     return CostModel(**kwargs)
 
@@ -151,9 +154,7 @@ def _link(link: dict[str, Any]) -> dict[str, Any]:
     if "bandwidth" in link:
         out["bandwidth"] = parse_bandwidth(link["bandwidth"], "link.bandwidth")
     if "overlap" in link:
-        if not isinstance(link["overlap"], bool):
-            raise CostError(f"link.overlap: expected true or false, got {link['overlap']!r}")
-        out["overlap"] = link["overlap"]
+        out["overlap"] = _flag(link["overlap"], "link.overlap")
     if "jitter" in link:
         out["link_jitter"] = _factors(link["jitter"], "link.jitter")
     return out
@@ -173,7 +174,15 @@ def _data_parallel(table: dict[str, Any]) -> dict[str, Any]:
         out["dp_latency"] = parse_time(table["latency"], "data_parallel.latency")
     if "bandwidth" in table:
         out["dp_bandwidth"] = parse_bandwidth(table["bandwidth"], "data_parallel.bandwidth")
+    if "overlap" in table:
+        out["dp_overlap"] = _flag(table["overlap"], "data_parallel.overlap")
     return out
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise CostError(f"{where}: expected true or false, got {value!r}")
+    return value
 
 
 def _jitter(table: dict[str, Any]) -> dict[str, Any]:
@@ -299,6 +308,7 @@ def dumps_costs(costs: CostModel) -> str:
             "replicas": costs.data_parallel,
             "latency": costs.dp_latency,
             "bandwidth": costs.dp_bandwidth,
+            **({"overlap": True} if costs.dp_overlap else {}),
         },
         "jitter": {
             "distribution": costs.jitter,
@@ -308,7 +318,11 @@ def dumps_costs(costs: CostModel) -> str:
         },
         "stragglers": {str(rank): factor for rank, factor in costs.stragglers},
         "workload": {"microbatch_size": costs.microbatch_size, "sequence_length": costs.sequence_length},
-        "memory": {} if costs.memory_capacity is None else {"capacity": costs.memory_capacity},
+        "memory": {
+            **({} if costs.memory_capacity is None else {"capacity": costs.memory_capacity}),
+            **({"master_weights": True} if costs.master_weights else {}),
+            **({"persistent_gradients": True} if costs.persistent_gradients else {}),
+        },
     }
     for name, values in tables.items():
         if values:

@@ -149,12 +149,22 @@ class CostModel:
     of message times, mean about 1); empty: every transfer takes its nominal time."""
     optimizer: str = "adamw"
     """Optimizer whose state is held: adamw, nadamw, muon, sgd, rotation or none (OPTIMIZER_STATE)."""
+    master_weights: bool = False
+    """Mixed precision: weight_bytes are 16-bit weights; the optimizer keeps an fp32 master copy and
+    fp32 state (AdamW: 6 x weight_bytes, 12 bytes per parameter) and gradients accumulate in fp32
+    (a gradient buffer of 2 x weight_bytes): 18 bytes per parameter in all, as Megatron-LM's."""
     data_parallel: int = 1
     """Data-parallel replicas of the whole pipeline; > 1 adds a ring all-reduce of the gradient at OPT."""
     dp_latency: float = 0.0
     """Seconds per ring hop of the data-parallel all-reduce."""
     dp_bandwidth: float = math.inf
     """Bytes per second of a data-parallel link."""
+    persistent_gradients: bool = False
+    """True: each stage's gradient buffer is allocated once and held throughout (Megatron-LM's
+    contiguous gradient buffer); False: from the first backward after an update until the update."""
+    dp_overlap: bool = False
+    """True: a stage's all-reduce starts with its last backward and OPT waits only for the part that
+    the backward does not cover (PyTorch DDP); False: it runs after the backward, inside OPT."""
     jitter: str = "none"
     """Distribution of a per-action compute-time factor with mean 1: none, normal, lognormal, uniform,
     or empirical (drawn from jitter_factors)."""
@@ -234,6 +244,8 @@ class CostModel:
         if self.optimizer == "muon":
             return matrices + 2 * (weights - matrices)
         state = OPTIMIZER_STATE[self.optimizer] * weights
+        if self.master_weights:  # fp32 master copy and fp32 state: twice the 16-bit bytes each
+            state = 2 * (weights + state)
         return state + entry.rotation_bytes if self.optimizer == "basis-rotation" else state
 
     def straggler_factor(self, rank: int) -> float:
@@ -246,6 +258,12 @@ class CostModel:
     def allreduce_time(self, nbytes: int) -> float:
         """Seconds of the ring all-reduce of nbytes over the data-parallel replicas (simulator/links.py)."""
         return ring_allreduce_time(nbytes, self.data_parallel, self.dp_latency, self.dp_bandwidth)
+
+    def optimizer_sync_time(self, nbytes: int, backward: float) -> float:
+        """Seconds the data-parallel all-reduce of nbytes adds to an OPT whose stage's last backward
+        took `backward` seconds: all of it, or with dp_overlap what the backward did not hide."""
+        reduce = self.allreduce_time(nbytes)
+        return max(0.0, reduce - backward) if self.dp_overlap else reduce
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (infinite bandwidth as the string 'inf'), for trace meta."""

@@ -9,10 +9,13 @@ Note: what is held, per rank (sizes per virtual stage from the cost model, divid
     weights      one copy per version held: version v of a stage from the action that writes it (OPT or
                  RECV_W; version 0 from the start) until it is superseded and read for the last time
                  (the rule of schedules/analytics.weight_versions)
-    optimizer    stages the rank updates: OPTIMIZER_STATE[optimizer] x weights (+ rotation_bytes)
-    gradients    a stage's buffer from its first B/W after an update until its OPT (or SEND_G): the
-                 gradients that join one update (schedules.semantics), so AMDP's last-stage backward
-                 of the next step, which joins the update it precedes, needs no second buffer
+    optimizer    stages the rank updates: OPTIMIZER_STATE[optimizer] x weights (+ rotation_bytes); with
+                 master weights fp32 state and an fp32 copy of the weights, 2 x (1 + that) x weights
+    gradients    a stage's buffer (twice the weights, fp32, with master weights) from its first B/W
+                 after an update until its OPT (or SEND_G), or from the start, throughout, with
+                 persistent gradients (Megatron-LM's contiguous buffer): the gradients that join one
+                 update (schedules.semantics), so AMDP's last-stage backward of the next step, which
+                 joins the update it precedes, needs no second buffer
                  + each RECV_G's buffer until the stage's next OPT
     activations  stash_bytes from F until its B; split: all but weight_input_bytes until I, those until W
     buffers      a RECV_F/RECV_B buffer until the action that consumes it; a send's buffer from the
@@ -43,7 +46,9 @@ class StageBytes:
     """Sizes of one virtual stage, in bytes."""
 
     weights: int
-    """One copy of the weights (and of the gradient buffer)."""
+    """One copy of the weights."""
+    gradients: int
+    """The stage's gradient buffer (as big as the weights; twice, fp32, with master weights)."""
     optimizer: int
     """Optimizer state of the stage (held by the rank that updates it)."""
     stash: int
@@ -71,6 +76,7 @@ def stage_bytes(schedule: Schedule, costs: CostModel) -> list[StageBytes]:
         out.append(
             StageBytes(
                 weights=entry.weight_bytes // chunks,
+                gradients=entry.weight_bytes // chunks * (2 if costs.master_weights else 1),
                 optimizer=costs.optimizer_state_bytes(entry) // chunks,
                 stash=entry.stash_bytes // chunks,
                 kept=entry.weight_input_bytes // chunks,
@@ -88,8 +94,10 @@ def memory_plan(schedule: Schedule, costs: CostModel) -> MemoryPlan:
     for rank, actions in enumerate(schedule.actions):
         delta = [constants[a.stage][a.kind] for a in actions]
         start = _weights(actions, set(schedule.layout.rank_stages(rank)), sizes, delta)
-        updated = _stateful(actions, sizes, delta)
+        updated = _stateful(actions, sizes, delta, persistent=costs.persistent_gradients)
         start += sum(sizes[stage].optimizer for stage in updated)
+        if costs.persistent_gradients:  # one gradient buffer per stage held, allocated up front
+            start += sum(sizes[stage].gradients for stage in schedule.layout.rank_stages(rank))
         base.append(start)
         static.append(list(accumulate(delta, initial=start))[1:])
     return MemoryPlan(base=base, static=static)
@@ -173,27 +181,28 @@ def _weights(actions, stages: set[int], sizes: list[StageBytes], delta: list[int
 _STATEFUL = frozenset({Kind.B, Kind.W, Kind.OPT, Kind.SEND_G, Kind.RECV_G})
 
 
-def _stateful(actions, sizes: list[StageBytes], delta: list[int]) -> set[int]:
+def _stateful(actions, sizes: list[StageBytes], delta: list[int], *, persistent: bool = False) -> set[int]:
     """What depends on history: a stage's gradient buffer (allocated by its first B/W after an update,
-    freed by OPT or SEND_G) and received gradients (freed by OPT). Returns the stages the rank updates."""
+    freed by OPT or SEND_G; never, when `persistent`: memory_plan counts it from the start) and received
+    gradients (freed by OPT). Returns the stages the rank updates."""
     has_grad: set[int] = set()
     received: dict[int, int] = {}  # stage -> bytes of RECV_G buffers waiting for its OPT
     updated: set[int] = set()
     for i, a in [(i, a) for i, a in enumerate(actions) if a.kind in _STATEFUL]:
         kind, stage, size = a.kind, a.stage, sizes[a.stage]
         if kind is Kind.B or kind is Kind.W:
-            if stage not in has_grad:
+            if not persistent and stage not in has_grad:
                 has_grad.add(stage)
-                delta[i] += size.weights
+                delta[i] += size.gradients
         elif kind is Kind.RECV_G:
             received[stage] = received.get(stage, 0) + size.weights
         else:  # OPT or SEND_G
             if kind is Kind.OPT:
                 updated.add(stage)
                 delta[i] -= received.pop(stage, 0)
-            if stage in has_grad:
+            if not persistent and stage in has_grad:
                 has_grad.discard(stage)
-                delta[i] -= size.weights
+                delta[i] -= size.gradients
     return updated
 
 

@@ -190,7 +190,8 @@ def _templates(schedule: Schedule, costs: CostModel) -> list[dict[Kind, Callable
             Kind.B: entry.backward / chunks,
             Kind.I: entry.input_grad / chunks,
             Kind.W: entry.weight_grad / chunks,
-            Kind.OPT: entry.optimizer_step / chunks + costs.allreduce_time(weights),
+            Kind.OPT: entry.optimizer_step / chunks
+            + costs.optimizer_sync_time(weights, entry.backward / chunks),
         }
         table: dict[Kind, Callable[[Action], tuple]] = {
             kind: _constant((COMPUTE, seconds, 0, -1, None)) for kind, seconds in times.items()

@@ -158,8 +158,10 @@ def write_rows(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
 class ProgressBar:
     """`sweep [#####.....] 12/40` on stderr: redrawn in place on a terminal, a line per tenth otherwise."""
 
-    def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
-        self.total, self.done, self.width = total, 0, width
+    def __init__(
+        self, total: int, stream: TextIO | None = None, width: int = 30, label: str = "sweep"
+    ) -> None:
+        self.total, self.done, self.width, self.label = total, 0, width, label
         self.stream = stream or sys.stderr
         self.terminal = self.stream.isatty()
 
@@ -170,5 +172,5 @@ class ProgressBar:
             filled = self.width * self.done // max(1, self.total)
             bar = "#" * filled + "." * (self.width - filled)
             end = "\r" if self.terminal and self.done < self.total else "\n"
-            self.stream.write(f"sweep [{bar}] {self.done}/{self.total}{end}")
+            self.stream.write(f"{self.label} [{bar}] {self.done}/{self.total}{end}")
             self.stream.flush()

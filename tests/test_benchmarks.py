@@ -1,4 +1,5 @@
-"""The executor benchmark's arithmetic: the share of the ideal improvement, and the ideal it prints.
+"""The benchmarks' arithmetic: the executor's share of the ideal improvement and the ideal it prints; the
+published tables read with their configurations, and their errors.
 
 .venv/bin/pytest tests/test_benchmarks.py
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,32 @@ def test_the_table_prints_the_ideal_it_uses(capsys) -> None:
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ours 2bw"))
     assert "gain over 1F1B 1.054; ideal over 8 steps S(m+P-1)/(Sm+P-1) = 1.108" in line
     assert "50% of the ideal improvement" in line
+
+
+def _published():
+    spec = importlib.util.spec_from_file_location(
+        "bench_published", ROOT / "benchmarks" / "bench_published.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_published_tables_are_read_with_their_configurations() -> None:
+    bench = _published()
+    sc21, k22 = bench.sc21_rows(), bench.k22_rows()
+    assert len(sc21) == 10 and len(k22) == 8
+    largest = sc21[-1].parallel
+    assert (largest.tp, largest.pp, largest.dp, largest.microbatches) == (8, 64, 6, 512)
+    assert [row.parallel.dp_overlap for row in sc21] == [True] * 4 + [False] * 6  # --DDP-impl torch/local
+    assert {row.parallel.recompute for row in k22} == {"full", "selective"}
+    assert all(row.parallel.sequence_parallel == (row.parallel.recompute == "selective") for row in k22)
+    assert bench.error(k22[0], 1.1 * k22[0].measured) == pytest.approx(-10)
+    assert bench.error(sc21[0], 1.1 * sc21[0].measured) == pytest.approx(10)
+
+
+def test_the_22b_rows_are_predicted_within_the_goal() -> None:
+    bench = _published()
+    for row in bench.k22_rows()[:2]:  # one node, one microbatch: a fraction of a second each
+        assert abs(bench.error(row, bench.predicted_value(row))) < bench.GOALS["korthikanti_max"]

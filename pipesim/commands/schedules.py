@@ -102,13 +102,14 @@ def _add_request(parser: argparse.ArgumentParser) -> None:
     add_size_flags(parser)
 
 
-def add_size_flags(parser: argparse.ArgumentParser) -> None:
-    """-p, -m, --steps and --chunks, as every command that builds one schedule takes them."""
+def add_size_flags(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """-p, -m, --steps and --chunks, as every command that builds one schedule takes them (`required`
+    False: the command checks -p and -m itself, as `simulate` does when --cluster derives them)."""
     parser.add_argument(
-        "-p", "--stages", type=int, required=True, metavar="P", help="pipeline stages (ranks)"
+        "-p", "--stages", type=int, required=required, metavar="P", help="pipeline stages (ranks)"
     )
     parser.add_argument(
-        "-m", "--microbatches", type=int, required=True, metavar="M", help="microbatches per step"
+        "-m", "--microbatches", type=int, required=required, metavar="M", help="microbatches per step"
     )
     parser.add_argument(
         "--steps",

@@ -4,10 +4,13 @@
     pipesim simulate --schedule gpipe,1f1b,pipedream,2bw,amdp -p 8 -m 32          # side by side
     pipesim simulate --schedule 1f1b -p 4 -m 16 --model gpt2-small --device h100-sxm --json
     pipesim simulate --schedule 1f1b -p 4 -m 8 --costs costs.toml --trace t.json --chrome t.chrome.json
+    pipesim simulate --model gpt3-175b --cluster dgx-a100-80gb --tp 8 --pp 16 --dp 12 --micro-batch 1 \
+        --global-batch 1536 --schedule interleaved --chunks 2 --recompute selective --sequence-parallel
 
-Without --costs or --model/--device the costs are t_F = 1 s, t_B = 2 s and no communication (the closed
-forms of docs/schedules.md). Flags override any source; times and rates take units ("250us",
-"25GB/s"; docs/cost-model.md).
+With --cluster the costs come from a transformer on a GPU cluster (docs/cluster.md). Without --costs,
+--model/--device or --cluster the costs are t_F = 1 s, t_B = 2 s and no communication (the closed forms
+of docs/schedules.md). Flags override any source; times and rates take units ("250us", "25GB/s";
+docs/cost-model.md).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from pipesim.commands.schedules import (
     format_table,
     number,
 )
+from pipesim.commands.simulate_cluster import add_cluster_flags, cluster_flags_given, run_cluster
+from pipesim.errors import UsageError
 from schedules.registry import SCHEDULES, build_with_defaults, get_info
 from simulator.costs import DEFAULT_JITTER_SIGMA, JITTERS, OPTIMIZER_STATE, CostModel
 from simulator.presets import DEVICES, MODELS
@@ -61,8 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAMES",
         help=f"one or a comma list of: {', '.join(SCHEDULES)}",
     )
-    add_size_flags(parser)
+    add_size_flags(parser, required=False)
     add_cost_flags(parser)
+    add_cluster_flags(parser)
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the metrics as JSON (a list for several)")
     out.add_argument("--trace", metavar="FILE", help="write the trace (several schedules: FILE.<name>.json)")
@@ -77,7 +83,14 @@ def add_cost_flags(parser: argparse.ArgumentParser, *, device: bool = True) -> N
     source.add_argument("--model", metavar="PRESET", help=f"transformer preset: {', '.join(MODELS)}")
     if device:
         source.add_argument("--device", metavar="PRESET", help=f"device preset: {', '.join(DEVICES)}")
-    source.add_argument("--microbatch-size", type=int, metavar="N", help="samples per microbatch")
+    source.add_argument(
+        "--microbatch-size",
+        "--micro-batch",
+        dest="microbatch_size",
+        type=int,
+        metavar="N",
+        help="samples per microbatch",
+    )
     shape = parser.add_argument_group("model shape (with --model; the names of `pipesim run`'s flags)")
     shape.add_argument("--layers", type=int, metavar="N", help="transformer blocks (replaces the preset's)")
     shape.add_argument("--hidden", type=int, metavar="N", help="width of the residual stream")
@@ -117,8 +130,8 @@ def add_cost_flags(parser: argparse.ArgumentParser, *, device: bool = True) -> N
     flags.add_argument("--seed", metavar="N", help="seed of the jitter (default 0)")
 
 
-def cost_request(args: argparse.Namespace, device: str | None = None) -> CostRequest:
-    """The CostRequest the flags describe (`device` overrides args.device, for sweeps over devices)."""
+def override_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The override flags given, as keyword arguments of costfile.with_overrides."""
     overrides = {
         "forward": args.tf,
         "backward": args.tb,
@@ -133,7 +146,12 @@ def cost_request(args: argparse.Namespace, device: str | None = None) -> CostReq
         "jitter": args.jitter,
         "jitter_sigma": args.jitter_sigma,
     }
-    given = {key: value for key, value in overrides.items() if value is not None}
+    return {key: value for key, value in overrides.items() if value is not None}
+
+
+def cost_request(args: argparse.Namespace, device: str | None = None) -> CostRequest:
+    """The CostRequest the flags describe (`device` overrides args.device, for sweeps over devices)."""
+    given = override_flags(args)
     notes: tuple[str, ...] = ()
     if args.costs is None and args.model is None:
         given, notes = complete_times(given)
@@ -176,6 +194,16 @@ def run(args: argparse.Namespace) -> int:
     from simulator.simulation import simulate  # SimPy loads here, not when the CLI lists its commands
 
     names = schedule_names(args.schedule)
+    if args.cluster is not None:
+        overrides = {key: value for key, value in override_flags(args).items() if key != "data_parallel"}
+        return run_cluster(args, overrides, names)
+    cluster_only = cluster_flags_given(args)
+    if cluster_only:
+        raise UsageError(f"{', '.join(cluster_only)}: only with --cluster (and --model CONFIG)")
+    if args.stages is None or args.microbatches is None:
+        raise UsageError(
+            "pipesim simulate: the following arguments are required: -p/--stages, -m/--microbatches"
+        )
     request = cost_request(args)
     print_notes(request)
     schedules = [
