@@ -173,9 +173,23 @@ def _with_moves(report: ReplayReport, recorded: Trace, now: Trace) -> ReplayRepo
     moved = [(name, old[name], new[name]) for name in WATCHED if old[name] != new[name]]
     if len(recorded.events) != len(now.events):
         moved.append(("events", len(recorded.events), len(now.events)))
+    elif recorded.events == now.events:  # the same timeline: only the provenance changed
+        keys = sorted(_changed_keys(recorded.meta, now.meta))
+        moved.append(("meta (events identical)", "keys differ:", ", ".join(keys) or "(order)"))
     return ReplayReport(
         path=report.path, order_differences=report.order_differences, moved=moved, prediction_identical=False
     )
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(prefix + key)
+    return keys
 
 
 def accuracy_problems(measured: Trace, predicted: Trace, tolerance: dict[str, float]) -> list[str]:
