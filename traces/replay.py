@@ -86,7 +86,12 @@ class ReplayReport:
             )
         if not self.prediction_identical:
             lines.append("  prediction: re-simulating with the recorded costs no longer gives predicted.json")
-            lines += [f"    {name}: recorded {old}, now {new}" for name, old, new in self.moved]
+            lines += [
+                f"    {name}: recorded {old}, now {new}"
+                if name != "meta"
+                else f"    the events are identical; the meta differs in {new}"
+                for name, old, new in self.moved
+            ]
         lines += [f"  accuracy: {problem}" for problem in self.accuracy]
         return "\n".join(lines)
 
@@ -175,7 +180,7 @@ def _with_moves(report: ReplayReport, recorded: Trace, now: Trace) -> ReplayRepo
         moved.append(("events", len(recorded.events), len(now.events)))
     elif recorded.events == now.events:  # the same timeline: only the provenance changed
         keys = sorted(_changed_keys(recorded.meta, now.meta))
-        moved.append(("meta (events identical)", "keys differ:", ", ".join(keys) or "(order)"))
+        moved.append(("meta", None, ", ".join(keys) or "(order)"))
     return ReplayReport(
         path=report.path, order_differences=report.order_differences, moved=moved, prediction_identical=False
     )
