@@ -70,9 +70,15 @@ def test_single_process_run_prints_progress_and_a_summary_and_fills_the_folder(t
     assert "step 4/4" in captured.err and "tok/s" in captured.err and "val" in captured.err
     assert "first / final loss" in captured.out and "best val loss" in captured.out
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [0, 1, 2, 3]
     assert all({"step", "loss", "tokens_per_s", "time"} <= m.keys() for m in metrics)
     assert [("val_loss" in m) for m in metrics] == [False, True, False, True]
+    # One way to count steps everywhere a user reads them: from 1, metrics.jsonl as the progress line
+    # and the summary ("step 4/4" is the line {"step": 4}; the best val loss names its line's step).
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    for m in metrics:
+        assert f"step {m['step']}/4  loss {m['loss']:.4f}" in captured.err
+    best = min((m["val_loss"], m["step"]) for m in metrics if "val_loss" in m)
+    assert f"best val loss       {best[0]:.4f} (step {best[1]})" in captured.out
     trace = json.loads((folder / "trace.json").read_text())
     assert trace["source"] == "measured" and trace["schedule"]["name"] == "pipedream"
     assert {e["action"].split("@")[0][1:2] for e in trace["events"]} >= {"F", "B", "O"}
