@@ -45,9 +45,11 @@ class Collector:
         self.monitor = Monitor(folder, config, schedule)
         self.monitor.poll()
         self.progress = Progress(config, err, start=len(self.monitor.metrics), tty=False)
-        self.guard = threading.Lock()
+        self.guard, self.finish_guard = threading.Lock(), threading.Lock()
         self.started = time.monotonic()
         self.done = threading.Event()
+        self.finishing = False
+        self.result: bool | None = None
         threading.Thread(target=self._follow, daemon=True).start()
 
     def _follow(self) -> None:
@@ -61,7 +63,14 @@ class Collector:
 
     def finish(self, *, wait: float, out: TextIO = sys.stdout) -> bool:
         """Wait up to `wait` seconds for every rank's last word, then write metrics and trace; True when
-        the run completed (then the summary is printed)."""
+        the run completed (then the summary is printed). Called once; a second caller gets the result."""
+        self.finishing = True
+        with self.finish_guard:
+            if self.result is None:
+                self.result = self._finish(wait, out)
+        return self.result
+
+    def _finish(self, wait: float, out: TextIO) -> bool:
         self.done.set()
         deadline = time.monotonic() + wait
         while True:

@@ -30,13 +30,14 @@ from typing import TextIO
 
 import torch
 
+from executor.assemble import Assembly
 from executor.checkpoint_files import checkpoint_step, checkpoint_time, complete_checkpoints, find_checkpoint
-from executor.data import load_corpus
+from executor.data import Corpus
 from executor.errors import ExecutorConfigError
 from executor.local import Stopped, run_in_process
 from executor.monitor import Monitor, run_meta
 from executor.progress import Progress, print_summary, say
-from executor.runconfig import RunConfig, validate
+from executor.runconfig import RunConfig, validate_run
 from executor.runfolder import FolderLock, RunFolder
 from executor.supervise import Supervisor
 from executor.worker import LAUNCHER_ENV
@@ -92,22 +93,24 @@ class Prepared:
     """Held until the run ends (released by the kernel if this process dies)."""
     checkpoint: Path | None
     """The checkpoint folder a resumed run starts from; None for a new run."""
+    corpus: Corpus
+    """The training data, loaded once (the single-process mode trains on it)."""
 
 
 def prepare(config: RunConfig, *, warn=None, here: bool = True) -> Prepared:
     """Validate, lock the folder, pick the checkpoint to resume from, write config.json. Deletes nothing.
     `here`: the run starts on this machine (False for --prepare: its devices are not checked)."""
-    schedule = validate(config, here=here)
+    schedule, corpus = validate_run(config, here=here)
     folder = RunFolder(config.resume or config.out)
     lock = _claim(folder, resuming=config.resume is not None)
     try:
         checkpoint = _resume_point(config, folder, schedule, warn) if config.resume is not None else None
-        data = load_corpus(config.data).describe()
+        data = corpus.describe()
         folder.write_config(config, {"schedule_actions": sum(map(len, schedule.actions)), "data": data})
     except BaseException:
         lock.release()
         raise
-    return Prepared(schedule=schedule, folder=folder, lock=lock, checkpoint=checkpoint)
+    return Prepared(schedule=schedule, folder=folder, lock=lock, checkpoint=checkpoint, corpus=corpus)
 
 
 def _claim(folder: RunFolder, *, resuming: bool) -> FolderLock:
@@ -116,6 +119,8 @@ def _claim(folder: RunFolder, *, resuming: bool) -> FolderLock:
     if not resuming:
         if path.exists() and not path.is_dir():
             raise ExecutorConfigError(f"--out {path} is a file, not a folder")
+        if path.is_dir():
+            _check_fresh(folder)  # before the lock file: a folder that is not ours stays untouched
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -126,7 +131,7 @@ def _claim(folder: RunFolder, *, resuming: bool) -> FolderLock:
         raise ExecutorConfigError(f"{flag} {path}: cannot write there ({error.strerror or error})") from None
     if not resuming:
         try:
-            _check_fresh(folder)
+            _check_fresh(folder)  # again under the lock: another run may have taken it meanwhile
         except ExecutorConfigError:
             lock.release()
             raise
@@ -248,8 +253,7 @@ class Launch:
         shift = checkpoint_time(self.checkpoint, self.config.stages) if self.checkpoint else 0.0
         try:
             return run_in_process(
-                self.config,
-                self.prepared.schedule,
+                Assembly(self.config, self.prepared.schedule, self.prepared.corpus),
                 self.folder,
                 self.checkpoint,
                 time_shift=shift,

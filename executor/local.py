@@ -23,11 +23,9 @@ from executor.assemble import Assembly
 from executor.checkpoint import attach
 from executor.checkpoint_files import checkpoint_step
 from executor.comm import LocalPostOffice, LocalTransport
-from executor.runconfig import RunConfig
 from executor.runfolder import RankLog, RunFolder, one_line, op_text
 from executor.runtime import Runtime
 from executor.worker import Clock
-from schedules import Schedule
 
 
 class Deadlock(RuntimeError):
@@ -79,8 +77,7 @@ def run_local(
 
 
 def run_in_process(
-    config: RunConfig,
-    schedule: Schedule,
+    assembly: Assembly,
     folder: RunFolder,
     checkpoint: Path | None,
     *,
@@ -90,12 +87,12 @@ def run_in_process(
 ) -> str | None:
     """Every rank in this process, logged into the run folder; None when all finished, else what failed
     (one line). Raises Stopped when `stop_requested()` turns true."""
+    config = assembly.config
     torch.set_num_threads(config.threads)
     resume = checkpoint_step(checkpoint) if checkpoint is not None else None
     logs = [RankLog(folder.rank_log(rank), rank, resume=resume) for rank in range(config.stages)]
     phase = "building the stages and optimizers"
     try:
-        assembly = Assembly(config, schedule)
         runtimes = build_local(assembly, logs.__getitem__)
         for runtime in runtimes:
             if checkpoint is not None:

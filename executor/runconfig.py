@@ -157,6 +157,11 @@ class RunConfig:
 def validate(config: RunConfig, *, here: bool = True) -> Schedule:
     """Check everything a user can get wrong; returns the lowered schedule. One line per problem.
     `here`: the run starts on this machine (else its devices are not checked: --prepare)."""
+    return validate_run(config, here=here)[0]
+
+
+def validate_run(config: RunConfig, *, here: bool = True):
+    """`validate`, returning the loaded corpus too: (schedule, executor.data.Corpus)."""
     _check_counts(config)
     try:
         info = get_info(config.schedule)
@@ -176,7 +181,7 @@ def validate(config: RunConfig, *, here: bool = True) -> Schedule:
         check_resume(config, corpus.digest)
     schedule = config.build_schedule()
     _check_programs(config, schedule)
-    return schedule
+    return schedule, corpus
 
 
 def _check_programs(config: RunConfig, schedule: Schedule) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from datetime import timedelta
@@ -203,6 +204,7 @@ class SetUp:
         if rank == 0 and os.environ.get(LAUNCHER_ENV) is None:
             collector = Collector(self.folder, config, assembly.schedule)
             self.watchdog.before_exit = lambda: collector.finish(wait=2.0)
+            _stop_on_signals(collector)
         self("synchronising the clocks")
         sync_clock(clock, rank, dist.get_world_size(), control)  # after the set-up: step 0 is timed from here
         if cuda:
@@ -232,6 +234,22 @@ def _train(rank: int, config: RunConfig, runtime: Runtime, control, log: RankLog
     completed = collector.finish(wait=config.timeout) if collector is not None else True
     dist.destroy_process_group()
     return 0 if completed else 1
+
+
+class Terminated(Exception):
+    """A stop signal reached rank 0 of a hand-started run (torchrun passes on its own stop as SIGTERM)."""
+
+
+def _stop_on_signals(collector: Collector) -> None:
+    """Rank 0 of a hand-started run: a SIGTERM (or SIGINT) becomes an error in the main thread, so the
+    rank ends like any failed one and writes the trace first; a second one, while it writes, waits."""
+
+    def handler(number: int, frame) -> None:
+        if not collector.finishing:
+            raise Terminated(f"stopped by {signal.Signals(number).name}")
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, handler)
 
 
 def _control_group(cuda: bool):

@@ -25,6 +25,16 @@ BAD_INPUT = [
     (["--split", "1,x"], "--split takes comma-separated block counts"),
     (["--split", "1,1"], "--split 1,1 sums to 2, not 4"),
     (["--val-every", "-1"], "--val-every must be at least 0"),
+    (["--keep-checkpoints", "0"], "--keep-checkpoints must be at least 1"),
+    # inf and nan compare false with every bound: each float flag is refused, not trained on
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--weight-decay=-inf"], "--weight-decay must be a finite number, got -inf"),
+    (["--grad-clip", "nan"], "--grad-clip must be a finite number, got nan"),
+    (["--timeout", "inf"], "--timeout must be a positive number of seconds, got inf"),
+    (["--timeout", "nan"], "--timeout must be a positive number of seconds, got nan"),
+    # interleaved cuts the model into stages x chunks pieces: say so, not "--stages 8"
+    (["--schedule", "interleaved", "--stages", "4"], "--stages 4 x --chunks 2 = 8 model pieces, more than"),
 ]
 
 
