@@ -38,9 +38,9 @@ from executor.local import Stopped, run_in_process
 from executor.monitor import Monitor, run_meta
 from executor.progress import Progress, print_summary, say
 from executor.runconfig import RunConfig, validate_run
-from executor.runfolder import FolderLock, RunFolder
+from executor.runfolder import FolderLock, RunFolder, new_segment
 from executor.supervise import Supervisor
-from executor.worker import LAUNCHER_ENV
+from executor.worker import LAUNCHER_ENV, SEGMENT_ENV
 from schedules import Schedule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,8 +72,9 @@ def torchrun_command(config: RunConfig, folder: RunFolder, port: int, resume_fro
     return command + (["--resume-from", str(resume_from)] if resume_from else [])
 
 
-def worker_env(config: RunConfig) -> dict[str, str]:
+def worker_env(config: RunConfig, segment: str) -> dict[str, str]:
     env = dict(os.environ)
+    env[SEGMENT_ENV] = segment
     env["OMP_NUM_THREADS"] = str(config.threads)
     env["GLOO_SOCKET_IFNAME"] = "lo"
     env[LAUNCHER_ENV] = str(os.getpid())
@@ -231,7 +232,7 @@ class Launch:
             log.flush()
             process = subprocess.Popen(
                 command,
-                env=worker_env(self.config),
+                env=worker_env(self.config, new_segment()),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C reaches this process only; it stops the rest

@@ -23,7 +23,7 @@ from executor.assemble import Assembly
 from executor.checkpoint import attach
 from executor.checkpoint_files import checkpoint_step
 from executor.comm import LocalPostOffice, LocalTransport
-from executor.runfolder import RankLog, RunFolder, one_line, op_text
+from executor.runfolder import RankLog, RunFolder, new_segment, one_line, op_text
 from executor.runtime import Runtime
 from executor.worker import Clock
 
@@ -90,7 +90,8 @@ def run_in_process(
     config = assembly.config
     torch.set_num_threads(config.threads)
     resume = checkpoint_step(checkpoint) if checkpoint is not None else None
-    logs = [RankLog(folder.rank_log(rank), rank, resume=resume) for rank in range(config.stages)]
+    segment = new_segment()
+    logs = [RankLog(folder.rank_log(r), r, resume=resume, segment=segment) for r in range(config.stages)]
     phase = "building the stages and optimizers"
     try:
         runtimes = build_local(assembly, logs.__getitem__)

@@ -8,15 +8,17 @@
 Used by `pipesim run` (while it follows its ranks), by rank 0 of a run started through torchrun by
 hand, and by `pipesim collect`. Everything is derived from the logs, so it can be rebuilt at any time.
 
-Note: a log is a sequence of segments, one per start of the rank. A resumed segment starts from the
-checkpoint of step k; once it has run its first action, it replaces whatever the earlier segments
-recorded after their cut of step k (work that the stop threw away and the resumed run does again):
+Note: a log is a sequence of segments, one per start of the rank, each tagged with its launch. A
+resumed segment starts from the checkpoint of step k; once the resumed run has really started (every
+rank's segment of that launch has run an action), each replaces whatever the earlier segments recorded
+after their cut of step k: work that the stop threw away and the resumed run does again.
 
     segment 0:  start  ev ev loss ev | cut(k) | ev ev loss ev ...(stopped)
     segment 1:  start(resume=k)                  ev ev loss ev ... end
     merged:     ev ev loss ev | cut(k) | ev ev loss ev ... end   (every action that ran, once)
 
-A resumed segment that fails before its first action (say, while restoring) replaces nothing.
+A resumed run that fails before then (a rank cannot restore its checkpoint) replaces nothing; a segment
+that would replace nothing (a new run, or a stop right at the cut) is merged at its first action.
 
 metrics.jsonl counts steps from 1, as the progress line does: {"step": N} is the state after N
 optimizer steps, whose actions carry the IR's 0-based index N - 1 in the trace (`@s<N-1>`).
@@ -39,25 +41,45 @@ from traces.schema import Event, ScheduleHeader, Trace, stream_of
 
 
 @dataclass
+class Segment:
+    """One start of one rank: what it recorded, and whether it ran anything."""
+
+    id: str | None
+    """The launch it belongs to, the same on every rank (None in logs written without one)."""
+    resume: int | None
+    """The step index of the checkpoint it started from (None: from the start)."""
+    records: list[dict] = field(default_factory=list)
+    """Its event, loss, val and cut records."""
+    ran: bool = False
+    """Whether it ran an action."""
+
+
+@dataclass
 class RankState:
     """What the monitor knows about one rank so far."""
 
     pid: int | None = None
     """The process of the current segment."""
+    segments: list[Segment] = field(default_factory=list)
+    """Every segment of the log, in order."""
+    merged: list[bool] = field(default_factory=list)
+    """Per segment: whether it is part of the merged view."""
     records: list[dict] = field(default_factory=list)
-    """The merged event, loss, val and cut records of every segment."""
-    pending: list[dict] | None = None
-    """Records of a segment that has not run an action yet (it replaces nothing until it does)."""
-    resume: int | None = None
-    """The step index the current segment resumed from (None: from the start)."""
+    """The merged view: the event, loss, val and cut records of every action that counts."""
     end: dict | None = None
     """The current segment's end record."""
     last_index: int = -1
     """The index of the last action the current segment ran (-1: none yet)."""
     offset: int = 0
     """Bytes of the log read so far."""
-    starts: int = 0
-    """Segments seen (start records)."""
+
+    @property
+    def starts(self) -> int:
+        return len(self.segments)
+
+    @property
+    def resume(self) -> int | None:
+        return self.segments[-1].resume if self.segments else None
 
 
 class Monitor:
@@ -79,13 +101,13 @@ class Monitor:
 
     def poll(self) -> bool:
         """Read whatever the ranks wrote since the last call; True if anything was new."""
-        new = merged = False
+        new = changed = False
         for rank, state in enumerate(self.ranks):
             for record in self._new_records(rank, state):
                 new = True
-                merged |= self._take(state, record)
-        if merged:
-            self._rebuild()
+                changed |= self._take(state, record)
+        if changed:
+            self._merge()
         self._complete_steps()
         if new:
             self.sync_metrics()
@@ -109,38 +131,55 @@ class Monitor:
         return records
 
     def _take(self, state: RankState, record: dict) -> bool:
-        """Add one record; True when a resumed segment took over (the merged view must be rebuilt)."""
+        """Add one record; True when the segments changed (a start, a first action): merge again."""
         kind = record.get("t")
         if kind == "start":
             state.pid, state.end, state.last_index = record.get("pid"), None, -1
-            state.starts += 1
-            state.resume, state.pending = record.get("resume"), []
-            return False
+            state.segments.append(Segment(id=record.get("segment"), resume=record.get("resume")))
+            state.merged.append(False)
+            return True
         if kind == "end":
             state.end = record
             return False
-        took_over = kind == "event" and state.pending is not None
-        if took_over:
-            state.records = _before_cut(state.records, state.resume) + state.pending
-            state.pending = None
+        if not state.segments:  # a log without its start line: take it as one segment
+            state.segments.append(Segment(id=None, resume=None))
+            state.merged.append(False)
+        segment, first = state.segments[-1], False
         if kind == "event":
-            state.last_index = record["i"]
-        (state.pending if state.pending is not None else state.records).append(record)
-        if not took_over:
+            state.last_index, first = record["i"], not segment.ran
+            segment.ran = True
+        segment.records.append(record)
+        if state.merged[-1]:
+            state.records.append(record)
             self._note(record)
-        return took_over
+        return first
+
+    def _merge(self) -> None:
+        """Recompute every rank's merged view (see the module's note), then what derives from it."""
+        started = {
+            segment.id
+            for segment in self.ranks[0].segments
+            if segment.id is not None
+            and all(any(s.id == segment.id and s.ran for s in state.segments) for state in self.ranks)
+        }
+        for state in self.ranks:
+            view: list[dict] = []
+            for index, segment in enumerate(state.segments):
+                kept = _before_cut(view, segment.resume)
+                state.merged[index] = segment.ran and (segment.id in started or len(kept) == len(view))
+                if state.merged[index]:
+                    view = kept + segment.records
+            state.records = view
+        self.losses, self.vals, self.metrics = {}, {}, []
+        for state in self.ranks:
+            for record in state.records:
+                self._note(record)
 
     def _note(self, record: dict) -> None:
         if record["t"] == "loss":
             self.losses.setdefault(record["step"], {})[record["mb"]] = (record["loss"], record["time"])
         elif record["t"] == "val":
             self.vals[record["step"]] = record["loss"]
-
-    def _rebuild(self) -> None:
-        self.losses, self.vals, self.metrics = {}, {}, []
-        for state in self.ranks:
-            for record in state.records:
-                self._note(record)
 
     def _complete_steps(self) -> None:
         while True:
@@ -182,7 +221,7 @@ class Monitor:
     def completed(self) -> bool:
         """Every rank ended well and every action of the schedule ran (once)."""
         ended = all(s.end is not None and s.end.get("status") == "ok" for s in self.ranks)
-        return ended and all(s.pending is None for s in self.ranks) and self.events == self.actions
+        return ended and all(s.merged and s.merged[-1] for s in self.ranks) and self.events == self.actions
 
     def trace(self, meta: dict[str, Any]) -> Trace:
         events = []

@@ -23,6 +23,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,11 @@ class FolderLock:
         self.release()
 
 
+def new_segment() -> str:
+    """A fresh launch id for the rank logs' start records."""
+    return uuid.uuid4().hex[:12]
+
+
 class DivergedError(RuntimeError):
     """A loss came out inf or nan: the run stops rather than train on (and write) garbage."""
 
@@ -104,7 +110,7 @@ class RankLog:
     """A rank's append-only log (the Runtime's recorder). Every line is flushed when written; writes
     may come from two threads (the watchdog ends the log when it stops the rank)."""
 
-    def __init__(self, path: Path, rank: int, *, resume: int | None = None) -> None:
+    def __init__(self, path: Path, rank: int, *, resume: int | None = None, segment: str | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.rank = path, rank
         self.guard = threading.Lock()
@@ -114,6 +120,8 @@ class RankLog:
         start: dict[str, Any] = {"t": "start", "rank": rank, "pid": os.getpid(), "wall": time.time()}
         if resume is not None:
             start["resume"] = resume  # the step index of the checkpoint this segment starts from
+        if segment is not None:
+            start["segment"] = segment  # the launch, the same on every rank (executor.monitor)
         self.write(start)
 
     def write(self, record: dict[str, Any]) -> None:

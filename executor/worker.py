@@ -40,7 +40,7 @@ from executor.checkpoint_files import checkpoint_step, checkpoint_time
 from executor.collect import Collector
 from executor.comm import DistTransport
 from executor.runconfig import RunConfig
-from executor.runfolder import FolderLock, RankLog, RunFolder, one_line
+from executor.runfolder import FolderLock, RankLog, RunFolder, new_segment, one_line
 from executor.runtime import Runtime
 from executor.watchdog import Watchdog, stop
 from schedules.errors import UserError
@@ -48,6 +48,8 @@ from schedules.errors import UserError
 FAULT_ENV = "PIPESIM_FAULT"
 LAUNCHER_ENV = "PIPESIM_LAUNCHER_PID"
 """Set by `pipesim run` for its ranks: its pid (they stop when it is gone; it holds the lock)."""
+SEGMENT_ENV = "PIPESIM_SEGMENT"
+"""Set by `pipesim run` for its ranks: the launch's id in the rank logs (rank 0 sends it otherwise)."""
 
 
 class Clock:
@@ -149,12 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse(rank, f"{args.run_dir}: cannot start from it ({one_line(error)})")
     torch.set_num_threads(config.threads)
     launcher = os.environ.get(LAUNCHER_ENV)
-    lock = None
+    lock, segment = None, os.environ.get(SEGMENT_ENV)
     if launcher is None:  # started by hand: no launcher holds the folder; rank 0 takes it for the run
-        lock = _claim_by_hand(folder, config, rank)
-        if lock is False:
+        lock, segment = _claim_by_hand(folder, config, rank)
+        if lock is None:
             return 2
-    log = RankLog(folder.rank_log(rank), rank, resume=resume)
+    log = RankLog(folder.rank_log(rank), rank, resume=resume, segment=segment)
     watchdog = Watchdog(rank, log, config.timeout, int(launcher) if launcher else None)
     setup = SetUp(rank, config, folder, log, watchdog, args.resume_from)
     runtime, control, collector = setup.run(joined=lock is not None)
@@ -262,26 +264,27 @@ def _control_group(cuda: bool):
 
 
 def _claim_by_hand(folder: RunFolder, config: RunConfig, rank: int):
-    """A run started through torchrun by hand: join the group, rank 0 locks the folder and tells the
-    others; False (after one line from rank 0) when another run owns it."""
+    """A run started through torchrun by hand: join the group; rank 0 locks the folder and tells the
+    others the verdict and the launch's id. (lock or True, id); (None, None) when another run owns the
+    folder (rank 0 has said so in one line)."""
     cuda = config.device == "cuda"
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=config.timeout))
-    lock, verdict = None, [None]
+    lock, verdict = None, [None, new_segment()]
     if rank == 0:
         try:
             lock = FolderLock(folder, "torchrun started by hand, rank 0")
         except UserError as error:
-            verdict = [str(error)]
+            verdict[0] = str(error)
     group = dist.new_group(backend="gloo") if cuda else None
     dist.broadcast_object_list(verdict, src=0, group=group)
     if verdict[0] is not None:
         if rank == 0:
             _refuse(rank, verdict[0])
         dist.destroy_process_group()
-        return False
-    return lock or True
+        return None, None
+    return lock or True, verdict[1]
 
 
 def _refuse(rank: int, message: str) -> int:

@@ -16,7 +16,7 @@ import sys
 
 from pipesim.errors import USER_ERRORS, UsageError
 
-COMMANDS = ("schedules", "simulate", "sweep", "run", "demo")
+COMMANDS = ("schedules", "simulate", "sweep", "run", "collect", "demo")
 
 
 class _Parser(argparse.ArgumentParser):
