@@ -17,8 +17,8 @@ after their cut of step k: work that the stop threw away and the resumed run doe
     segment 1:  start(resume=k)                  ev ev loss ev ... end
     merged:     ev ev loss ev | cut(k) | ev ev loss ev ... end   (every action that ran, once)
 
-A resumed run that fails before then (a rank cannot restore its checkpoint) replaces nothing; a segment
-that would replace nothing (a new run, or a stop right at the cut) is merged at its first action.
+A resumed run that fails before then (a rank cannot restore its checkpoint) changes nothing; the first
+segment of a new run is merged at its first action (it replaces nothing).
 
 metrics.jsonl counts steps from 1, as the progress line does: {"step": N} is the state after N
 optimizer steps, whose actions carry the IR's 0-based index N - 1 in the trace (`@s<N-1>`).
@@ -165,10 +165,10 @@ class Monitor:
         for state in self.ranks:
             view: list[dict] = []
             for index, segment in enumerate(state.segments):
-                kept = _before_cut(view, segment.resume)
-                state.merged[index] = segment.ran and (segment.id in started or len(kept) == len(view))
+                first = not view and segment.resume is None  # a new run: nothing to replace
+                state.merged[index] = segment.ran and (segment.id in started or first)
                 if state.merged[index]:
-                    view = kept + segment.records
+                    view = _before_cut(view, segment.resume) + segment.records
             state.records = view
         self.losses, self.vals, self.metrics = {}, {}, []
         for state in self.ranks:

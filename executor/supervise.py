@@ -40,6 +40,9 @@ BEAT_GRACE = 1.0
 """Seconds beyond --timeout that a rank's log may go without a sign of life before it counts as stalled."""
 START_GRACE = 60.0
 """Seconds beyond --timeout for the first rank to start (torchrun and `import torch` can be slow)."""
+FROZEN = 2.0
+"""Seconds without a sign of life after which a rank still alive when the run is stopped counts as
+stalled (it beats every half second; this is four beats missed)."""
 
 
 class Supervisor:
@@ -73,7 +76,7 @@ class Supervisor:
                 self.code = self.process.returncode
                 return
             now = time.monotonic()
-            self.stalled = self._stalled()
+            self.stalled = self._stalled(self.config.timeout + BEAT_GRACE)
             if self.stalled:
                 return
             if failing_since is None and self._failing():
@@ -98,19 +101,20 @@ class Supervisor:
                 return True
         return False
 
-    def _stalled(self) -> dict[int, float]:
-        """Ranks of this launch, alive and not finished, whose log has not beaten for too long."""
+    def _stalled(self, limit: float) -> dict[int, float]:
+        """Ranks of this launch, alive and not finished, whose log has not beaten for `limit` seconds."""
         found = {}
         for rank, state in enumerate(self.monitor.ranks):
             if self.ours(rank) and state.end is None and state.pid is not None:
                 silent = _silence(self.monitor.folder.rank_log(rank))
-                if silent > self.config.timeout + BEAT_GRACE and _alive(state.pid):
+                if silent > limit and _alive(state.pid):
                     found[rank] = silent
         return found
 
     def kill_all(self) -> None:
         """SIGKILL every rank still alive (by the pid it logged, and torchrun's children) and torchrun."""
         self.monitor.poll()
+        self.stalled = {**self._stalled(FROZEN), **self.stalled}  # frozen, though a peer failed first
         pids = {state.pid: rank for rank, state in enumerate(self.monitor.ranks) if self.ours(rank)}
         for pid in _children(self.process.pid):
             pids.setdefault(pid, None)

@@ -64,7 +64,7 @@ def losses(folder: Path) -> list[tuple]:
 
 
 def test_killed_stopped_and_failed_runs_leave_nothing_running_and_resume_to_one_run(tmp_path, capsys):
-    steps, folder = 80, tmp_path / "run"
+    steps, folder = 50, tmp_path / "run"
     flags = [*FLAGS, "--steps", str(steps), "--checkpoint-every", "3", "--keep-checkpoints", "2"]
     schedule = RunConfig(**SIZES, steps=steps).build_schedule()
 
