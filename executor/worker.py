@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume-from", default=None, help="a checkpoint folder to start from")
     args = parser.parse_args(argv)
     folder = RunFolder(args.run_dir)
+    if "RANK" not in os.environ:
+        return _refuse(0, "executor.worker runs under torchrun (RANK is not set); see `pipesim run --prepare`")
     rank = int(os.environ["RANK"])
     try:
         config = folder.read_config()
@@ -275,7 +277,7 @@ def _claim_by_hand(folder: RunFolder, config: RunConfig, rank: int):
     if rank == 0:
         try:
             lock = FolderLock(folder, "torchrun started by hand, rank 0")
-        except UserError as error:
+        except (UserError, OSError) as error:
             verdict[0] = str(error)
     group = dist.new_group(backend="gloo") if cuda else None
     dist.broadcast_object_list(verdict, src=0, group=group)
