@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folder = RunFolder(args.run_dir)
     if "RANK" not in os.environ:
-        return _refuse(0, "executor.worker runs under torchrun (RANK is not set); see `pipesim run --prepare`")
+        return _refuse(0, "executor.worker runs under torchrun (RANK is not set): see pipesim run --prepare")
     rank = int(os.environ["RANK"])
     try:
         config = folder.read_config()
