@@ -31,6 +31,7 @@ from pathlib import Path
 from executor.monitor import Monitor
 from executor.runconfig import RunConfig
 from executor.runfolder import op_text
+from executor.watchdog import alive
 
 POLL = 0.1
 """Seconds between two looks at the logs."""
@@ -97,7 +98,7 @@ class Supervisor:
                 continue
             if state.end is not None and state.end.get("status") != "ok":
                 return True
-            if state.end is None and state.pid is not None and not _alive(state.pid):
+            if state.end is None and state.pid is not None and not alive(state.pid):
                 return True
         return False
 
@@ -107,7 +108,7 @@ class Supervisor:
         for rank, state in enumerate(self.monitor.ranks):
             if self.ours(rank) and state.end is None and state.pid is not None:
                 silent = _silence(self.monitor.folder.rank_log(rank))
-                if silent > limit and _alive(state.pid):
+                if silent > limit and alive(state.pid):
                     found[rank] = silent
         return found
 
@@ -119,7 +120,7 @@ class Supervisor:
         for pid in _children(self.process.pid):
             pids.setdefault(pid, None)
         for pid, rank in pids.items():
-            if pid is not None and _alive(pid) and _kill(pid) and rank is not None:
+            if pid is not None and alive(pid) and _kill(pid) and rank is not None:
                 self.killed.add(rank)
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -168,21 +169,6 @@ def _silence(path: Path) -> float:
         return time.time() - path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _alive(pid: int) -> bool:
-    """Alive and not a zombie (a rank torchrun has not reaped yet is as good as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return state not in ("Z", "X")
 
 
 def _kill(pid: int) -> bool:

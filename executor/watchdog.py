@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 from executor.runfolder import RankLog, op_text
 
@@ -60,19 +61,24 @@ class Watchdog:
     def _gone(self) -> str | None:
         if os.getppid() != self.parent:
             return f"torchrun (pid {self.parent})"
-        if self.launcher is not None and not _alive(self.launcher):
+        if self.launcher is not None and not alive(self.launcher):
             return f"the launcher (pipesim run, pid {self.launcher})"
         return None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process runs: a zombie (killed, not yet reaped by its parent) does not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc here, or the process is gone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    return state not in ("Z", "X")
 
 
 def stop(rank: int, log: RankLog, op, message: str, code: int, before_exit=None) -> None:

@@ -72,9 +72,9 @@ def test_killed_stopped_and_failed_runs_leave_nothing_running_and_resume_to_one_
     process = start_pipesim("run", *flags, "--timeout", "20", "--out", str(folder))
     wait_for_steps(folder, 7, process)
     tree = descendants(process.pid)  # torchrun (its own session) and the ranks (theirs)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.communicate()
+    os.killpg(process.pid, signal.SIGKILL)  # not reaped yet: a zombie for now, as under a busy parent
     assert len(tree) >= 3 and gone_within(tree, 5), [pid for pid in tree if alive(pid)]
+    process.communicate()
     assert main(["collect", str(folder)]) == 0  # what the launcher could not write any more
     assert "actions in trace.json (not completed)" in capsys.readouterr().out
     assert_every_action_that_ran(folder, schedule, complete=False)
