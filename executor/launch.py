@@ -31,7 +31,7 @@ from typing import TextIO
 import torch
 
 from executor.assemble import Assembly
-from executor.checkpoint_files import checkpoint_step, checkpoint_time, complete_checkpoints, find_checkpoint
+from executor.checkpoint_files import checkpoint_time, complete_checkpoints, find_checkpoint
 from executor.data import Corpus
 from executor.errors import ExecutorConfigError
 from executor.local import Stopped, run_in_process
@@ -215,7 +215,6 @@ class Launch:
         self.monitor = Monitor(self.folder, config, prepared.schedule)
         self.monitor.poll()  # a resumed run starts from what the logs already hold
         self.progress = Progress(config, err, start=len(self.monitor.metrics))
-        self.resume = checkpoint_step(self.checkpoint) if self.checkpoint else None
 
     def show(self) -> None:
         self.progress.show(self.monitor)
