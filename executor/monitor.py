@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,8 @@ class RankState:
     """The index of the last action the current segment ran (-1: none yet)."""
     offset: int = 0
     """Bytes of the log read so far."""
+    heard: float = 0.0
+    """When (time.monotonic) the last record of this rank was read."""
 
     @property
     def starts(self) -> int:
@@ -104,7 +107,7 @@ class Monitor:
         new = changed = False
         for rank, state in enumerate(self.ranks):
             for record in self._new_records(rank, state):
-                new = True
+                new, state.heard = True, time.monotonic()
                 changed |= self._take(state, record)
         if changed:
             self._merge()

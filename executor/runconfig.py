@@ -74,7 +74,8 @@ class RunConfig:
     val_microbatches: int = 2
     """Validation microbatches per measurement (fixed batches, the same every time)."""
     timeout: float = 60.0
-    """Seconds any rank may wait on one action before the whole run stops."""
+    """Seconds one action may take before its rank stops as stalled and the whole run with it (a rank
+    waiting for a peer waits 2 s longer: the rank that stalled is the one named)."""
     checkpoint_every: int = 0
     """Save a checkpoint every this many steps; 0: never."""
     keep_checkpoints: int = 3

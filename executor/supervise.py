@@ -61,6 +61,7 @@ class Supervisor:
         self.on_progress, self.stop_requested = on_progress, stop_requested
         self.segments = [state.starts for state in monitor.ranks]  # the segments before this launch
         self.stalled: dict[int, float] = {}
+        self.quiet: dict[int, float] = {}
         self.killed: set[int] = set()
         self.code: int | None = None
 
@@ -112,10 +113,21 @@ class Supervisor:
                     found[rank] = silent
         return found
 
+    def _quiet(self) -> dict[int, float]:
+        """Ranks alive and not finished that have recorded nothing for longer than --timeout: stuck in
+        one action, their own watchdog about to say so when a peer's failure ended the run first."""
+        now, found = time.monotonic(), {}
+        for rank, state in enumerate(self.monitor.ranks):
+            waiting = self.ours(rank) and state.end is None and state.pid is not None
+            if waiting and now - state.heard > self.config.timeout and alive(state.pid):
+                found[rank] = now - state.heard
+        return found
+
     def kill_all(self) -> None:
         """SIGKILL every rank still alive (by the pid it logged, and torchrun's children) and torchrun."""
         self.monitor.poll()
         self.stalled = {**self._stalled(FROZEN), **self.stalled}  # frozen, though a peer failed first
+        self.quiet = self._quiet()
         pids = {state.pid: rank for rank, state in enumerate(self.monitor.ranks) if self.ours(rank)}
         for pid in _children(self.process.pid):
             pids.setdefault(pid, None)
@@ -146,6 +158,8 @@ class Supervisor:
             return 4, f"rank {rank} never started (see launcher.log)"
         if rank in self.stalled:
             return 0, f"rank {rank} stalled on {on} (no sign of life for {self.stalled[rank]:.0f} s; killed)"
+        if rank in self.quiet and state.end is None:
+            return 0, f"rank {rank} stalled on {on} (no progress for {self.quiet[rank]:.0f} s; killed)"
         if state.end is not None and state.end.get("op") == "set-up":
             return 1, f"rank {rank} failed while setting up: {state.end.get('message')}"
         if state.end is not None:

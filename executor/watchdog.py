@@ -6,7 +6,9 @@ shows that the rank is alive.
 
 One daemon thread, every BEAT seconds at most:
 - stalled: the current action has run for more than `timeout` seconds -> the log ends with status
-  "error" naming the action ("stalled ..."), the process exits with 124;
+  "error" naming the action ("stalled ..."), the process exits with 124. A rank waiting for a peer
+  (a receive, a sum over ranks) waits WAIT_MARGIN longer, here and in torch.distributed: so when one
+  rank stalls, it is the one that says so, and its peers fail at once on its exit;
 - orphaned: torchrun (this process's parent) or the `pipesim run` that started it has died (a SIGKILL of
   its process group, a crash) -> the rank ends rather than train on with nobody to follow it;
 - alive: the log's modification time is refreshed. A rank frozen as a whole (SIGSTOP, a hang holding the
@@ -24,8 +26,10 @@ from pathlib import Path
 
 from executor.runfolder import RankLog, op_text
 
-BEAT = 0.5
+BEAT = 0.25
 """Seconds between two looks (and two signs of life), at most."""
+WAIT_MARGIN = 2.0
+"""Seconds beyond --timeout that a rank waits for a peer (see the module docstring)."""
 
 
 class Watchdog:
@@ -34,13 +38,14 @@ class Watchdog:
     def __init__(self, rank: int, log: RankLog, timeout: float, launcher: int | None = None) -> None:
         self.rank, self.log, self.timeout, self.launcher = rank, log, timeout, launcher
         self.parent = os.getppid()
-        self.current: tuple[object, float | None] | None = None
+        self.current: tuple[object, float | None] | None = None  # (op, deadline)
         self.before_exit = None  # rank 0 of a hand-started run: write the trace before leaving
         self.period = min(BEAT, timeout / 4)
         threading.Thread(target=self._watch, daemon=True).start()
 
-    def started(self, op) -> None:
-        self.current = (op, time.monotonic())
+    def started(self, op, *, waiting: bool = False) -> None:
+        """An action starts: it may run `timeout` seconds, or wait WAIT_MARGIN longer for a peer."""
+        self.current = (op, time.monotonic() + self.timeout + (WAIT_MARGIN + 1.0 if waiting else 0.0))
 
     def idle(self, phase: str) -> None:
         """Between actions (set-up, the end): no timeout, the phase named if the launcher goes away."""
@@ -50,8 +55,8 @@ class Watchdog:
         while True:
             time.sleep(self.period)
             self.log.beat()
-            op, since = self.current if self.current is not None else ("its set-up", None)
-            if since is not None and time.monotonic() - since > self.timeout:
+            op, deadline = self.current if self.current is not None else ("its set-up", None)
+            if deadline is not None and time.monotonic() > deadline:
                 message = f"stalled: no progress for {self.timeout:g} s (--timeout)"
                 stop(self.rank, self.log, op, message, 124, self.before_exit)
             gone = self._gone()

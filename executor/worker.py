@@ -13,7 +13,8 @@ writes the trace when it ends, so the folder is the same as `pipesim run` leaves
 
 Never hang: the watchdog (executor.watchdog) stops the process when one op has run longer than the
 config's timeout, or when torchrun or the launcher is gone; a receive whose peer died fails at once or
-after the same timeout; an error while setting up is logged with its phase. Either way the log ends with
+after the timeout and a margin (so a stalled rank says so first); an error while setting up is logged
+with its phase. Either way the log ends with
 {"t": "end", "status": "error", "op": ..., "message": ...} and the process exits non-zero, which makes
 torchrun stop the other ranks.
 
@@ -28,6 +29,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,13 +41,16 @@ from executor.checkpoint import attach
 from executor.checkpoint_files import checkpoint_step, checkpoint_time
 from executor.collect import Collector
 from executor.comm import DistTransport
+from executor.program import NORM
 from executor.runconfig import RunConfig
 from executor.runfolder import FolderLock, RankLog, RunFolder, new_segment, one_line
-from executor.runtime import Runtime
-from executor.watchdog import Watchdog, stop
+from executor.runtime import RECV_OPS, Runtime
+from executor.watchdog import WAIT_MARGIN, Watchdog, stop
 from schedules.errors import UserError
 
 FAULT_ENV = "PIPESIM_FAULT"
+WAITING_KINDS = RECV_OPS | {NORM}
+"""Ops that wait for a peer (their limit has the margin)."""
 LAUNCHER_ENV = "PIPESIM_LAUNCHER_PID"
 """Set by `pipesim run` for its ranks: its pid (they stop when it is gone; it holds the lock)."""
 SEGMENT_ENV = "PIPESIM_SEGMENT"
@@ -190,16 +195,17 @@ class SetUp:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
         if not joined:
-            dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=config.timeout))
+            dist.init_process_group("nccl" if cuda else "gloo", timeout=_wait_limit(config))
         control = _control_group(cuda)
         self("building its stages and optimizers")
         assembly = Assembly(config)
         clock = Clock()
         runtime = assembly.runtime(rank, DistTransport(), recorder=self.log, clock=clock.now)
+        runtime.settings = replace(runtime.settings, timeout=_wait_limit(config).total_seconds())
         fault = fault_hook(rank)
 
         def before_op(index: int, op) -> None:
-            self.watchdog.started(op)
+            self.watchdog.started(op, waiting=op.kind in WAITING_KINDS)
             if fault is not None:
                 fault(index, op)
 
@@ -227,8 +233,8 @@ def _train(rank: int, config: RunConfig, runtime: Runtime, control, log: RankLog
     try:
         runtime.run()
         runtime.finish()
-        watchdog.started("the final sends")
-        runtime.mailman.finish(config.timeout)
+        watchdog.started("the final sends", waiting=True)
+        runtime.mailman.finish(_wait_limit(config).total_seconds())
         watchdog.idle("the end")
         log.end("ok")
         dist.barrier(group=control)
@@ -256,6 +262,11 @@ def _stop_on_signals(collector: Collector) -> None:
         signal.signal(number, handler)
 
 
+def _wait_limit(config: RunConfig) -> timedelta:
+    """How long a rank waits for a peer: --timeout and a margin (executor.watchdog.WAIT_MARGIN)."""
+    return timedelta(seconds=config.timeout + WAIT_MARGIN)
+
+
 def _control_group(cuda: bool):
     """A gloo group for the clock and the barriers (NCCL's default group needs every rank's GPU)."""
     if not cuda:
@@ -272,7 +283,7 @@ def _claim_by_hand(folder: RunFolder, config: RunConfig, rank: int):
     cuda = config.device == "cuda"
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=config.timeout))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=_wait_limit(config))
     lock, verdict = None, [None, new_segment()]
     if rank == 0:
         try:
