@@ -1,7 +1,10 @@
 """Checkpoints at step boundaries, and resuming from one bit-identically (CPU, same thread count).
 
-    runs/NAME/checkpoints/step-000009/rank0.pt     what rank 0 held at its cut of step 9
-    runs/NAME/checkpoints/step-000009/rank0.json   written after the .pt: the file is complete
+    runs/NAME/checkpoints/step-000010/rank0.pt     what rank 0 held at its cut after 10 steps
+    runs/NAME/checkpoints/step-000010/rank0.json   its marker (size and SHA-256), written last
+
+The files, their verification and pruning are executor.checkpoint_files; this module is what goes in
+them and how a rank starts again from them.
 
 Asynchronous schedules never drain, so there is no moment when the whole pipeline is empty. Each rank
 saves at its own cut (right after its last update of the step, see executor.program), and what crosses
@@ -20,31 +23,14 @@ and the losses measured so far.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
 
 from executor.assemble import Assembly
+from executor.checkpoint_files import prune, write_rank_file
 from executor.program import Message, RankPlan
-from executor.runfolder import RunFolder
 from executor.runtime import Forward, Runtime
-from traces.io import write_atomic
-
-
-def step_folder(folder: RunFolder, step: int) -> Path:
-    return folder.checkpoints / f"step-{step:06d}"
-
-
-def latest_checkpoint(folder: str | os.PathLike, ranks: int) -> tuple[int, Path] | None:
-    """(step, folder) of the newest checkpoint that every rank finished writing, or None."""
-    root = RunFolder(folder).checkpoints
-    found = []
-    for path in root.glob("step-*") if root.exists() else []:
-        if all((path / f"rank{rank}.json").exists() for rank in range(ranks)):
-            found.append((int(path.name.split("-")[1]), path))
-    return max(found) if found else None
 
 
 def crossing(plans: list[RankPlan], rank_of, step: int) -> tuple[set[Message], set[Message]]:
@@ -78,8 +64,9 @@ def resume_orders(plans: list[RankPlan], rank_of, step: int, resend: set[Message
     return orders
 
 
-def attach(runtime: Runtime, assembly: Assembly, folder: RunFolder, resume_from: str | None) -> None:
-    """Make `runtime` save checkpoints at the configured cuts, and start it from one when resuming."""
+def attach(runtime: Runtime, assembly: Assembly, root: Path, resume_from: str | None) -> None:
+    """Make `runtime` save checkpoints under `root` (a run folder's checkpoints/) at the configured cuts,
+    rank 0 pruning the old ones, and start it from the checkpoint folder `resume_from` when given."""
     plans, layout = assembly.plans, assembly.schedule.layout
     rank_of = layout.placement.__getitem__
     steps = sorted(assembly.config.checkpoint_steps())
@@ -91,18 +78,20 @@ def attach(runtime: Runtime, assembly: Assembly, folder: RunFolder, resume_from:
 
     def on_cut(step: int, index: int) -> None:
         if step in mine:
-            save(runtime, folder, step, mine[step])
+            save(runtime, root, step, mine[step])
             later = set().union(*(mine[s] for s in steps if s > step))
             for message in mine[step] - later:
                 runtime.kept.pop(message, None)
+            if runtime.rank == 0:
+                prune(root, len(plans), assembly.config.keep_checkpoints)
 
     runtime.on_cut = on_cut
     if resume_from is not None:
         restore(runtime, assembly, Path(resume_from))
 
 
-def save(runtime: Runtime, folder: RunFolder, step: int, resend: set[Message]) -> None:
-    """Write this rank's state at its cut of `step` (the .pt, then the .json that marks it complete)."""
+def save(runtime: Runtime, root: Path, step: int, resend: set[Message]) -> None:
+    """Write this rank's state at its cut of `step` (the .pt, then the marker that proves it whole)."""
     state = {
         "step": step,
         "index": runtime.index,
@@ -118,13 +107,7 @@ def save(runtime: Runtime, folder: RunFolder, step: int, resend: set[Message]) -
         "losses": list(runtime.losses),
         "vals": list(runtime.vals),
     }
-    target = step_folder(folder, step)
-    target.mkdir(parents=True, exist_ok=True)
-    tmp = target / f".rank{runtime.rank}.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, target / f"rank{runtime.rank}.pt")
-    meta = {"step": step, "rank": runtime.rank, "time": runtime.clock()}
-    write_atomic(target / f"rank{runtime.rank}.json", json.dumps(meta) + "\n")
+    write_rank_file(root, step, runtime.rank, state, runtime.clock())
 
 
 def _stage_state(state) -> dict:
@@ -139,11 +122,6 @@ def _detached(tensors: dict) -> dict:
     return {key: tensor.detach().clone() for key, tensor in tensors.items()}
 
 
-def checkpoint_time(path: Path, ranks: int) -> float:
-    """The latest cut time over the ranks: a resumed run's clock continues from there."""
-    return max(json.loads((path / f"rank{r}.json").read_text())["time"] for r in range(ranks))
-
-
 def restore(runtime: Runtime, assembly: Assembly, path: Path) -> None:
     """Load this rank's checkpoint, recompute its in-flight forwards, re-send what crosses the cut."""
     state = torch.load(
@@ -155,12 +133,7 @@ def restore(runtime: Runtime, assembly: Assembly, path: Path) -> None:
     runtime.optimizer_bytes = sum(s.optimizer.state_bytes() for s in runtime.stages.values() if s.optimizer)
     runtime.inputs = {k: v.requires_grad_() for k, v in state["inputs"].items()}
     runtime.grads, runtime.grad_out = state["grads"], state["grad_out"]
-    runtime.losses, runtime.vals = state["losses"], state["vals"]
-    if runtime.recorder is not None:
-        for record in runtime.losses:
-            runtime.recorder.loss(*record)
-        for record in runtime.vals:
-            runtime.recorder.val(*record)
+    runtime.losses, runtime.vals = state["losses"], state["vals"]  # the log has them from before the cut
     for key, saved in sorted(state["forwards"].items(), key=lambda item: _forward_index(runtime, item[0])):
         runtime.forwards[key] = _recompute(runtime, key, saved)
     for stage, version in runtime.plan.releases.get(state["index"], ()):

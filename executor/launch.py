@@ -1,44 +1,50 @@
-"""`pipesim run`: start the ranks, follow their logs, and leave a complete run folder behind.
+"""`pipesim run`: make the run folder ready, start the ranks, follow them, and leave a complete folder.
 
     pipesim run --schedule 2bw --stages 2 --microbatches 8 --steps 50 --optimizer adamw --model tiny \\
         --device cpu --out runs/NAME
 
 On one machine it starts torch.distributed.run itself (nproc = ranks, 127.0.0.1 and a free port,
-GLOO_SOCKET_IFNAME=lo, one thread per rank on CPU) and follows the per-rank logs to print progress; with
---single-process every rank runs in this process instead (executor.local). Several machines are
-torchrun's job: write the run folder once (`pipesim run ... --out runs/NAME --prepare`, on a shared file
-system), then on every node
+GLOO_SOCKET_IFNAME=lo, one thread per rank on CPU) and follows the per-rank logs to print progress
+(executor.supervise); with --single-process every rank runs in this process instead (executor.local).
+Several machines are torchrun's job: write the run folder once (`pipesim run ... --prepare`, on a shared
+file system), then start executor.worker through torchrun on every node, as the printed command says;
+rank 0 then assembles the folder (executor.collect).
 
-    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
-        -m executor.worker --run-dir runs/NAME
-
-Never hang: the ranks stop themselves after --timeout seconds without progress (executor.worker); this
-side also kills whatever is left once the logs have been silent for longer than that.
+The folder is locked (runs/NAME/lock) while the run owns it. SIGINT, SIGTERM and SIGHUP stop every rank
+and torchrun; whatever ends a run, metrics.jsonl and trace.json hold what ran, and the trace's meta says
+whether the run completed. A resume appends to the rank logs and deletes nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 import torch
 
-from executor.checkpoint import checkpoint_time, latest_checkpoint
+from executor.assemble import Assembly
+from executor.checkpoint_files import checkpoint_time, complete_checkpoints, find_checkpoint
+from executor.data import Corpus
 from executor.errors import ExecutorConfigError
-from executor.runconfig import RunConfig, validate
-from executor.runfolder import Monitor, RunFolder
+from executor.local import Stopped, run_in_process
+from executor.monitor import Monitor, run_meta
+from executor.progress import Progress, print_summary, say
+from executor.runconfig import RunConfig, validate_run
+from executor.runfolder import FolderLock, RunFolder, new_segment
+from executor.supervise import Supervisor
+from executor.worker import LAUNCHER_ENV, SEGMENT_ENV
 from schedules import Schedule
 
 ROOT = Path(__file__).resolve().parent.parent
-GRACE = 15.0
-"""Seconds of silence beyond --timeout after which the launcher kills the ranks itself."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def free_port() -> int:
@@ -66,241 +72,251 @@ def torchrun_command(config: RunConfig, folder: RunFolder, port: int, resume_fro
     return command + (["--resume-from", str(resume_from)] if resume_from else [])
 
 
-def worker_env(config: RunConfig, time_shift: float) -> dict[str, str]:
+def worker_env(config: RunConfig, segment: str) -> dict[str, str]:
     env = dict(os.environ)
+    env[SEGMENT_ENV] = segment
     env["OMP_NUM_THREADS"] = str(config.threads)
     env["GLOO_SOCKET_IFNAME"] = "lo"
-    env["PIPESIM_TIME_SHIFT"] = repr(time_shift)
+    env[LAUNCHER_ENV] = str(os.getpid())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 
-def prepare(config: RunConfig) -> tuple[Schedule, RunFolder, Path | None]:
-    """Validate, then set the folder up: config.json, no stale logs; returns the checkpoint to resume."""
-    schedule = validate(config)
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """A run folder made ready for one run: checked, locked, config.json written."""
+
+    schedule: Schedule
+    """The lowered schedule of the run."""
+    folder: RunFolder
+    """The run folder."""
+    lock: FolderLock
+    """Held until the run ends (released by the kernel if this process dies)."""
+    checkpoint: Path | None
+    """The checkpoint folder a resumed run starts from; None for a new run."""
+    corpus: Corpus
+    """The training data, loaded once (the single-process mode trains on it)."""
+
+
+def prepare(config: RunConfig, *, warn=None, here: bool = True) -> Prepared:
+    """Validate, lock the folder, pick the checkpoint to resume from, write config.json. Deletes nothing.
+    `here`: the run starts on this machine (False for --prepare: its devices are not checked)."""
+    schedule, corpus = validate_run(config, here=here)
     folder = RunFolder(config.resume or config.out)
-    checkpoint = None
-    if config.resume is not None:
-        checkpoint = latest_checkpoint(folder.path, config.stages)[1]
-        if folder.trace.exists():
-            n = len(list(folder.path.glob("trace.segment*.json")))
-            folder.trace.rename(folder.path / f"trace.segment{n}.json")
-    elif folder.config.exists():
+    lock = _claim(folder, resuming=config.resume is not None)
+    try:
+        checkpoint = _resume_point(config, folder, schedule, warn) if config.resume is not None else None
+        data = corpus.describe()
+        folder.write_config(config, {"schedule_actions": sum(map(len, schedule.actions)), "data": data})
+    except BaseException:
+        lock.release()
+        raise
+    return Prepared(schedule=schedule, folder=folder, lock=lock, checkpoint=checkpoint, corpus=corpus)
+
+
+def _claim(folder: RunFolder, *, resuming: bool) -> FolderLock:
+    """Create the folder if needed and lock it; a new run needs it new or empty."""
+    path, flag = folder.path, "--resume" if resuming else "--out"
+    if not resuming:
+        if path.exists() and not path.is_dir():
+            raise ExecutorConfigError(f"--out {path} is a file, not a folder")
+        if path.is_dir():
+            _check_fresh(folder)  # before the lock file: a folder that is not ours stays untouched
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ExecutorConfigError(f"--out {path}: cannot create it ({error.strerror or error})") from None
+    try:
+        lock = FolderLock(folder, "pipesim run")
+    except OSError as error:
+        raise ExecutorConfigError(f"{flag} {path}: cannot write there ({error.strerror or error})") from None
+    if not resuming:
+        try:
+            _check_fresh(folder)  # again under the lock: another run may have taken it meanwhile
+        except ExecutorConfigError:
+            lock.release()
+            raise
+    return lock
+
+
+def _check_fresh(folder: RunFolder) -> None:
+    if folder.config.exists():
         raise ExecutorConfigError(
             f"--out {folder.path} already holds a run; choose another --out or --resume it"
         )
-    folder.path.mkdir(parents=True, exist_ok=True)
-    folder.metrics.unlink(missing_ok=True)
-    for log in folder.ranks.glob("rank*.jsonl") if folder.ranks.exists() else []:
-        log.unlink()
-    folder.write_config(config, {"schedule_actions": sum(len(a) for a in schedule.actions)})
-    return schedule, folder, checkpoint
+    found = sorted(entry.name for entry in folder.path.iterdir() if entry.name != folder.lock_file.name)
+    if found:
+        listed = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise ExecutorConfigError(
+            f"--out {folder.path} is not empty and holds no run ({listed}); choose a new or empty folder"
+        )
+
+
+def _resume_point(config: RunConfig, folder: RunFolder, schedule: Schedule, warn) -> Path:
+    """The newest good checkpoint (a damaged newer one skipped with a warning); refuses a finished run."""
+    monitor = Monitor(folder, config, schedule, write=False)
+    monitor.poll()
+    if monitor.completed:
+        raise ExecutorConfigError(
+            f"--resume {folder.path}: the run already finished all {config.steps} steps"
+        )
+    found = find_checkpoint(folder.checkpoints, config.stages, warn)
+    if found is None:
+        raise ExecutorConfigError(
+            f"--resume {folder.path}: no complete checkpoint in {folder.checkpoints} to resume from"
+        )
+    if warn is not None and found[1] != complete_checkpoints(folder.checkpoints, config.stages)[-1][1]:
+        warn(f"resuming from the older checkpoint {found[1].name}")
+    return found[1]
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP become a request to stop, honoured between two actions (single
+    process) or at the next poll (torchrun). Outside the main thread nothing is installed."""
+
+    def __enter__(self) -> StopSignals:
+        self.signal: int | None = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for number in STOP_SIGNALS:
+                self.previous[number] = signal.signal(number, self._note)
+        return self
+
+    def _note(self, number: int, frame) -> None:
+        self.signal = self.signal or number
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
 
 def launch(config: RunConfig, *, err: TextIO | None = None, out: TextIO | None = None) -> int:
-    """Run to the end; 0 when every rank finished, 1 (and one line per rank) when the run failed."""
+    """Run to the end: 0 when every rank finished, 1 (and one clause per rank) when the run failed,
+    128 + the signal's number when a signal stopped it."""
     err, out = err or sys.stderr, out or sys.stdout
-    schedule, folder, checkpoint = prepare(config)
-    shift = checkpoint_time(checkpoint, config.stages) if checkpoint else 0.0
-    monitor = Monitor(folder, config, schedule)
-    progress = Progress(config, err)
-    started = time.monotonic()
-    if config.single_process:
-        failure = _run_local(config, schedule, folder, monitor, progress, checkpoint, shift)
-    else:
-        failure = _run_torchrun(config, folder, monitor, progress, checkpoint, shift)
-    monitor.poll()
-    progress.show(monitor)
-    monitor.write_metrics()
-    monitor.write_trace(_meta(config, failure is None))
-    progress.close()
-    if failure:
-        print(f"pipesim: error: run failed: {failure}", file=err)
-        print(f"pipesim: the trace so far is in {folder.trace}", file=err)
-        return 1
-    print_summary(config, folder, monitor, time.monotonic() - started, out)
-    return 0
+    prepared = prepare(config, warn=_warn_to(err))
+    with prepared.lock, StopSignals() as stop:
+        return Launch(config, prepared, stop, err, out).run()
 
 
-def _run_local(config, schedule, folder, monitor, progress, checkpoint, shift) -> str | None:
-    from executor.assemble import Assembly
-    from executor.checkpoint import attach
-    from executor.local import build_local, round_robin
-    from executor.runfolder import RankLog
-    from executor.worker import Clock
+def _warn_to(stream: TextIO):
+    def warn(text: str) -> None:
+        print(f"pipesim: warning: {text}", file=stream, flush=True)
 
-    torch.set_num_threads(config.threads)
-    assembly = Assembly(config, schedule)
-    clock = Clock(0, time.perf_counter_ns() - int(shift * 1e9))
-    logs = [RankLog(folder.rank_log(rank), rank) for rank in range(config.stages)]
-    runtimes = build_local(assembly, logs.__getitem__)
-    for runtime in runtimes:
-        runtime.clock = clock.now
-        attach(runtime, assembly, folder, str(checkpoint) if checkpoint else None)
-
-    def poll() -> None:
-        if monitor.poll():
-            progress.show(monitor)
-
-    try:
-        round_robin(runtimes, poll)
-    except Exception as error:  # the message names the rank and the op
-        stuck = [r for r in runtimes if not r.done]
-        return f"{type(error).__name__}: {error}" + (
-            f" (rank {stuck[0].rank} at op {stuck[0].index})" if stuck else ""
-        )
-    for runtime, log in zip(runtimes, logs, strict=True):
-        runtime.finish()
-        log.end("ok")
-    return None
+    return warn
 
 
-def _run_torchrun(config, folder, monitor, progress, checkpoint, shift) -> str | None:
-    command = torchrun_command(config, folder, free_port(), checkpoint)
-    with folder.log.open("w") as log:
-        process = subprocess.Popen(
-            command,
-            env=worker_env(config, shift),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+class Launch:
+    """One run of a prepared folder, on torchrun or in this process."""
+
+    def __init__(self, config: RunConfig, prepared: Prepared, stop: StopSignals, err: TextIO, out: TextIO):
+        self.config, self.prepared, self.stop, self.out = config, prepared, stop, out
+        self.folder, self.checkpoint = prepared.folder, prepared.checkpoint
+        self.monitor = Monitor(self.folder, config, prepared.schedule)
+        self.monitor.poll()  # a resumed run starts from what the logs already hold
+        self.progress = Progress(config, err, start=len(self.monitor.metrics))
+
+    def show(self) -> None:
+        self.progress.show(self.monitor)
+
+    def run(self) -> int:
+        started = time.monotonic()
+        failure = self._local() if self.config.single_process else self._torchrun()
+        return self._finish(failure, time.monotonic() - started)
+
+    def _torchrun(self) -> str | None:
+        command = torchrun_command(self.config, self.folder, free_port(), self.checkpoint)
+        with self.folder.log.open("a") as log:
+            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command[1:])}\n")
+            log.flush()
+            process = subprocess.Popen(
+                command,
+                env=worker_env(self.config, new_segment()),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C reaches this process only; it stops the rest
+                pass_fds=(self.prepared.lock.fd,),  # the lock lives as long as torchrun does
+            )
+            supervisor = Supervisor(process, self.config, self.monitor, self.show, self._stop_requested)
+            try:
+                supervisor.follow()
+            finally:
+                supervisor.kill_all()
+        if self.stop.signal:
+            return None
+        return supervisor.failure(self.config.build_plans(self.prepared.schedule))
+
+    def _stop_requested(self) -> bool:
+        return self.stop.signal is not None
+
+    def _local(self) -> str | None:
+        shift = checkpoint_time(self.checkpoint, self.config.stages) if self.checkpoint else 0.0
         try:
-            code = _follow(process, config, monitor, progress)
-        finally:
-            _kill_leftovers(process, monitor)
-    return (
-        None
-        if code == 0 and all(r.end and r.end["status"] == "ok" for r in monitor.ranks)
-        else _failure(config, monitor, code)
-    )
+            return run_in_process(
+                Assembly(self.config, self.prepared.schedule, self.prepared.corpus),
+                self.folder,
+                self.checkpoint,
+                time_shift=shift,
+                poll=self._poll,
+                stop_requested=self._stop_requested,
+            )
+        except Stopped:
+            return None
 
+    def _poll(self) -> None:
+        if self.monitor.poll():
+            self.show()
 
-def _follow(process: subprocess.Popen, config: RunConfig, monitor: Monitor, progress: Progress) -> int:
-    """Poll logs until torchrun exits; kill it when the ranks have been silent for too long."""
-    quiet_since = time.monotonic()
-    while process.poll() is None:
-        time.sleep(0.1)
-        if monitor.poll():
-            quiet_since = time.monotonic()
-            progress.show(monitor)
-        if time.monotonic() - quiet_since > config.timeout + GRACE:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            return -signal.SIGKILL
-    return process.returncode
+    def _finish(self, failure: str | None, wall: float) -> int:
+        monitor = self.monitor
+        monitor.poll()
+        self.show()
+        monitor.sync_metrics()
+        name = signal.Signals(self.stop.signal).name if self.stop.signal else None
+        completed = monitor.completed and failure is None and name is None
+        extra = {"stopped_by": name} if name else {}
+        monitor.write_trace(run_meta(self.config, completed=completed, launcher="pipesim run", **extra))
+        self.progress.close()
+        if completed:
+            print_summary(self.config, self.folder, monitor, wall, self.out)
+            return 0
+        done = f"after step {len(monitor.metrics)} of {self.config.steps}"
+        if name:
+            say(
+                f"pipesim: stopped by {name} {done}; the trace so far is in {self.folder.trace}",
+                self.progress,
+            )
+        else:
+            failure = failure or "the ranks ended, but their logs miss actions of the schedule"
+            say(f"pipesim: error: run failed {done}: {failure}", self.progress)
+            say(f"pipesim: the trace so far is in {self.folder.trace}", self.progress)
+        say(self._resume_hint(), self.progress)
+        return 128 + self.stop.signal if name else 1
 
-
-def _kill_leftovers(process: subprocess.Popen, monitor: Monitor) -> None:
-    """Kill any rank process still alive (by the pid it logged), and torchrun's own process group."""
-    monitor.poll()
-    for state in monitor.ranks:
-        if state.pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(state.pid, signal.SIGKILL)
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _failure(config: RunConfig, monitor: Monitor, code: int) -> str:
-    """One clause per rank that did not finish: which op it was on and why it stopped."""
-    plans = config.build_plans()
-    clauses = []
-    for rank, state in enumerate(monitor.ranks):
-        if state.end and state.end["status"] == "ok":
-            continue
-        if state.end:
-            clauses.append(f"rank {rank} stopped on {state.end['op']} ({state.end['message']})")
-            continue
-        ops = plans[rank].ops
-        on = ops[state.last_index + 1] if state.last_index + 1 < len(ops) else "its last op"
-        clauses.append(
-            f"rank {rank} ended without a word (crashed or killed) on {on}"
-            if state.pid
-            else f"rank {rank} never started"
-        )
-    return "; ".join(clauses) or f"torchrun exited with code {code}"
-
-
-def _meta(config: RunConfig, completed: bool) -> dict:
-    backend = "local" if config.single_process else ("nccl" if config.device == "cuda" else "gloo")
-    return {
-        "device": config.device,
-        "backend": backend,
-        "clock": "CUDA events" if config.device == "cuda" else "perf_counter_ns, offsets to rank 0 estimated",
-        "seed": config.seed,
-        "torch": torch.__version__,
-        "completed": completed,
-        "workload": {
-            "microbatch_size": config.microbatch_size,
-            "sequence_length": config.model_config.seq_len,
-            "data_parallel": 1,
-        },
-        "config": config.to_dict(),
-    }
-
-
-class Progress:
-    """The progress line on stderr: step, loss, validation loss, tokens/s (redrawn on a terminal)."""
-
-    def __init__(self, config: RunConfig, err: TextIO) -> None:
-        self.config, self.err = config, err
-        self.tty = err.isatty()
-        self.shown = 0
-        self.every = max(1, config.steps // 20)
-
-    def show(self, monitor: Monitor) -> None:
-        while self.shown < len(monitor.metrics):
-            line = monitor.metrics[self.shown]
-            self.shown += 1
-            if self.tty or self.shown % self.every == 0 or self.shown == self.config.steps:
-                self._print(line)
-
-    def _print(self, line: dict) -> None:
-        steps = self.config.steps
-        done = int(20 * (line["step"] + 1) / steps)
-        val = f"  val {line['val_loss']:.4f}" if "val_loss" in line else ""
-        text = (
-            f"[{'#' * done}{'.' * (20 - done)}] step {line['step'] + 1}/{steps}  loss {line['loss']:.4f}"
-            f"{val}  {line['tokens_per_s']:,.0f} tok/s  {line['time']:.1f} s"
-        )
-        try:
-            shown = ("\r" + text) if self.tty else text
-            print(shown, end="" if self.tty else "\n", file=self.err, flush=True)
-        except BrokenPipeError:  # whoever read the progress left (`... 2>&1 | head`): train on, silently
-            self.err = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the run
-
-    def close(self) -> None:
-        if self.tty and self.shown:
-            print(file=self.err)
-
-
-def print_summary(config: RunConfig, folder: RunFolder, monitor: Monitor, wall: float, out: TextIO) -> None:
-    metrics = monitor.metrics
-    rates = sorted(line["tokens_per_s"] for line in metrics[1:]) or [0.0]
-    vals = [(line["val_loss"], line["step"]) for line in metrics if "val_loss" in line]
-    mode = "single process" if config.single_process else f"torchrun, {_meta(config, True)['backend']}"
-    rows = [
-        ("run", f"{config.schedule}, P={config.stages}, m={config.microbatches}, {config.steps} steps"),
-        ("model / optimizer", f"{config.model}, {config.optimizer.name} lr {config.optimizer.lr:g}"),
-        ("device", f"{config.device} ({mode})"),
-        ("first / final loss", f"{metrics[0]['loss']:.4f} / {metrics[-1]['loss']:.4f}" if metrics else "-"),
-        ("best val loss", f"{min(vals)[0]:.4f} (step {min(vals)[1] + 1})" if vals else "-"),
-        ("tokens/s (median)", f"{rates[len(rates) // 2]:,.0f}"),
-        ("wall time", f"{wall:.1f} s"),
-        ("folder", f"{folder.path} (config.json, metrics.jsonl, trace.json)"),
-    ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}", file=out)
+    def _resume_hint(self) -> str:
+        if complete_checkpoints(self.folder.checkpoints, self.config.stages):
+            return f"pipesim: continue it with: pipesim run --resume {self.folder.path}"
+        return "pipesim: no checkpoint to resume from (--checkpoint-every N saves one every N steps)"
 
 
 def prepare_only(config: RunConfig, out: TextIO | None = None) -> int:
-    """Write the run folder and print the torchrun command that runs it (several machines)."""
+    """Write the run folder and print the torchrun commands that run it (one machine or several)."""
     out = out or sys.stdout
-    _, folder, checkpoint = prepare(config)
-    command = torchrun_command(config, folder, 29500, checkpoint)[3:]
-    print(f"wrote {folder.config}; run it with (add --nnodes/--rdzv-* for several machines):", file=out)
-    print(" ".join(["torchrun", *command]), file=out)
+    prepared = prepare(config, warn=_warn_to(sys.stderr), here=False)
+    prepared.lock.release()
+    folder, ranks = prepared.folder, config.stages
+    resume = f" --resume-from {prepared.checkpoint}" if prepared.checkpoint else ""
+    worker = f"-m executor.worker --run-dir {folder.path}{resume}"
+    lines = [
+        f"wrote {folder.config}; start its {ranks} ranks through torchrun. On one machine:",
+        f"  torchrun --nnodes=1 --nproc-per-node={ranks} {worker}",
+        "On several machines, on every one of them (NODES machines x RANKS_PER_NODE ranks = "
+        f"{ranks}; HOST: the address of one of them):",
+        "  torchrun --nnodes=NODES --nproc-per-node=RANKS_PER_NODE --rdzv-backend=c10d "
+        f"--rdzv-endpoint=HOST:29500 {worker}",
+        "Rank 0 writes metrics.jsonl and trace.json into the folder as the run goes.",
+    ]
+    if config.device == "cuda" and not torch.cuda.is_available():
+        lines.append(f"note: no CUDA device here; the run needs {ranks} GPUs, one per rank, where it starts")
+    print("\n".join(lines), file=out)
     return 0

@@ -3,6 +3,9 @@
     from executor.local import run_local
     runtimes = run_local(Assembly(config))           # returns when every rank has finished
 
+`pipesim run --single-process` calls `run_in_process`: the same loop, each rank logging to its rank log
+as a distributed rank does, checkpoints attached, and a stop request honoured between two actions.
+
 Deterministic round robin: rank 0 runs until its next op would wait for a message, then rank 1, ...,
 then rank 0 again. Each rank does exactly the computations it does under torchrun, in the same order,
 so with the same thread count the losses are bit-identical to the distributed run.
@@ -10,17 +13,27 @@ so with the same thread count the losses are bit-identical to the distributed ru
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from executor.assemble import Assembly
+from executor.checkpoint import attach
+from executor.checkpoint_files import checkpoint_step
 from executor.comm import LocalPostOffice, LocalTransport
+from executor.runfolder import RankLog, RunFolder, new_segment, one_line, op_text
 from executor.runtime import Runtime
+from executor.worker import Clock
 
 
 class Deadlock(RuntimeError):
     """No rank can make progress: the program waits for a message nobody will send."""
+
+
+class Stopped(Exception):
+    """A stop was requested (a signal): raised before the next action; every rank log says so."""
 
 
 def build_local(assembly: Assembly, recorder_for: Callable[[int], object] | None = None) -> list[Runtime]:
@@ -61,3 +74,76 @@ def run_local(
     for runtime in runtimes:
         runtime.finish()
     return runtimes
+
+
+def run_in_process(
+    assembly: Assembly,
+    folder: RunFolder,
+    checkpoint: Path | None,
+    *,
+    time_shift: float,
+    poll: Callable[[], None],
+    stop_requested: Callable[[], bool],
+) -> str | None:
+    """Every rank in this process, logged into the run folder; None when all finished, else what failed
+    (one line). Raises Stopped when `stop_requested()` turns true."""
+    config = assembly.config
+    torch.set_num_threads(config.threads)
+    resume = checkpoint_step(checkpoint) if checkpoint is not None else None
+    segment = new_segment()
+    logs = [RankLog(folder.rank_log(r), r, resume=resume, segment=segment) for r in range(config.stages)]
+    phase = "building the stages and optimizers"
+    try:
+        runtimes = build_local(assembly, logs.__getitem__)
+        for runtime in runtimes:
+            if checkpoint is not None:
+                phase = f"rank {runtime.rank} restoring checkpoint {checkpoint.name}"
+            attach(runtime, assembly, folder.checkpoints, str(checkpoint) if checkpoint else None)
+    except Exception as error:
+        for log in logs:
+            log.end("error", op="set-up", message=f"{phase}: {one_line(error)}")
+        return f"set-up failed ({phase}): {one_line(error)}"
+    clock = Clock(0, time.perf_counter_ns() - int(time_shift * 1e9))  # step 0 is timed from here on
+    for runtime in runtimes:
+        runtime.clock = clock.now
+    return _interleave(runtimes, logs, poll, stop_requested)
+
+
+def _interleave(runtimes: list[Runtime], logs: list[RankLog], poll, stop_requested) -> str | None:
+    current = [runtimes[0]]
+
+    def hook_for(runtime: Runtime):
+        def before_op(index: int, op) -> None:
+            current[0] = runtime
+            if stop_requested():
+                raise Stopped()
+
+        return before_op
+
+    for runtime in runtimes:
+        runtime.before_op = hook_for(runtime)
+    try:
+        round_robin(runtimes, poll)
+    except Stopped:
+        _end(runtimes, logs, "stopped", "stopped by a signal")
+        raise
+    except Deadlock as error:
+        _end(runtimes, logs, "error", str(error))
+        return str(error)
+    except Exception as error:  # the rank that raised, the op it was on, and the error itself
+        failed = current[0]
+        on = op_text(failed.plan.ops[failed.index])
+        logs[failed.rank].end("error", op=on, message=one_line(error))
+        _end(runtimes, logs, "stopped", f"rank {failed.rank} failed")
+        return f"rank {failed.rank} stopped on {on} ({one_line(error)})"
+    for runtime, log in zip(runtimes, logs, strict=True):
+        runtime.finish()
+        log.end("ok")
+    return None
+
+
+def _end(runtimes: list[Runtime], logs: list[RankLog], status: str, message: str) -> None:
+    """End the logs still open, each with the op its rank was on."""
+    for runtime, log in zip(runtimes, logs, strict=True):
+        on = op_text(runtime.plan.ops[runtime.index]) if not runtime.done else "the end of its program"
+        log.end(status, op=on, message=message)

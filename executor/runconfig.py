@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from schedules import Schedule, ScheduleError, build, get_info
 from schedules.registry import check_request
 
 DEVICES = ("cpu", "cuda")
-RUN_ONLY_FIELDS = ("out", "resume", "timeout", "single_process")
-"""Fields a resumed run may change: where it writes, how it waits, how it is launched."""
+RUN_ONLY_FIELDS = ("out", "resume", "timeout", "single_process", "keep_checkpoints")
+"""Fields a resumed run may change: where it writes, how it waits, how it is launched, what it keeps."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,9 +74,12 @@ class RunConfig:
     val_microbatches: int = 2
     """Validation microbatches per measurement (fixed batches, the same every time)."""
     timeout: float = 60.0
-    """Seconds any rank may wait on one action before the whole run stops."""
+    """Seconds one action may take before its rank stops as stalled and the whole run with it (a rank
+    waiting for a peer waits 2 s longer: the rank that stalled is the one named)."""
     checkpoint_every: int = 0
     """Save a checkpoint every this many steps; 0: never."""
+    keep_checkpoints: int = 3
+    """Keep this many of the newest complete checkpoints; older ones are deleted as new ones are written."""
     single_process: bool = False
     """Run every rank in this one process (round robin, local hand-offs) instead of torchrun."""
     out: str = "runs/run"
@@ -151,27 +155,34 @@ class RunConfig:
         return data
 
 
-def validate(config: RunConfig) -> Schedule:
-    """Check everything a user can get wrong; returns the lowered schedule. One line per problem."""
+def validate(config: RunConfig, *, here: bool = True) -> Schedule:
+    """Check everything a user can get wrong; returns the lowered schedule. One line per problem.
+    `here`: the run starts on this machine (else its devices are not checked: --prepare)."""
+    return validate_run(config, here=here)[0]
+
+
+def validate_run(config: RunConfig, *, here: bool = True):
+    """`validate`, returning the loaded corpus too: (schedule, executor.data.Corpus)."""
     _check_counts(config)
     try:
         info = get_info(config.schedule)
         check_request(info, config.stages, config.microbatches, config.steps, config.chunks)
     except ScheduleError as error:
         raise ExecutorConfigError(str(error)) from None
-    split_layers(config.model_config.layers, config.pieces, config.split)
+    _check_pieces(config)
     if config.device not in DEVICES:
         raise ExecutorConfigError(f"--device must be one of {', '.join(DEVICES)}, got {config.device!r}")
-    if config.device == "cuda":
+    if config.device == "cuda" and here:
         _check_cuda(config)
     from executor.data import load_corpus
 
-    load_corpus(config.data).check(config.model_config.seq_len)
+    corpus = load_corpus(config.data)
+    corpus.check(config.model_config.seq_len)
     if config.resume is not None:
-        check_resume(config)
+        check_resume(config, corpus.digest)
     schedule = config.build_schedule()
     _check_programs(config, schedule)
-    return schedule
+    return schedule, corpus
 
 
 def _check_programs(config: RunConfig, schedule: Schedule) -> None:
@@ -195,11 +206,23 @@ def _check_counts(config: RunConfig) -> None:
         ("--val-microbatches", config.val_microbatches, 1),
         ("--val-every", config.val_every, 0),
         ("--checkpoint-every", config.checkpoint_every, 0),
+        ("--keep-checkpoints", config.keep_checkpoints, 1),
     ):
         if value < low:
             raise ExecutorConfigError(f"{flag} must be at least {low}, got {value}")
-    if not config.timeout > 0:
-        raise ExecutorConfigError(f"--timeout must be positive, got {config.timeout}")
+    if not (math.isfinite(config.timeout) and config.timeout > 0):
+        raise ExecutorConfigError(f"--timeout must be a positive number of seconds, got {config.timeout}")
+
+
+def _check_pieces(config: RunConfig) -> None:
+    """The model must have a block for every piece; with chunks, say that pieces are stages x chunks."""
+    layers = config.model_config.layers
+    if config.chunks > 1 and config.pieces > layers:
+        raise ExecutorConfigError(
+            f"--stages {config.stages} x --chunks {config.chunks} = {config.pieces} model pieces, more "
+            f"than the model's {layers} layers (fewer --stages or --chunks, or more --layers)"
+        )
+    split_layers(layers, config.pieces, config.split)
 
 
 def _check_cuda(config: RunConfig) -> None:
@@ -213,37 +236,38 @@ def _check_cuda(config: RunConfig) -> None:
         )
 
 
-def check_resume(config: RunConfig) -> None:
-    """The resume folder must hold a config.json of the same run and a complete checkpoint."""
+def check_resume(config: RunConfig, data_digest: str | None = None) -> None:
+    """The resume folder must hold a config.json of the same run, trained on the same data (when
+    `data_digest` is given). The folder's state (lock, checkpoints, progress) is executor.launch's."""
     folder = Path(config.resume)
     path = folder / "config.json"
     try:
-        saved = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        saved = RunConfig.from_dict(recorded["config"])
     except OSError:
         raise ExecutorConfigError(f"--resume {folder}: no readable config.json there") from None
-    except (ValueError, TypeError, KeyError) as error:
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise ExecutorConfigError(f"--resume {folder}: config.json is not a run config ({error})") from None
-    ours, theirs = config.identity(), saved.identity()
-    for name in ours:
-        if ours[name] != theirs[name]:
+    ours, theirs = _flat(config.identity()), _flat(saved.identity())
+    for name in [*ours, *(name for name in theirs if name not in ours)]:
+        if ours.get(name) != theirs.get(name):
             raise ExecutorConfigError(
-                f"--resume {folder} was run with {name}={theirs[name]!r}, this run has {ours[name]!r}"
+                f"--resume {folder} was run with {name}={theirs.get(name)!r}, this run has {ours.get(name)!r}"
             )
-    from executor.checkpoint import latest_checkpoint
+    before = (recorded.get("data") or {}).get("digest")
+    if data_digest is not None and before is not None and before != data_digest:
+        raise ExecutorConfigError(
+            f"--resume {folder}: the training data changed since the run started (sha256 {before[:12]}... "
+            f"then, {data_digest[:12]}... now); resume on the same data or start a new run"
+        )
 
-    if latest_checkpoint(folder, config.stages) is None:
-        raise ExecutorConfigError(f"--resume {folder}: no complete checkpoint in {folder / 'checkpoints'}")
-    if _finished(folder, config.steps):
-        raise ExecutorConfigError(f"--resume {folder}: the run already finished all {config.steps} steps")
 
-
-def _finished(folder: Path, steps: int) -> bool:
-    """A trace was written and the metrics reach the last step (what a completed run leaves)."""
-    from executor.runfolder import read_metrics
-
-    if not (folder / "trace.json").exists():
-        return False
-    try:
-        return any(line.get("step") == steps - 1 for line in read_metrics(folder / "metrics.jsonl"))
-    except ValueError:  # a torn last line: the run did not finish cleanly
-        return False
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optimizer": {"lr": 1}} -> {"optimizer.lr": 1}: a mismatch names the one field that differs."""
+    flat: dict[str, Any] = {}
+    for name, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat

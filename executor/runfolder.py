@@ -1,30 +1,36 @@
-"""The run folder: what a real run leaves behind, and the per-rank logs it is assembled from.
+"""The run folder: what a real run leaves behind, its lock, and the per-rank logs it is assembled from.
 
-    runs/NAME/config.json       the RunConfig (everything needed to reproduce the run), atomic
-    runs/NAME/metrics.jsonl     one object per optimizer step: step, loss, val_loss (when measured),
-                                tokens_per_s, time (seconds since the start)
+    runs/NAME/config.json       the RunConfig and a description of the training data, atomic
+    runs/NAME/metrics.jsonl     one object per optimizer step (executor.monitor)
     runs/NAME/trace.json        the measured trace (traces/ format), atomic
-    runs/NAME/ranks/rank*.jsonl each rank's own log, appended and flushed as it goes (survives a crash)
-    runs/NAME/checkpoints/      see executor.checkpoint
+    runs/NAME/ranks/rank*.jsonl each rank's own log, appended and flushed as it goes; a resumed run
+                                appends to it (a new "start" record), so nothing that ran is lost
+    runs/NAME/checkpoints/      see executor.checkpoint_files
+    runs/NAME/launcher.log      torchrun's own output (pipesim run only)
+    runs/NAME/lock              held (flock) while a run owns the folder
 
 A rank log holds one JSON object per line: {"t": "start" | "event" | "loss" | "val" | "cut" | "end", ...}.
-The launcher (or the single-process loop) reads the logs as they grow (`Monitor.poll`) to print progress
-and append metrics, and merges them into trace.json at the end, also after a failure.
+executor.monitor reads the logs as they grow, merges the segments of a stopped and resumed run, and
+writes metrics.jsonl and trace.json from them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
+import threading
 import time
-from dataclasses import dataclass, field
+import uuid
 from pathlib import Path
 from typing import Any
 
+from executor.errors import ExecutorConfigError
 from executor.runconfig import RunConfig
-from schedules import Schedule, parse_action
-from traces.io import write_atomic, write_trace
-from traces.schema import Event, ScheduleHeader, Trace, stream_of
+from schedules import Action
+from traces.io import write_atomic
 
 
 class RunFolder:
@@ -39,6 +45,7 @@ class RunFolder:
     ranks = property(lambda self: self.path / "ranks")
     checkpoints = property(lambda self: self.path / "checkpoints")
     log = property(lambda self: self.path / "launcher.log")
+    lock_file = property(lambda self: self.path / "lock")
 
     def rank_log(self, rank: int) -> Path:
         return self.ranks / f"rank{rank}.jsonl"
@@ -51,26 +58,93 @@ class RunFolder:
         return RunConfig.from_dict(json.loads(self.config.read_text(encoding="utf-8"))["config"])
 
 
-class RankLog:
-    """A rank's append-only log (the Runtime's recorder). Every line is flushed when written."""
+class FolderLock:
+    """An exclusive flock on runs/NAME/lock for as long as a run owns the folder. The kernel drops it
+    when the last process holding the descriptor ends, however it ends (a SIGKILL included)."""
 
-    def __init__(self, path: Path, rank: int) -> None:
+    def __init__(self, folder: RunFolder, owner: str) -> None:
+        self.fd = os.open(folder.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise ExecutorConfigError(
+                f"{folder.path} is in use by another run ({holder}); wait for it to end or stop it"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{owner}, pid {os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def new_segment() -> str:
+    """A fresh launch id for the rank logs' start records."""
+    return uuid.uuid4().hex[:12]
+
+
+class DivergedError(RuntimeError):
+    """A loss came out inf or nan: the run stops rather than train on (and write) garbage."""
+
+
+def op_text(op) -> str:
+    """An op in the IR's text form (`1F2@s3v3`); the executor's own ops (validation, NORM, CUT) in the
+    same notation: `CUT@s3`, `0EVAL_F1@s3`. Anything else (a phase name) as it is."""
+    if isinstance(op, Action) or not hasattr(op, "kind"):
+        return str(op)
+    stage = "" if op.stage < 0 else str(op.stage)
+    microbatch = "" if op.microbatch is None else str(op.microbatch)
+    return f"{stage}{op.kind}{microbatch}" + (f"@s{op.step}" if op.step else "")
+
+
+class RankLog:
+    """A rank's append-only log (the Runtime's recorder). Every line is flushed when written; writes
+    may come from two threads (the watchdog ends the log when it stops the rank)."""
+
+    def __init__(self, path: Path, rank: int, *, resume: int | None = None, segment: str | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.rank = rank
-        self.handle = path.open("w", encoding="utf-8")
-        self.write({"t": "start", "rank": rank, "pid": os.getpid(), "wall": time.time()})
+        self.path, self.rank = path, rank
+        self.guard = threading.Lock()
+        self.handle = path.open("a", encoding="utf-8")
+        if self.handle.tell() > 0 and not _ends_with_newline(path):
+            self.handle.write("\n")  # the last segment died mid-line: keep that line apart
+        start: dict[str, Any] = {"t": "start", "rank": rank, "pid": os.getpid(), "wall": time.time()}
+        if resume is not None:
+            start["resume"] = resume  # the step index of the checkpoint this segment starts from
+        if segment is not None:
+            start["segment"] = segment  # the launch, the same on every rank (executor.monitor)
+        self.write(start)
 
     def write(self, record: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self.handle.flush()
+        line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+        with self.guard:
+            if not self.handle.closed:
+                self.handle.write(line)
+                self.handle.flush()
+
+    def beat(self) -> None:
+        """A sign of life without a line: the launcher reads the log's modification time."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path)
 
     def event(self, index: int, op, start: float, end: float, moved: int, memory: int | None) -> None:
         self.write({"t": "event", "i": index, "a": str(op), "s": start, "e": end, "b": moved, "m": memory})
 
     def loss(self, step: int, microbatch: int, loss: float, time: float) -> None:
+        _check_finite("loss", loss, step, f", microbatch {microbatch}")
         self.write({"t": "loss", "step": step, "mb": microbatch, "loss": loss, "time": time})
 
     def val(self, step: int, loss: float, time: float) -> None:
+        _check_finite("validation loss", loss, step, "")
         self.write({"t": "val", "step": step, "loss": loss, "time": time})
 
     def cut(self, step: int, time: float) -> None:
@@ -78,131 +152,32 @@ class RankLog:
 
     def end(self, status: str, **details: Any) -> None:
         self.write({"t": "end", "status": status, "wall": time.time(), **details})
-        self.handle.close()
+        with self.guard:
+            self.handle.close()
 
 
-@dataclass
-class RankState:
-    """What the monitor knows about one rank so far."""
-
-    pid: int | None = None
-    events: list[dict] = field(default_factory=list)
-    last_index: int = -1
-    end: dict | None = None
-    offset: int = 0
-
-
-class Monitor:
-    """Follows the rank logs: progress, metrics.jsonl, and trace.json at the end."""
-
-    def __init__(self, folder: RunFolder, config: RunConfig, schedule: Schedule, *, time_offset: float = 0.0):
-        self.folder, self.config, self.schedule = folder, config, schedule
-        self.ranks = [RankState() for _ in range(schedule.ranks)]
-        self.losses: dict[int, dict[int, float]] = {}
-        self.loss_time: dict[int, float] = {}
-        self.vals: dict[int, float] = {}
-        self.metrics: list[dict[str, Any]] = []
-        self.time_offset = time_offset
-        self.tokens_per_step = config.microbatches * config.microbatch_size * config.model_config.seq_len
-        self.val_steps = config.val_steps()
-
-    def poll(self) -> bool:
-        """Read whatever the ranks wrote since the last call; True if anything was new."""
-        new = False
-        for rank, state in enumerate(self.ranks):
-            for record in self._new_records(rank, state):
-                new = True
-                self._take(state, record)
-        self._complete_steps()
-        return new
-
-    def _new_records(self, rank: int, state: RankState) -> list[dict]:
-        path = self.folder.rank_log(rank)
-        try:
-            with path.open("rb") as handle:
-                handle.seek(state.offset)
-                data = handle.read()
-        except OSError:
-            return []
-        complete = data[: data.rfind(b"\n") + 1]
-        state.offset += len(complete)
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
-
-    def _take(self, state: RankState, record: dict) -> None:
-        kind = record["t"]
-        if kind == "start":
-            state.pid = record["pid"]
-        elif kind == "event":
-            state.events.append(record)
-            state.last_index = record["i"]
-        elif kind == "loss":
-            self.losses.setdefault(record["step"], {})[record["mb"]] = record["loss"]
-            self.loss_time[record["step"]] = max(self.loss_time.get(record["step"], 0.0), record["time"])
-        elif kind == "val":
-            self.vals[record["step"]] = record["loss"]
-        elif kind == "end":
-            state.end = record
-
-    def _complete_steps(self) -> None:
-        while True:
-            step = len(self.metrics)
-            if step >= self.config.steps or len(self.losses.get(step, {})) < self.config.microbatches:
-                return
-            if step in self.val_steps and step not in self.vals:
-                return
-            self._add_metrics(step)
-
-    def _add_metrics(self, step: int) -> None:
-        losses = self.losses[step]
-        time = self.loss_time[step] + self.time_offset
-        previous = self.metrics[-1]["time"] if self.metrics else self.time_offset
-        line: dict[str, Any] = {"step": step, "loss": sum(losses[j] for j in sorted(losses)) / len(losses)}
-        if step in self.vals:
-            line["val_loss"] = self.vals[step]
-        line["tokens_per_s"] = self.tokens_per_step / max(time - previous, 1e-9)
-        line["time"] = time
-        self.metrics.append(line)
-        with self.folder.metrics.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line, sort_keys=True) + "\n")
-
-    def seed_metrics(self, lines: list[dict[str, Any]]) -> None:
-        """A resumed run starts with the steps already written (and rewrites the file with them)."""
-        self.metrics = list(lines)
-        self.write_metrics()
-
-    def write_metrics(self) -> None:
-        text = "".join(json.dumps(line, sort_keys=True) + "\n" for line in self.metrics)
-        write_atomic(self.folder.metrics, text)
-
-    def trace(self, meta: dict[str, Any]) -> Trace:
-        events = []
-        for rank, state in enumerate(self.ranks):
-            for record in state.events:
-                action = parse_action(record["a"])
-                event = Event(
-                    rank=rank,
-                    action=action,
-                    start=record["s"],
-                    end=max(record["e"], record["s"]),
-                    stream=stream_of(action),
-                    bytes=record["b"],
-                    memory=record["m"],
-                )
-                events.append((event.start, rank, record["i"], event))
-        events.sort(key=lambda item: item[:3])
-        return Trace(
-            source="measured",
-            schedule=ScheduleHeader.of(self.schedule),
-            events=tuple(item[3] for item in events),
-            meta=meta,
+def _check_finite(what: str, value: float, step: int, where: str) -> None:
+    if not math.isfinite(value):
+        raise DivergedError(
+            f"the {what} became {value} at step {step + 1}{where}: the training diverged "
+            "(a lower --lr, or --grad-clip, may help)"
         )
 
-    def write_trace(self, meta: dict[str, Any]) -> None:
-        write_trace(self.folder.trace, self.trace(meta))
+
+def one_line(error: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The metrics lines of a run folder ([] when there is none)."""
+    """The metrics lines of a run folder ([] when there is none); ValueError on a line that is not JSON."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

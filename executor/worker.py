@@ -1,15 +1,22 @@
 """One rank of a real run, started by torchrun (torch.distributed.run), one process per rank.
 
-    torchrun --nproc-per-node 2 -m executor.worker --run-dir runs/NAME
+    torchrun --nproc-per-node 2 -m executor.worker --run-dir runs/NAME [--resume-from CHECKPOINT]
 
-It reads runs/NAME/config.json (written by `pipesim run`), joins the process group (gloo on CPU, NCCL on
-CUDA, plus a gloo group for the clock), estimates its clock offset to rank 0, runs its program and writes
-runs/NAME/ranks/rank<r>.jsonl as it goes.
+It reads runs/NAME/config.json (written by `pipesim run` or `pipesim run --prepare`), joins the process
+group (gloo on CPU, NCCL on CUDA, plus a gloo group for the clock), estimates its clock offset to rank 0,
+runs its program and appends to runs/NAME/ranks/rank<r>.jsonl as it goes.
 
-Never hang: a watchdog thread stops the process when one op has run longer than the config's timeout,
-naming the rank and the op; a receive whose peer died fails at once or after the same timeout. Either
-way the log ends with {"t": "end", "status": "error", "op": ..., "message": ...} and the process exits
-non-zero, which makes torchrun stop the other ranks.
+Started by `pipesim run` (PIPESIM_LAUNCHER_PID set), the launcher holds the folder's lock and assembles
+metrics.jsonl and trace.json. Started through torchrun by hand, rank 0 does both: it locks the folder
+(another run on it: one line, exit 2), follows every rank's log as the run goes (executor.collect) and
+writes the trace when it ends, so the folder is the same as `pipesim run` leaves.
+
+Never hang: the watchdog (executor.watchdog) stops the process when one op has run longer than the
+config's timeout, or when torchrun or the launcher is gone; a receive whose peer died fails at once or
+after the timeout and a margin (so a stalled rank says so first); an error while setting up is logged
+with its phase. Either way the log ends with
+{"t": "end", "status": "error", "op": ..., "message": ...} and the process exits non-zero, which makes
+torchrun stop the other ranks.
 
 Test hook (tests only, not a user feature): PIPESIM_FAULT="<rank>:<op>:<exit|sleep>" makes that rank
 exit, or sleep for good, right before running that op (e.g. "1:1F2@s1v1:exit").
@@ -18,22 +25,36 @@ exit, or sleep for good, right before running that op (e.g. "1:1F2@s1v1:exit").
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
+import signal
 import sys
-import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from executor.assemble import Assembly
+from executor.checkpoint import attach
+from executor.checkpoint_files import checkpoint_step, checkpoint_time
+from executor.collect import Collector
 from executor.comm import DistTransport
-from executor.runfolder import RankLog, RunFolder
-from executor.runtime import Runtime
+from executor.program import NORM
+from executor.runconfig import RunConfig
+from executor.runfolder import FolderLock, RankLog, RunFolder, new_segment, one_line
+from executor.runtime import RECV_OPS, Runtime
+from executor.watchdog import WAIT_MARGIN, Watchdog, stop
+from schedules.errors import UserError
 
 FAULT_ENV = "PIPESIM_FAULT"
+WAITING_KINDS = RECV_OPS | {NORM}
+"""Ops that wait for a peer (their limit has the margin)."""
+LAUNCHER_ENV = "PIPESIM_LAUNCHER_PID"
+"""Set by `pipesim run` for its ranks: its pid (they stop when it is gone; it holds the lock)."""
+SEGMENT_ENV = "PIPESIM_SEGMENT"
+"""Set by `pipesim run` for its ranks: the launch's id in the rank logs (rank 0 sends it otherwise)."""
 
 
 class Clock:
@@ -102,33 +123,6 @@ def sync_clock(clock: Clock, rank: int, world: int, group, rounds: int = 8) -> N
     clock.offset_ns, clock.zero_ns = offset, int(zero)
 
 
-class Watchdog:
-    """Stops the process when the current op has run for more than `timeout` seconds."""
-
-    def __init__(self, runtime: Runtime, log: RankLog, timeout: float) -> None:
-        self.runtime, self.log, self.timeout = runtime, log, timeout
-        self.current: tuple[object, float] | None = None
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def started(self, index: int, op) -> None:
-        self.current = (op, time.monotonic())
-
-    def _watch(self) -> None:
-        while True:
-            time.sleep(min(0.2, self.timeout / 10))
-            current = self.current
-            if current is not None and time.monotonic() - current[1] > self.timeout:
-                stop(self.runtime.rank, self.log, current[0], f"no progress for {self.timeout:g} s", 124)
-
-
-def stop(rank: int, log: RankLog, op, message: str, code: int) -> None:
-    """Record why this rank stops, say it in one line, and leave at once (no hanging collective)."""
-    with contextlib.suppress(OSError, ValueError):
-        log.end("error", op=str(op), message=message)
-    print(f"pipesim: rank {rank} stopped on {op}: {message}", file=sys.stderr, flush=True)
-    os._exit(code)
-
-
 def fault_hook(rank: int):
     """The PIPESIM_FAULT test hook for this rank, or None."""
     spec = os.environ.get(FAULT_ENV, "")
@@ -154,53 +148,161 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume-from", default=None, help="a checkpoint folder to start from")
     args = parser.parse_args(argv)
     folder = RunFolder(args.run_dir)
-    config = folder.read_config()
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if "RANK" not in os.environ:
+        return _refuse(0, "executor.worker runs under torchrun (RANK is not set): see pipesim run --prepare")
+    rank = int(os.environ["RANK"])
+    try:
+        config = folder.read_config()
+        resume = checkpoint_step(Path(args.resume_from)) if args.resume_from else None
+    except (OSError, ValueError, KeyError, TypeError, UserError) as error:
+        return _refuse(rank, f"{args.run_dir}: cannot start from it ({one_line(error)})")
     torch.set_num_threads(config.threads)
-    log = RankLog(folder.rank_log(rank), rank)
-    cuda = config.device == "cuda"
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=config.timeout))
-    control = dist.new_group(backend="gloo") if cuda else None
-    if cuda:  # create the NCCL communicator with every rank present before any batched p2p
-        dist.all_reduce(torch.zeros(1, device="cuda"))
-    assembly = Assembly(config)
-    clock = Clock()
-    runtime = assembly.runtime(rank, DistTransport(), recorder=log, clock=clock.now)
-    watchdog = Watchdog(runtime, log, config.timeout)
-    fault = fault_hook(rank)
+    launcher = os.environ.get(LAUNCHER_ENV)
+    lock, segment = None, os.environ.get(SEGMENT_ENV)
+    if launcher is None:  # started by hand: no launcher holds the folder; rank 0 takes it for the run
+        lock, segment = _claim_by_hand(folder, config, rank)
+        if lock is None:
+            return 2
+    log = RankLog(folder.rank_log(rank), rank, resume=resume, segment=segment)
+    watchdog = Watchdog(rank, log, config.timeout, int(launcher) if launcher else None)
+    setup = SetUp(rank, config, folder, log, watchdog, args.resume_from)
+    runtime, control, collector = setup.run(joined=lock is not None)
+    return _train(rank, config, runtime, control, log, watchdog, collector)
 
-    def before_op(index: int, op) -> None:
-        watchdog.started(index, op)
-        if fault is not None:
-            fault(index, op)
 
-    runtime.before_op = before_op
-    from executor.checkpoint import attach
+class SetUp:
+    """Everything between the start and the first action, phase by phase: an error in any of them ends
+    the rank with the phase and the error itself in its log (not a silent death)."""
 
-    sync_clock(clock, rank, world, control)  # after the set-up: step 0 is timed from here
-    clock.zero_ns -= int(float(os.environ.get("PIPESIM_TIME_SHIFT", "0")) * 1e9)  # a resumed run goes on
-    if cuda:
-        runtime.timer = CudaTimer(clock)
-    attach(runtime, assembly, folder, args.resume_from)
+    def __init__(self, rank, config: RunConfig, folder: RunFolder, log: RankLog, watchdog, resume_from):
+        self.rank, self.config, self.folder, self.log = rank, config, folder, log
+        self.watchdog, self.resume_from = watchdog, resume_from
+        self.phase = "starting"
+
+    def __call__(self, phase: str) -> None:
+        self.phase = phase
+        self.watchdog.idle(f"its set-up ({phase})")
+
+    def run(self, *, joined: bool):
+        try:
+            return self._run(joined)
+        except Exception as error:
+            stop(self.rank, self.log, "set-up", f"{self.phase}: {one_line(error)}", 1)
+
+    def _run(self, joined: bool):
+        config, rank, cuda = self.config, self.rank, self.config.device == "cuda"
+        self("joining the process group")
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+        if not joined:
+            dist.init_process_group("nccl" if cuda else "gloo", timeout=_wait_limit(config))
+        control = _control_group(cuda)
+        self("building its stages and optimizers")
+        assembly = Assembly(config)
+        clock = Clock()
+        runtime = assembly.runtime(rank, DistTransport(), recorder=self.log, clock=clock.now)
+        runtime.settings = replace(runtime.settings, timeout=_wait_limit(config).total_seconds())
+        fault = fault_hook(rank)
+
+        def before_op(index: int, op) -> None:
+            self.watchdog.started(op, waiting=op.kind in WAITING_KINDS)
+            if fault is not None:
+                fault(index, op)
+
+        runtime.before_op = before_op
+        collector = None
+        if rank == 0 and os.environ.get(LAUNCHER_ENV) is None:
+            collector = Collector(self.folder, config, assembly.schedule)
+            self.watchdog.before_exit = lambda: collector.finish(wait=2.0)
+            _stop_on_signals(collector)
+        self("synchronising the clocks")
+        sync_clock(clock, rank, dist.get_world_size(), control)  # after the set-up: step 0 is timed from here
+        if cuda:
+            runtime.timer = CudaTimer(clock)
+        resume_from = Path(self.resume_from) if self.resume_from else None
+        if resume_from is not None:
+            self(f"restoring checkpoint {resume_from.name}")
+            clock.zero_ns -= int(checkpoint_time(resume_from, dist.get_world_size()) * 1e9)  # time goes on
+        attach(runtime, assembly, self.folder.checkpoints, self.resume_from)
+        return runtime, control, collector
+
+
+def _train(rank: int, config: RunConfig, runtime: Runtime, control, log: RankLog, watchdog, collector) -> int:
+    """Run the program to its end; any error ends the rank with the action it was on."""
+    before_exit = (lambda: collector.finish(wait=2.0)) if collector is not None else None
     try:
         runtime.run()
         runtime.finish()
-        watchdog.started(-1, "the final sends")
-        runtime.mailman.finish(config.timeout)
+        watchdog.started("the final sends", waiting=True)
+        runtime.mailman.finish(_wait_limit(config).total_seconds())
+        watchdog.idle("the end")
+        log.end("ok")
         dist.barrier(group=control)
     except Exception as error:  # a peer died or a receive timed out: say where, then leave
         op = runtime.plan.ops[runtime.index] if not runtime.done else "the end of its program"
-        stop(rank, log, op, _one_line(error), 1)
-    log.end("ok")
+        stop(rank, log, op, one_line(error), 1, before_exit)
+    completed = collector.finish(wait=config.timeout) if collector is not None else True
     dist.destroy_process_group()
-    return 0
+    return 0 if completed else 1
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+class Terminated(Exception):
+    """A stop signal reached rank 0 of a hand-started run (torchrun passes on its own stop as SIGTERM)."""
+
+
+def _stop_on_signals(collector: Collector) -> None:
+    """Rank 0 of a hand-started run: a SIGTERM (or SIGINT) becomes an error in the main thread, so the
+    rank ends like any failed one and writes the trace first; a second one, while it writes, waits."""
+
+    def handler(number: int, frame) -> None:
+        if not collector.finishing:
+            raise Terminated(f"stopped by {signal.Signals(number).name}")
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, handler)
+
+
+def _wait_limit(config: RunConfig) -> timedelta:
+    """How long a rank waits for a peer: --timeout and a margin (executor.watchdog.WAIT_MARGIN)."""
+    return timedelta(seconds=config.timeout + WAIT_MARGIN)
+
+
+def _control_group(cuda: bool):
+    """A gloo group for the clock and the barriers (NCCL's default group needs every rank's GPU)."""
+    if not cuda:
+        return None
+    control = dist.new_group(backend="gloo")
+    dist.all_reduce(torch.zeros(1, device="cuda"))  # the NCCL communicator, every rank present
+    return control
+
+
+def _claim_by_hand(folder: RunFolder, config: RunConfig, rank: int):
+    """A run started through torchrun by hand: join the group; rank 0 locks the folder and tells the
+    others the verdict and the launch's id. (lock or True, id); (None, None) when another run owns the
+    folder (rank 0 has said so in one line)."""
+    cuda = config.device == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=_wait_limit(config))
+    lock, verdict = None, [None, new_segment()]
+    if rank == 0:
+        try:
+            lock = FolderLock(folder, "torchrun started by hand, rank 0")
+        except (UserError, OSError) as error:
+            verdict[0] = str(error)
+    group = dist.new_group(backend="gloo") if cuda else None
+    dist.broadcast_object_list(verdict, src=0, group=group)
+    if verdict[0] is not None:
+        if rank == 0:
+            _refuse(rank, verdict[0])
+        dist.destroy_process_group()
+        return None, None
+    return lock or True, verdict[1]
+
+
+def _refuse(rank: int, message: str) -> int:
+    print(f"pipesim: error: {message}", file=sys.stderr, flush=True)
+    return 2
 
 
 if __name__ == "__main__":

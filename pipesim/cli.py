@@ -22,6 +22,7 @@ COMMANDS = (
     "sweep",
     "plan",
     "run",
+    "collect",
     "compare",
     "calibrate",
     "predict",

@@ -6,7 +6,8 @@ config = OptimizerConfig(name="nadamw", lr=1e-3, correction="pipemare", warmup_s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 from executor.errors import ExecutorConfigError
 
@@ -63,6 +64,7 @@ class OptimizerConfig:
     """Basis rotation: "both" sides, or "one" (the smaller side of each matrix)."""
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check_choice("--optimizer", self.name, OPTIMIZERS)
         _check_choice("--correction", self.correction, CORRECTIONS)
         _check_choice("--rotation-sides", self.rotation_sides, ROTATION_SIDES)
@@ -92,6 +94,16 @@ class OptimizerConfig:
         if self.betas is not None:
             return tuple(self.betas)
         return _DEFAULT_BETAS.get(self.name, _BETAS)
+
+
+def _check_finite(config: OptimizerConfig) -> None:
+    """inf and nan compare false with every bound: refuse them before any range check."""
+    for item in fields(config):
+        values = getattr(config, item.name)
+        for value in values if isinstance(values, tuple) else (values,):
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = "--" + item.name.replace("_", "-")
+                raise ExecutorConfigError(f"{flag} must be a finite number, got {value}")
 
 
 def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:

@@ -6,7 +6,8 @@
     pipesim run --resume runs/NAME                        # continue from its latest checkpoint
 
 The flags mirror executor.runconfig.RunConfig (and executor.optim.OptimizerConfig); everything is
-checked before any process starts. The run folder gets config.json, metrics.jsonl and trace.json.
+checked before any process starts. The run folder gets config.json, metrics.jsonl and trace.json
+(executor.launch says what else, and what a stop or a resume does to it).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ FLAGS: list[tuple[str, str, Any, str]] = [
     ("--val-microbatches", "val_microbatches", int, "validation microbatches (default 2)"),
     ("--timeout", "timeout", float, "seconds a rank may wait on one action (default 60)"),
     ("--checkpoint-every", "checkpoint_every", int, "checkpoint every N steps, 0: never (default 0)"),
+    ("--keep-checkpoints", "keep_checkpoints", int, "keep the newest N checkpoints (default 3)"),
 ]
 
 
@@ -167,10 +169,5 @@ def make_config(values: dict[str, Any]):
 def run(args: argparse.Namespace) -> int:
     from executor.launch import launch, prepare_only
 
-    values = given(args)
-    config = make_config(values)
-    if values.get("resume"):
-        from executor.runconfig import check_resume
-
-        check_resume(config)
+    config = make_config(given(args))
     return prepare_only(config) if args.prepare else launch(config)

@@ -25,6 +25,16 @@ BAD_INPUT = [
     (["--split", "1,x"], "--split takes comma-separated block counts"),
     (["--split", "1,1"], "--split 1,1 sums to 2, not 4"),
     (["--val-every", "-1"], "--val-every must be at least 0"),
+    (["--keep-checkpoints", "0"], "--keep-checkpoints must be at least 1"),
+    # inf and nan compare false with every bound: each float flag is refused, not trained on
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--weight-decay=-inf"], "--weight-decay must be a finite number, got -inf"),
+    (["--grad-clip", "nan"], "--grad-clip must be a finite number, got nan"),
+    (["--timeout", "inf"], "--timeout must be a positive number of seconds, got inf"),
+    (["--timeout", "nan"], "--timeout must be a positive number of seconds, got nan"),
+    # interleaved cuts the model into stages x chunks pieces: say so, not "--stages 8"
+    (["--schedule", "interleaved", "--stages", "4"], "--stages 4 x --chunks 2 = 8 model pieces, more than"),
 ]
 
 
@@ -70,9 +80,15 @@ def test_single_process_run_prints_progress_and_a_summary_and_fills_the_folder(t
     assert "step 4/4" in captured.err and "tok/s" in captured.err and "val" in captured.err
     assert "first / final loss" in captured.out and "best val loss" in captured.out
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [0, 1, 2, 3]
     assert all({"step", "loss", "tokens_per_s", "time"} <= m.keys() for m in metrics)
     assert [("val_loss" in m) for m in metrics] == [False, True, False, True]
+    # One way to count steps everywhere a user reads them: from 1, metrics.jsonl as the progress line
+    # and the summary ("step 4/4" is the line {"step": 4}; the best val loss names its line's step).
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    for m in metrics:
+        assert f"step {m['step']}/4  loss {m['loss']:.4f}" in captured.err
+    best = min((m["val_loss"], m["step"]) for m in metrics if "val_loss" in m)
+    assert f"best val loss       {best[0]:.4f} (step {best[1]})" in captured.out
     trace = json.loads((folder / "trace.json").read_text())
     assert trace["source"] == "measured" and trace["schedule"]["name"] == "pipedream"
     assert {e["action"].split("@")[0][1:2] for e in trace["events"]} >= {"F", "B", "O"}

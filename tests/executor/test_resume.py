@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from executor.assemble import Assembly
-from executor.checkpoint import attach, latest_checkpoint, step_folder
+from executor.checkpoint import attach
+from executor.checkpoint_files import find_checkpoint, step_folder
 from executor.data import load_corpus
 from executor.launch import launch
 from executor.local import build_local, round_robin
@@ -24,6 +25,7 @@ from executor.optim import OptimizerConfig
 from executor.runconfig import RunConfig
 from executor.runfolder import RunFolder, read_metrics
 from pipesim.cli import main
+from traces.io import read_trace
 
 SGD = OptimizerConfig(name="sgd", lr=0.05)  # momentum: optimizer state that must be restored
 
@@ -37,7 +39,7 @@ def config(**fields) -> RunConfig:
 def local_losses(assembly: Assembly, folder: RunFolder, resume_from: Path | None):
     runtimes = build_local(assembly)
     for runtime in runtimes:
-        attach(runtime, assembly, folder, str(resume_from) if resume_from else None)
+        attach(runtime, assembly, folder.checkpoints, str(resume_from) if resume_from else None)
     round_robin(runtimes)
     losses = sorted((step, j, loss) for r in runtimes for step, j, loss, _ in r.losses)
     vals = sorted((step, loss) for r in runtimes for step, loss, _ in r.vals)
@@ -62,10 +64,10 @@ def test_resume_in_one_process_is_bit_identical(tmp_path, case):
     assembly = Assembly(cfg, corpus=load_corpus())
     folder = RunFolder(tmp_path)
     full_losses, full_vals, runtimes = local_losses(assembly, folder, None)
-    assert latest_checkpoint(tmp_path, cfg.stages)[0] == 3
+    assert find_checkpoint(folder.checkpoints, cfg.stages)[0] == 3
     final = {s: [p.clone() for p in st.params] for r in runtimes for s, st in r.stages.items()}
     for step in (1, 3):
-        losses, vals, resumed = local_losses(assembly, folder, step_folder(folder, step))
+        losses, vals, resumed = local_losses(assembly, folder, step_folder(folder.checkpoints, step))
         assert losses == full_losses
         assert vals == full_vals
         for r in resumed:
@@ -82,7 +84,7 @@ def test_killed_run_resumed_with_the_cli_equals_an_uninterrupted_run(tmp_path, m
     folder = tmp_path / "stopped"
     monkeypatch.setenv("PIPESIM_FAULT", "1:1F2@s4v3:exit")
     assert main(["run", *flags, "--out", str(folder)]) == 1
-    assert latest_checkpoint(folder, 2)[0] == 3
+    assert find_checkpoint(folder / "checkpoints", 2)[0] == 3
     assert len(read_metrics(folder / "metrics.jsonl")) < 6
     monkeypatch.delenv("PIPESIM_FAULT")
     assert main(["run", "--resume", str(folder)]) == 0
@@ -105,5 +107,9 @@ def test_killed_run_resumed_with_the_cli_equals_an_uninterrupted_run(tmp_path, m
     ]
     times = [m["time"] for m in resumed]
     assert times == sorted(times)
-    assert (folder / "trace.json").exists() and (folder / "trace.segment0.json").exists()
+    trace = read_trace(folder / "trace.json")  # one trace, both segments merged, every action once
+    assert trace.meta["completed"] and not list(folder.glob("trace.segment*"))
+    assert sorted((e.rank, str(e.action)) for e in trace.events) == sorted(
+        (rank, str(action)) for rank, action in reference.build_schedule().all_actions()
+    )
     assert json.loads((folder / "config.json").read_text())["config"]["resume"] == str(folder)
