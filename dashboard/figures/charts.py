@@ -69,7 +69,7 @@ def memory_figure(traces: Mapping[str, Trace], *, capacity: int | None = None) -
             if not points or not any(held for _, held in points):
                 continue
             sized = True
-            times, held = _decimated(points)
+            times, held = decimated(points)
             _add_rank_curve(figure, row, rank, times * unit.scale, held / GIB, legend=row == 1)
         figure.update_xaxes(title_text=f"time ({unit.name})", row=row, col=1)
         figure.update_yaxes(title_text="GiB", rangemode="tozero", row=row, col=1)
@@ -100,7 +100,7 @@ def memory_figure(traces: Mapping[str, Trace], *, capacity: int | None = None) -
     return figure
 
 
-def _decimated(points: list[tuple[float, int]]) -> tuple[np.ndarray, np.ndarray]:
+def decimated(points: list[tuple[float, int]]) -> tuple[np.ndarray, np.ndarray]:
     """At most MAX_POINTS points: the highest of each run of consecutive points."""
     times = np.fromiter((moment for moment, _ in points), dtype=float, count=len(points))
     held = np.fromiter((size for _, size in points), dtype=float, count=len(points))

@@ -34,7 +34,7 @@ def binned_strips(trace: Trace, events: list[Event], unit: TimeUnit) -> tuple[li
     origin = min(event.start for event in events)
     edges = np.linspace(origin, trace.makespan, bins + 1)
     width = edges[1] - edges[0]
-    shares = _busy_per_bin(events, ranks, edges) / width  # [rank, kind, bin], 0..1
+    shares = busy_per_bin(events, ranks, edges) / width  # [rank, kind, bin], 0..1
     idle = np.clip(1 - shares.sum(axis=1), 0.0, 1.0)  # [rank, bin]
     dominant = shares.argmax(axis=1).astype(float)
     dominant[shares.max(axis=1) < idle] = np.nan  # mostly idle: left blank
@@ -93,7 +93,7 @@ def _bin_hover(shares: np.ndarray, idle: np.ndarray) -> list[list[str]]:
     return rows
 
 
-def _busy_per_bin(events: list, ranks: int, edges: np.ndarray) -> np.ndarray:
+def busy_per_bin(events: list, ranks: int, edges: np.ndarray) -> np.ndarray:
     """Seconds each rank spent on each kind within each bin (sends left out)."""
     starts: dict[tuple[int, int], list[float]] = defaultdict(list)
     lengths: dict[tuple[int, int], list[float]] = defaultdict(list)

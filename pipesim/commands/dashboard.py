@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    runs = Path(args.runs).expanduser().resolve()
+    runs = Path(args.runs).expanduser()  # as given: the server runs in this folder too
     check(args.port, runs)
     command = streamlit_command(args.port)
     env = {**os.environ, RUNS_VARIABLE: str(runs)}
