@@ -33,7 +33,7 @@ def utilization_figure(metrics: Mapping[str, Metrics]) -> go.Figure:
         figure.add_bar(
             **common,
             y=metric.utilization,
-            name=f"{name} utilization",
+            name=name,
             marker={"color": series_color(index)},
             hovertemplate=f"{name}, rank %{{x}}: utilization %{{y:.1%}}<extra></extra>",
         )
@@ -42,6 +42,7 @@ def utilization_figure(metrics: Mapping[str, Metrics]) -> go.Figure:
             y=metric.bubble,
             base=metric.utilization,
             name=f"{name} bubble",
+            showlegend=False,
             marker={"color": series_color(index), "opacity": 0.25},
             hovertemplate=f"{name}, rank %{{x}}: bubble %{{y:.1%}}<extra></extra>",
         )
@@ -49,7 +50,7 @@ def utilization_figure(metrics: Mapping[str, Metrics]) -> go.Figure:
         barmode="group",
         height=300,
         margin={"l": 60, "r": 20, "t": 30, "b": 40},
-        yaxis={"title": "share of the run", "tickformat": ".0%", "range": [0, 1]},
+        yaxis={"title": "utilization (solid) + bubble (pale)", "tickformat": ".0%", "range": [0, 1]},
         xaxis={"title": "rank", "dtick": 1},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
     )

@@ -110,7 +110,7 @@ def comparison_timeline(
     if mode == "overlaid":
         notes.insert(0, "too many actions to overlay: stacked instead")
     rows = sum(len(one.rows) for one in drawn) + 3  # + the subplot titles and the gap
-    _finish(figure, title="", notes=notes, rows=rows, drawn=drawn)
+    _finish(figure, title="", notes=notes, rows=rows, drawn=drawn, legend_below=True)
     return figure
 
 
@@ -121,7 +121,7 @@ def _overlaid(first: Drawn, second: Drawn, labels: tuple[str, str], unit: TimeUn
     rows = first.rows if len(first.rows) >= len(second.rows) else second.rows
     _layout_rows(figure, rows, unit)
     notes = [f"upper half of each row: {labels[0]}; lower half, hatched: {labels[1]}"]
-    _finish(figure, title="", notes=notes, rows=len(rows), drawn=[first, second])
+    _finish(figure, title="", notes=notes, rows=2 * len(rows), drawn=[first, second])  # two half rows
     return figure
 
 
@@ -256,14 +256,29 @@ def _layout_rows(
     figure.update_xaxes(title_text=f"time ({unit.name})" if time_title else None, zeroline=False, **where)
 
 
-def _finish(figure: go.Figure, *, title: str, notes: list[str], rows: int, drawn: list[Drawn]) -> None:
+def _finish(
+    figure: go.Figure,
+    *,
+    title: str,
+    notes: list[str],
+    rows: int,
+    drawn: list[Drawn],
+    legend_below: bool = False,
+) -> None:
+    """Height from the rows, the notes above the plot, the legend above it (below: under the time
+    axis, where stacked timelines keep their titles clear) and what was drawn in layout.meta."""
     text = "<br>".join(note for note in notes if note)
     top = 40 + (24 if title else 0) + 16 * text.count("<br>") + (18 if text else 0)
+    plot = ROW_HEIGHT * max(rows, 2) + 30
+    bottom = 90 if legend_below else 50
+    legend = {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0}
+    if legend_below:
+        legend.update(yanchor="top", y=-65 / plot, xanchor="left", x=0.0)
     figure.update_layout(
         barmode="overlay",
-        height=80 + top + ROW_HEIGHT * max(rows, 2),
-        margin={"l": 90, "r": 20, "t": top, "b": 50},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        height=top + plot + bottom,
+        margin={"l": 90, "r": 20, "t": top, "b": bottom},
+        legend=legend,
         uniformtext={"minsize": 8, "mode": "hide"},
         bargap=0.15,
         meta={
