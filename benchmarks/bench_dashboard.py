@@ -142,9 +142,8 @@ def main() -> int:
     print(f"{'case':<22} {'actions':>8} {'new m':>8} {'cached m':>9} {'figure alone':>13}")
     for (schedule, ranks, microbatches, _), result, figure in rows:
         name = f"{schedule} P={ranks} m={microbatches}"
-        print(
-            f"{name:<22} {result['actions']:>8,} {result['new']:>7.2f}s {result['cached']:>8.2f}s {figure:>12.2f}s"
-        )
+        times = f"{result['new']:>7.2f}s {result['cached']:>8.2f}s {figure:>12.2f}s"
+        print(f"{name:<22} {result['actions']:>8,} {times}")
     return 0
 
 

@@ -39,10 +39,18 @@ class RunInfo:
     """Other lines that were not JSON objects, left out."""
     has_trace: bool = False
     """trace.json is there (the run ended)."""
-    live: bool = False
-    """No trace.json yet and metrics.jsonl changed within LIVE_SECONDS: the run is in progress."""
+    modified: float | None = None
+    """When metrics.jsonl last changed (seconds since the epoch), None without one."""
     problem: str = ""
     """Why config.json could not be read, if it could not."""
+
+    def live(self, now: float | None = None) -> bool:
+        """No trace.json yet and metrics.jsonl changed within LIVE_SECONDS: the run is in progress.
+        (Asked at the moment of showing, not when the folder was read: a cached read must not keep a
+        run that stopped writing "running" for ever.)"""
+        if self.has_trace or self.modified is None:
+            return False
+        return (time.time() if now is None else now) - self.modified < LIVE_SECONDS
 
 
 def is_run(folder: Path) -> bool:
@@ -91,15 +99,13 @@ def parse_metrics(text: str) -> tuple[list[dict[str, Any]], bool, int]:
     return rows, torn, bad
 
 
-def read_run(folder: Path, *, root: Path | None = None, now: float | None = None) -> RunInfo:
+def read_run(folder: Path, *, root: Path | None = None) -> RunInfo:
     """Everything the Runs page shows of one folder (never raises for a bad file: says so instead)."""
     config, problem = _config(folder / CONFIG)
     metrics_file = folder / METRICS
     rows, torn, bad = ([], False, 0)
     if metrics_file.is_file():
         rows, torn, bad = parse_metrics(metrics_file.read_text(encoding="utf-8", errors="replace"))
-    has_trace = (folder / TRACE).is_file()
-    recent = metrics_file.is_file() and (now or time.time()) - metrics_file.stat().st_mtime < LIVE_SECONDS
     name = str(folder.relative_to(root)) if root is not None and folder != root else folder.name
     return RunInfo(
         name=name,
@@ -108,8 +114,8 @@ def read_run(folder: Path, *, root: Path | None = None, now: float | None = None
         metrics=rows,
         torn=torn,
         bad_lines=bad,
-        has_trace=has_trace,
-        live=not has_trace and recent,
+        has_trace=(folder / TRACE).is_file(),
+        modified=metrics_file.stat().st_mtime if metrics_file.is_file() else None,
         problem=problem,
     )
 
@@ -136,14 +142,14 @@ def stamp(folder: Path) -> tuple[tuple[str, float, int], ...]:
     return tuple(entries)
 
 
-def summary(run: RunInfo) -> dict[str, Any]:
+def summary(run: RunInfo, now: float | None = None) -> dict[str, Any]:
     """One row of the Runs page's table."""
     config, rows = run.config, run.metrics
     optimizer = config.get("optimizer")
     losses = [row["loss"] for row in rows if isinstance(row.get("loss"), (int, float))]
     validation = [row["val_loss"] for row in rows if isinstance(row.get("val_loss"), (int, float))]
     speeds = sorted(row["tokens_per_s"] for row in rows if isinstance(row.get("tokens_per_s"), (int, float)))
-    status = "running" if run.live else ("finished" if run.has_trace else "stopped (no trace.json)")
+    status = "running" if run.live(now) else ("finished" if run.has_trace else "stopped (no trace.json)")
     return {
         "run": run.name,
         "status": status,

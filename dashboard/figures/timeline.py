@@ -31,6 +31,8 @@ MAX_BARS = 4000
 """Above this many actions a timeline is drawn as strips of time bins."""
 LABELLED_BARS = 1500
 """Up to this many bars carry their microbatch number (text is what makes big charts slow)."""
+LABEL_SHARE = 1 / 80
+"""A bar carries its number when it spans at least this share of the time axis (~12 px of 1000)."""
 ROW_HEIGHT = 26
 """Pixels per timeline row."""
 
@@ -68,7 +70,7 @@ def timeline_figure(
 ) -> go.Figure:
     """The Gantt chart of one trace; `x_max` (seconds) lines several figures up on one time scale."""
     unit = time_unit(max(x_max or 0.0, trace.makespan))
-    drawn = draw_timeline(trace, unit=unit, max_bars=max_bars, show_sends=show_sends)
+    drawn = draw_timeline(trace, unit=unit, max_bars=max_bars, show_sends=show_sends, x_max=x_max)
     figure = go.Figure(drawn.traces)
     _layout_rows(figure, drawn.rows, unit)
     if x_max is not None:
@@ -135,6 +137,7 @@ def draw_timeline(
     offset: float | None = None,
     width: float | None = None,
     hatched: bool = False,
+    x_max: float | None = None,
 ) -> Drawn:
     """The bars of one trace (a heatmap strip per rank above max_bars actions)."""
     drawable = [event for event in trace.events if event.end > event.start]
@@ -148,7 +151,9 @@ def draw_timeline(
         return Drawn(traces=strips, rows=rows, actions=len(drawable), bars=cells, note=note)
     if any(event.stream == "send" for event in drawable):
         rows = [name for row in rows for name in (row, f"{row} send")]
-    columns = _detailed(drawable, unit, labelled=len(drawable) <= LABELLED_BARS)
+    span = max(x_max or 0.0, trace.makespan)
+    shortest = span * LABEL_SHARE if len(drawable) <= LABELLED_BARS else float("inf")
+    columns = _detailed(drawable, unit, shortest_labelled=shortest)
     traces = [
         _bars(kind, columns[kind], unit, legend=legend, offset=offset, width=width, hatched=hatched)
         for kind in KIND_GROUPS
@@ -157,7 +162,8 @@ def draw_timeline(
     return Drawn(traces=traces + _ticks(trace, unit), rows=rows, actions=len(drawable), bars=len(drawable))
 
 
-def _detailed(events: list, unit: TimeUnit, *, labelled: bool) -> dict[str, _Columns]:
+def _detailed(events: list, unit: TimeUnit, *, shortest_labelled: float) -> dict[str, _Columns]:
+    """Bars by kind; the compute bars at least `shortest_labelled` seconds long show their microbatch."""
     columns: dict[str, _Columns] = defaultdict(_Columns)
     scale = unit.scale
     for event in events:
@@ -168,7 +174,8 @@ def _detailed(events: list, unit: TimeUnit, *, labelled: bool) -> dict[str, _Col
         column.bases.append(event.start * scale)
         column.lengths.append((event.end - event.start) * scale)
         microbatch = "-" if action.microbatch is None else action.microbatch
-        column.text.append(str(microbatch) if labelled and kind in ("F", "B", "I", "W") else "")
+        wide = event.end - event.start >= shortest_labelled
+        column.text.append(str(microbatch) if wide and kind in ("F", "B", "I", "W") else "")
         version = "-" if action.version is None else action.version
         column.hover.append(
             [str(action), action.step, microbatch, version, event.start * scale, event.end * scale]

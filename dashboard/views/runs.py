@@ -47,9 +47,8 @@ def render() -> None:
     if not selected:
         st.info("Pick one or more runs on the left.")
         return
-    runs = _read(selected, root)
-    if any(run.live for run in runs):
-        st.fragment(run_every=REFRESH_SECONDS)(_show)(selected, root)
+    if any(run.live() for run in _read(selected, root)):
+        st.fragment(run_every=REFRESH_SECONDS)(_show)(selected, root, following=True)
     else:
         _show(selected, root)
 
@@ -72,9 +71,13 @@ def _read(folders: list[Path], root: Path) -> list[RunInfo]:
     return [loaders.run_folder(str(folder), str(root), stamp(folder)) for folder in folders]
 
 
-def _show(folders: list[Path], root: Path) -> None:
+def _show(folders: list[Path], root: Path, *, following: bool = False) -> None:
+    """The table and the curves; `following`: drawn by a fragment that reruns every few seconds,
+    until no run is live any more (then the whole page is drawn once more, without it)."""
     runs = _read(folders, root)
-    live = [run.name for run in runs if run.live]
+    live = [run.name for run in runs if run.live()]
+    if following and not live:
+        st.rerun()
     if live:
         st.caption(f"following {', '.join(live)} live: refreshed every {REFRESH_SECONDS:g} s")
     st.dataframe([summary(run) for run in runs], hide_index=True, width="stretch", key="runs-table")

@@ -29,9 +29,10 @@ def test_runs_are_found_two_levels_deep_or_the_folder_itself(runs: Path) -> None
 def test_a_run_without_a_trace_is_live_while_its_metrics_grow(runs: Path) -> None:
     (runs / "2bw" / "trace.json").unlink()
     modified = (runs / "2bw" / "metrics.jsonl").stat().st_mtime
-    assert read_run(runs / "2bw", root=runs, now=modified + 5).live
-    stopped = read_run(runs / "2bw", root=runs, now=modified + 3600)
-    assert not stopped.live and summary(stopped)["status"] == "stopped (no trace.json)"
+    run = read_run(runs / "2bw", root=runs)
+    assert run.live(now=modified + 5) and summary(run, now=modified + 5)["status"] == "running"
+    assert not run.live(now=modified + 3600)
+    assert summary(run, now=modified + 3600)["status"] == "stopped (no trace.json)"
     finished = summary(read_run(runs / "1f1b", root=runs))
     assert (finished["status"], finished["optimizer"], finished["best val loss"]) == (
         "finished",
