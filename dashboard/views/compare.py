@@ -46,18 +46,20 @@ def render() -> None:
     files = trace_files(runs_folder(), RECORDED)
     refs = _controls(files)
     publish(PAGE, PARAMS)
+    if None in refs:
+        where = "" if files else f" (no traces under {runs_folder()} or {RECORDED} to pick from)"
+        st.info(f"Upload the trace{'s' if refs == [None, None] else ''} in the sidebar{where}.")
     loaded = [_load(ref) for ref in refs]
-    if not all(loaded):
-        if not any(ref is None for ref in refs) and not files:
-            st.info(f"No traces under {runs_folder()} or {RECORDED}: upload two, or set the runs folder.")
+    if None in loaded:
         return
     a, b = refs
     comparison = loaders.comparison(a, b)
     _verdict(comparison)
-    figure = loaders.compared_timelines(a, b, mode=value(PAGE, "mode"), show_sends=bool(value(PAGE, "sends")))
+    mode, sends = value(PAGE, "mode"), bool(value(PAGE, "sends"))
+    figure = loaders.compared_timelines(a, b, mode=mode, show_sends=sends)
     st.plotly_chart(figure, key="compare-timeline", width="stretch")
     _tables(comparison)
-    _calibration(a if loaded[0].source == "measured" or loaded[1].source != "measured" else b)
+    _calibration(b if loaded[1].source == "measured" and loaded[0].source != "measured" else a)
 
 
 def _controls(files: dict[str, Path]) -> list[TraceRef | None]:
@@ -125,6 +127,7 @@ def _tables(comparison: Comparison) -> None:
 
 
 def _calibration(measured: TraceRef) -> None:
+    """Calibrate on A, or on B when only B is measured."""
     st.subheader("Calibrate")
     st.caption(
         f"Fit a cost file from `{measured.label}` and simulate the same schedule with it "
