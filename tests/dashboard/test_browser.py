@@ -25,7 +25,7 @@ import pytest
 from tests.dashboard.conftest import DATA
 from tests.dashboard.test_command import free_port, wait_healthy
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
