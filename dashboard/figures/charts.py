@@ -22,6 +22,8 @@ from traces.schema import Trace
 
 MAX_POINTS = 1500
 """Points per rank of a memory curve; longer series keep each bin's highest point (peaks survive)."""
+TOTAL_POINTS = 24_000
+"""Points of all ranks' curves of one schedule together (with many ranks, fewer each)."""
 
 
 def utilization_figure(metrics: Mapping[str, Metrics]) -> go.Figure:
@@ -66,12 +68,15 @@ def memory_figure(traces: Mapping[str, Trace], *, capacity: int | None = None) -
     for row, name in enumerate(names, start=1):
         trace = traces[name]
         unit = time_unit(trace.makespan)
-        for rank, points in enumerate(memory_series(trace)):
+        series = memory_series(trace)
+        budget = max(100, min(MAX_POINTS, TOTAL_POINTS // max(1, len(series))))
+        for rank, points in enumerate(series):
             if not points or not any(held for _, held in points):
                 continue
             sized = True
-            times, held = decimated(points)
-            _add_rank_curve(figure, row, rank, times * unit.scale, held / GIB, legend=row == 1)
+            times, held = decimated(points, budget)
+            times, gib = np.round(times * unit.scale, 6), np.round(held / GIB, 6)
+            _add_rank_curve(figure, row, rank, times, gib, legend=row == 1)
         figure.update_xaxes(title_text=f"time ({unit.name})", row=row, col=1)
         figure.update_yaxes(title_text="GiB", rangemode="tozero", row=row, col=1)
         if capacity:
@@ -101,13 +106,13 @@ def memory_figure(traces: Mapping[str, Trace], *, capacity: int | None = None) -
     return figure
 
 
-def decimated(points: list[tuple[float, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """At most MAX_POINTS points: the highest of each run of consecutive points."""
+def decimated(points: list[tuple[float, int]], most: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most `most` points: the highest of each run of consecutive points."""
     times = np.fromiter((moment for moment, _ in points), dtype=float, count=len(points))
     held = np.fromiter((size for _, size in points), dtype=float, count=len(points))
-    if len(points) <= MAX_POINTS:
+    if len(points) <= most:
         return times, held
-    groups = np.array_split(np.arange(len(points)), MAX_POINTS)
+    groups = np.array_split(np.arange(len(points)), most)
     keep = np.array([group[np.argmax(held[group])] for group in groups])
     return times[keep], held[keep]
 

@@ -23,8 +23,8 @@ from traces.schema import Event, Trace
 
 MAX_BINS = 1200
 """Time bins per rank (about a pixel each on a wide screen)."""
-MAX_CELLS = 40_000
-"""Bins over all ranks (each has a hover text)."""
+MAX_CELLS = 30_000
+"""Bins over all ranks (each is a few bytes of the page: a kind and a busy share for the hover)."""
 
 
 def binned_strips(trace: Trace, events: list[Event], unit: TimeUnit) -> tuple[list, int, str]:
@@ -36,20 +36,22 @@ def binned_strips(trace: Trace, events: list[Event], unit: TimeUnit) -> tuple[li
     width = edges[1] - edges[0]
     shares = busy_per_bin(events, ranks, edges) / width  # [rank, kind, bin], 0..1
     idle = np.clip(1 - shares.sum(axis=1), 0.0, 1.0)  # [rank, bin]
-    dominant = shares.argmax(axis=1).astype(float)
+    busiest = shares.argmax(axis=1)
+    dominant = busiest.astype(float)
     dominant[shares.max(axis=1) < idle] = np.nan  # mostly idle: left blank
     names = [rank_row(rank) for rank in range(ranks)]
-    centres = (edges[:-1] + width / 2) * unit.scale
+    centres = np.round((edges[:-1] + width / 2) * unit.scale, 6)
     heatmap = go.Heatmap(
         x=centres,
         y=names,
-        z=dominant,
+        z=[[None if np.isnan(kind) else int(kind) for kind in row] for row in dominant],  # short JSON
         zmin=-0.5,
         zmax=len(KIND_GROUPS) - 0.5,
         colorscale=_kind_scale(),
         showscale=False,
-        customdata=_bin_hover(shares, idle),
-        hovertemplate="%{y}, %{x:.4g} " + unit.name + ": %{customdata}<extra></extra>",
+        text=np.asarray(KIND_GROUPS)[busiest],
+        customdata=np.rint((1 - idle) * 100).astype(int),
+        hovertemplate="%{y}, %{x:.4g} " + unit.name + ": mostly %{text}, busy %{customdata}%<extra></extra>",
         xgap=0,
         ygap=3,
     )
@@ -75,22 +77,6 @@ def _kind_scale() -> list:
     for index, kind in enumerate(KIND_GROUPS):
         scale += [[index / steps, KIND_COLORS[kind]], [(index + 1) / steps, KIND_COLORS[kind]]]
     return scale
-
-
-def _bin_hover(shares: np.ndarray, idle: np.ndarray) -> list[list[str]]:
-    """Per rank and bin: 'F 40%, B 55%, idle 5%'."""
-    percent = np.rint(shares * 100).astype(int)
-    idle_percent = np.rint(idle * 100).astype(int)
-    rows = []
-    for rank in range(shares.shape[0]):
-        row = []
-        for position in range(shares.shape[2]):
-            parts = [
-                f"{kind} {p}%" for kind, p in zip(KIND_GROUPS, percent[rank, :, position], strict=True) if p
-            ]
-            row.append(", ".join([*parts, f"idle {idle_percent[rank, position]}%"]))
-        rows.append(row)
-    return rows
 
 
 def busy_per_bin(events: list, ranks: int, edges: np.ndarray) -> np.ndarray:
