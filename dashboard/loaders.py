@@ -22,7 +22,7 @@ from dashboard.figures.charts import memory_figure, staleness_figure, utilizatio
 from dashboard.figures.timeline import comparison_timeline, timeline_figure
 from dashboard.inputs import CostChoice, cost_model, trace_from_bytes
 from dashboard.rundirs import RunInfo, read_run
-from schedules.csv_io import CsvExport, export_csv
+from schedules.csv_io import export_csv
 from schedules.ir import Schedule
 from schedules.registry import build_with_defaults
 from simulator import simulate
@@ -67,7 +67,9 @@ class TraceRef:
     """An upload's bytes."""
 
 
+@st.cache_resource(max_entries=16, show_spinner=False)
 def schedule_of(request: SimRequest) -> Schedule:
+    """The lowered schedule (immutable; built once for the simulation and the CSV export)."""
     return build_with_defaults(
         request.schedule, request.ranks, request.microbatches, request.steps, request.chunks
     )
@@ -102,10 +104,9 @@ def explore_charts(requests: tuple[SimRequest, ...]) -> tuple[go.Figure, go.Figu
     return utilization_figure(metrics), memory_figure(traces, capacity=capacity), staleness_figure(metrics)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def csv_export(request: SimRequest) -> CsvExport:
-    """PyTorch's schedule CSV of the first step (with what it had to leave out)."""
-    return export_csv(schedule_of(request))
+def csv_text(request: SimRequest) -> str:
+    """PyTorch's schedule CSV of the first step (made when the download is asked for)."""
+    return export_csv(schedule_of(request)).text
 
 
 def ref_for_file(path: Path, label: str) -> TraceRef:

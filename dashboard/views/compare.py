@@ -156,6 +156,7 @@ def _calibration(measured: TraceRef) -> None:
         data=result.costs_text,
         file_name="calibrated.toml",
         key="download-costs",
+        on_click="ignore",
     )
     right.download_button(
         "re-predicted trace",
@@ -163,6 +164,7 @@ def _calibration(measured: TraceRef) -> None:
         file_name="calibrated.trace.json",
         mime="application/json",
         key="download-prediction",
+        on_click="ignore",
     )
 
 

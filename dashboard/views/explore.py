@@ -195,6 +195,7 @@ def _downloads(requests: list[SimRequest]) -> None:
             file_name=f"{name}.trace.json",
             mime="application/json",
             key=f"download-trace-{name}",
+            on_click="ignore",  # a download changes nothing: no rerun (which would renew every link)
         )
         columns[2].download_button(
             "Chrome / Perfetto trace",
@@ -202,15 +203,17 @@ def _downloads(requests: list[SimRequest]) -> None:
             file_name=f"{name}.chrome.json",
             mime="application/json",
             key=f"download-chrome-{name}",
+            on_click="ignore",
         )
-        export = loaders.csv_export(request)
         columns[3].download_button(
             "PyTorch schedule CSV",
-            data=export.text,
+            data=lambda request=request: loaders.csv_text(request),
             file_name=f"{name}.csv",
             mime="text/csv",
             key=f"download-csv-{name}",
-            help="\n".join(export.warnings) or None,
+            on_click="ignore",
+            help="the first step's compute actions, as `pipesim schedules export` writes them "
+            "(PyTorch's CSV has no optimizer step and no weight version)",
         )
 
 

@@ -116,7 +116,11 @@ def _show(rows: list[dict], choice: CostChoice) -> None:
                 hide_index=True,
             )
     st.download_button(
-        "sweep.csv (as `pipesim sweep --out`)", data=rows_to_csv(rows), file_name="sweep.csv", mime="text/csv"
+        "sweep.csv (as `pipesim sweep --out`)",
+        data=rows_to_csv(rows),
+        file_name="sweep.csv",
+        mime="text/csv",
+        on_click="ignore",
     )
 
 

@@ -22,6 +22,12 @@ from urllib.parse import urlencode
 
 import pytest
 
+from dashboard.inputs import trace_from_bytes
+from schedules.csv_io import export_csv
+from schedules.registry import build_with_defaults
+from simulator import simulate
+from simulator.request import CostRequest
+from traces.io import dumps_trace
 from tests.dashboard.conftest import DATA
 from tests.dashboard.test_command import free_port, wait_healthy
 
@@ -125,6 +131,21 @@ def test_explore_redraws_the_timeline_when_p_changes(page, base_url: str, tmp_pa
     page.wait_for_function(f"() => ({TIMELINE})()?.includes('rank 5')", timeout=30_000)
     assert timeline(page)["rows"] == [[f"rank {rank}" for rank in range(6)]]
     assert "p=6" in page.url
+
+
+def test_explore_downloads_what_the_commands_write(page, base_url: str) -> None:
+    open_page(page, f"{base_url}/?{urlencode({'schedules': '2bw', 'p': 3, 'm': 6})}")
+    files = {}
+    for label in ("PyTorch schedule CSV", "trace (pipesim JSON)", "Chrome / Perfetto trace"):
+        with page.expect_download(timeout=30_000) as download:
+            page.get_by_role("button", name=label).click()
+        files[download.value.suggested_filename] = Path(download.value.path()).read_bytes()
+    schedule = build_with_defaults("2bw", 3, 6)
+    assert files["2bw.csv"].decode() == export_csv(schedule).text
+    expected = simulate(schedule, CostRequest().costs_for(schedule), meta={"costs": "unit"}).trace()
+    assert files["2bw.trace.json"].decode() == dumps_trace(expected)  # byte for byte
+    assert trace_from_bytes(files["2bw.trace.json"], name="2bw.trace.json").schedule.steps == 4
+    assert json.loads(files["2bw.chrome.json"])["otherData"] == {"source": "simulated", "schedule": "2bw"}
 
 
 def test_compare_shows_two_recorded_traces_and_one_error_for_a_bad_upload(
