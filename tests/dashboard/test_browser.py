@@ -27,9 +27,9 @@ from schedules.csv_io import export_csv
 from schedules.registry import build_with_defaults
 from simulator import simulate
 from simulator.request import CostRequest
-from traces.io import dumps_trace
 from tests.dashboard.conftest import DATA
 from tests.dashboard.test_command import free_port, wait_healthy
+from traces.io import dumps_trace
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
