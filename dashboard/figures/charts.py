@@ -20,6 +20,10 @@ from dashboard.figures.style import GIB, series_color, time_unit
 from traces.metrics import Metrics, memory_series
 from traces.schema import Trace
 
+EVERY_TICK = 16
+"""Up to this many ranks or stages, every one gets its tick (and a bar its value); beyond, plotly picks."""
+LEGEND_RANKS = 8
+"""Up to this many ranks, memory curves have legend entries; beyond, the hover names the rank."""
 MAX_POINTS = 1500
 """Points per rank of a memory curve; longer series keep each bin's highest point (peaks survive)."""
 TOTAL_POINTS = 24_000
@@ -53,7 +57,7 @@ def utilization_figure(metrics: Mapping[str, Metrics]) -> go.Figure:
         height=300,
         margin={"l": 60, "r": 20, "t": 30, "b": 40},
         yaxis={"title": "utilization (solid) + bubble (pale)", "tickformat": ".0%", "range": [0, 1]},
-        xaxis={"title": "rank", "dtick": 1},
+        xaxis={"title": "rank", "dtick": 1 if max(m.ranks for m in metrics.values()) <= EVERY_TICK else None},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"},
     )
     return figure
@@ -76,7 +80,7 @@ def memory_figure(traces: Mapping[str, Trace], *, capacity: int | None = None) -
             sized = True
             times, held = decimated(points, budget)
             times, gib = np.round(times * unit.scale, 6), np.round(held / GIB, 6)
-            _add_rank_curve(figure, row, rank, times, gib, legend=row == 1)
+            _add_rank_curve(figure, row, rank, times, gib, legend=row == 1 and len(series) <= LEGEND_RANKS)
         figure.update_xaxes(title_text=f"time ({unit.name})", row=row, col=1)
         figure.update_yaxes(title_text="GiB", rangemode="tozero", row=row, col=1)
         if capacity:
@@ -152,6 +156,7 @@ def staleness_figure(metrics: Mapping[str, Metrics]) -> go.Figure:
     figure = make_subplots(
         rows=1, cols=2, subplot_titles=("delay tau_s per stage", "weight versions held per stage")
     )
+    few = max(metric.stages for metric in metrics.values()) <= EVERY_TICK
     for index, (name, metric) in enumerate(metrics.items()):
         stages = list(range(metric.stages))
         mismatches = [[count] for count in metric.mismatches]
@@ -163,7 +168,7 @@ def staleness_figure(metrics: Mapping[str, Metrics]) -> go.Figure:
                 legendgroup=name,
                 showlegend=column == 1,
                 marker={"color": series_color(index)},
-                text=values,
+                text=values if few else None,
                 textposition="outside",
                 cliponaxis=False,
                 customdata=mismatches,
@@ -172,8 +177,8 @@ def staleness_figure(metrics: Mapping[str, Metrics]) -> go.Figure:
                 row=1,
                 col=column,
             )
-    figure.update_xaxes(title_text="stage", dtick=1)
-    figure.update_yaxes(rangemode="tozero", dtick=1)
+    figure.update_xaxes(title_text="stage", dtick=1 if few else None)
+    figure.update_yaxes(rangemode="tozero", dtick=1 if few else None)
     figure.update_layout(
         barmode="group",
         height=300,
