@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+RUNS_VARIABLE = "PIPESIM_RUNS"
+"""Environment variable through which `pipesim dashboard --runs DIR` hands the runs folder to the app."""
 CONFIG, METRICS, TRACE = "config.json", "metrics.jsonl", "trace.json"
 LIVE_SECONDS = 600.0
 """A run without trace.json whose metrics.jsonl changed this recently is taken to be still running

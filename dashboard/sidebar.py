@@ -13,8 +13,8 @@ from pathlib import Path
 
 import streamlit as st
 
-RUNS_VARIABLE = "PIPESIM_RUNS"
-"""Environment variable through which `pipesim dashboard --runs DIR` hands the runs folder to the app."""
+from dashboard.rundirs import RUNS_VARIABLE
+
 DEFAULT_RUNS = "runs"
 RUNS_KEY = "shared.runs"
 

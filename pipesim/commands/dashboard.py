@@ -18,11 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dashboard.rundirs import RUNS_VARIABLE  # Streamlit-free: the command stays quick to load
 from pipesim.errors import UsageError
 
 HOST = "127.0.0.1"
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-RUNS_VARIABLE = "PIPESIM_RUNS"  # dashboard.sidebar reads it (not imported here: that loads Streamlit)
 STOP_SECONDS = 10.0
 
 
