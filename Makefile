@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench clean
+.PHONY: demo dashboard test test-fast lint format bench screenshots clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 
 demo: $(STAMP)
 	$(BIN)/pipesim demo
+
+dashboard: $(STAMP)
+	$(BIN)/pipesim dashboard
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,6 +38,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# The README's dashboard screenshots (docs/dashboard-*.png), taken by the browser test.
+screenshots: $(STAMP)
+	PIPESIM_SCREENSHOTS=docs $(BIN)/python -m pytest -q -m browser tests/dashboard/test_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "simulator": (["bench_simulator.py"], ["--quick"]),
     "executor": (["bench_executor.py"], ["--rounds", "2", "--steps", "3"]),
     "published": (["bench_published.py"], []),
+    "dashboard": (["bench_dashboard.py"], ["--quick"]),
 }
 
 

@@ -28,6 +28,7 @@ COMMANDS = (
     "predict",
     "replay",
     "import_profile",
+    "dashboard",
     "demo",
 )
 

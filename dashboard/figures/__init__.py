@@ -1,0 +1,1 @@
+"""Pure figure functions: traces, metrics and sweep rows in, plotly figures out (no Streamlit)."""
