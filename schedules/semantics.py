@@ -59,14 +59,20 @@ class Contribution(NamedTuple):
 def contributions(schedule: Schedule) -> list[Contribution]:
     """Every weight-gradient action of the schedule with the update it joins (rank by rank, in order)."""
     found: list[Contribution] = []
+    grads, opt, recv_w = WEIGHT_GRAD_KINDS, Kind.OPT, Kind.RECV_W
     for rank, actions in enumerate(schedule.actions):
-        waiting: dict[int, list[tuple[int, Action]]] = defaultdict(list)  # stage -> gradients not applied
+        waiting: dict[int, list[tuple[int, Action]]] = {}  # stage -> gradients not applied yet
         for position, action in enumerate(actions):
-            if action.kind in WEIGHT_GRAD_KINDS:
-                waiting[action.stage].append((position, action))
-            elif action.kind in (Kind.OPT, Kind.RECV_W):
-                applier = action.stage if action.kind is Kind.OPT else action.peer
-                for index, grad in waiting.pop(action.stage, []):
+            kind = action.kind
+            if kind in grads:
+                pending = waiting.get(action.stage)
+                if pending is None:
+                    waiting[action.stage] = [(position, action)]
+                else:
+                    pending.append((position, action))
+            elif kind is opt or kind is recv_w:
+                applier = action.stage if kind is opt else action.peer
+                for index, grad in waiting.pop(action.stage, ()):
                     found.append(Contribution(rank, index, grad, applier, action.version))
         for stage_waiting in waiting.values():
             found += [Contribution(rank, index, grad, grad.stage, None) for index, grad in stage_waiting]
@@ -76,9 +82,11 @@ def contributions(schedule: Schedule) -> list[Contribution]:
 def appliers(schedule: Schedule) -> list[int]:
     """Per stage: the stage whose OPT updates it (itself, or an AMDP replica's owner)."""
     result = list(range(schedule.num_stages))
-    for _, action in schedule.all_actions():
-        if action.kind is Kind.RECV_W and action.peer is not None:
-            result[action.stage] = action.peer
+    recv_w = Kind.RECV_W
+    for actions in schedule.actions:
+        for action in actions:
+            if action.kind is recv_w and action.peer is not None:
+                result[action.stage] = action.peer
     return result
 
 
