@@ -1,0 +1,231 @@
+"""simulator/plan.py on columns: every action's class, duration, bytes, message and link as arrays.
+
+    plan = plan_columns(columns, costs)      # ColumnPlan; the same numbers as make_plan's lists
+
+Costs per (stage, kind) come from the IR plan's own tables, so both paths price an action alike; jitter
+draws come from the same random streams in the same order (rank by rank, program order). Messages are
+numbered by formula instead of by first sight, which changes nothing but their labels:
+
+    neighbour message of stage s, step k, microbatch j:  ((k * S + s) * m + j) * 2 + (0 forward, 1 backward)
+    AMDP gradient and weight messages:                   after those, in order of first sight
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from schedules.ir import Action, Kind
+from simulator.columnar.columns import (
+    CODE,
+    KINDS,
+    RECV_B,
+    RECV_F,
+    RECV_G,
+    RECV_W,
+    SEND_B,
+    SEND_F,
+    SEND_G,
+    SEND_W,
+    Columns,
+)
+from simulator.costs import CostModel
+from simulator.plan import (
+    COMPUTE,
+    HOST_OF_KIND,
+    RECV,
+    SEND,
+    WARMUP_OF_KIND,
+    SimulationError,
+    _jitter,
+    _link_jitter,
+    _templates,
+    virtual_stage_cost,
+)
+
+INVALID = -1
+"""Class of a (stage, kind) the layout cannot run (a send with no neighbour)."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ColumnPlan:
+    """Flat arrays, index i = action i of the columns."""
+
+    columns: Columns
+    """The lowered schedule."""
+    costs: CostModel
+    """The cost model the arrays were resolved with."""
+    classes: np.ndarray
+    """int8 COMPUTE, SEND or RECV."""
+    durations: np.ndarray
+    """float64 seconds, as simulator/plan.py's."""
+    nbytes: np.ndarray
+    """int64 bytes moved by a send or receive."""
+    messages: np.ndarray
+    """int64 message of a send or receive, -1 for compute."""
+    links: np.ndarray
+    """int64 link of a send; ranks * ranks (a spare slot) otherwise."""
+    num_messages: int
+    """Size of the message numbering (some numbers may go unused)."""
+    host: np.ndarray | None
+    """float64 host seconds before each action; None without host time."""
+
+
+def plan_columns(columns: Columns, costs: CostModel) -> ColumnPlan:
+    """make_plan for columns; SimulationError for an action the layout cannot run or a receive
+    without its send."""
+    schedule = columns.header()
+    costs.check_stages(columns.layout.stages_per_pipeline // columns.chunks)
+    table = _table(schedule, costs)
+    cell = columns.stage.astype(np.int64) * len(KINDS) + columns.kind
+    classes = table["class"][cell]
+    if np.any(classes == INVALID):
+        index = int(np.argmax(classes == INVALID))
+        rank = int(np.searchsorted(columns.offsets, index, side="right") - 1)
+        raise SimulationError(f"rank {rank}: {columns.action(index)} has no neighbour stage to talk to")
+    messages, num_messages = _messages(columns)
+    _check_receives(columns, classes, messages, num_messages)
+    durations = _durations(columns, costs, classes, table["seconds"][cell])
+    _add_warmup(columns, costs, durations)
+    return ColumnPlan(
+        columns=columns,
+        costs=costs,
+        classes=classes,
+        durations=durations,
+        nbytes=table["bytes"][cell],
+        messages=messages,
+        links=_links(columns, classes, table["link"][cell]),
+        num_messages=num_messages,
+        host=table["host"][cell] if table["host"] is not None else None,
+    )
+
+
+def _table(schedule, costs: CostModel) -> dict[str, np.ndarray | None]:
+    """Per (stage, kind code), flattened: class, seconds, bytes and link from simulator/plan.py's
+    templates (a peer's link depends on the action, filled in later), host seconds."""
+    stages, kinds = schedule.num_stages, len(KINDS)
+    out = {
+        "class": np.full(stages * kinds, INVALID, dtype=np.int8),
+        "seconds": np.zeros(stages * kinds),
+        "bytes": np.zeros(stages * kinds, dtype=np.int64),
+        "link": np.full(stages * kinds, -1, dtype=np.int64),
+    }
+    for stage, templates in enumerate(_templates(schedule, costs)):
+        for kind, template in templates.items():
+            peer = 0 if kind in (Kind.SEND_G, Kind.SEND_W) else None
+            cls, seconds, size, link, _ = template(Action(stage, kind, 0, 0, None, peer))
+            cell = stage * kinds + CODE[kind]
+            out["class"][cell], out["seconds"][cell], out["bytes"][cell], out["link"][cell] = (
+                cls,
+                seconds,
+                size,
+                link,
+            )
+    out["host"] = None
+    if any(entry.has_host_time for entry in costs.stages):
+        host = np.zeros(stages * kinds)
+        for stage in range(stages):
+            entry = virtual_stage_cost(schedule, costs, stage)[0]
+            for kind, name in HOST_OF_KIND.items():
+                host[stage * kinds + CODE[kind]] = getattr(entry, name)
+        out["host"] = host
+    return out
+
+
+def _messages(columns: Columns) -> tuple[np.ndarray, int]:
+    """Message number of every send and receive (-1 elsewhere), and how many numbers there are."""
+    kind, stage = columns.kind, columns.stage.astype(np.int64)
+    sender = np.full(len(columns), -1, dtype=np.int64)
+    sender[kind == SEND_F] = stage[kind == SEND_F]
+    sender[kind == SEND_B] = stage[kind == SEND_B]
+    sender[kind == RECV_F] = stage[kind == RECV_F] - 1  # the previous stage of the pipeline
+    sender[kind == RECV_B] = stage[kind == RECV_B] + 1
+    neighbour = sender >= 0
+    microbatch, step = columns.microbatch[neighbour], columns.step[neighbour]
+    m, steps = columns.microbatches, columns.steps
+    if np.any((microbatch < 0) | (microbatch >= m) | (step < 0) | (step >= steps)):
+        raise SimulationError("a send or receive names a microbatch or step outside the schedule")
+    backward = (kind[neighbour] == SEND_B) | (kind[neighbour] == RECV_B)
+    messages = np.full(len(columns), -1, dtype=np.int64)
+    messages[neighbour] = ((step * columns.num_stages + sender[neighbour]) * m + microbatch) * 2 + backward
+    count = 2 * steps * columns.num_stages * m
+    return messages, count + _peer_messages(columns, messages, count)
+
+
+def _peer_messages(columns: Columns, messages: np.ndarray, first: int) -> int:
+    """Number AMDP's gradient and weight messages from `first` on, by their send key (as plan.py)."""
+    kind = columns.kind
+    peers = np.flatnonzero(np.isin(kind, [SEND_G, RECV_G, SEND_W, RECV_W]))
+    ids: dict[tuple, int] = {}
+    matching = {SEND_G: SEND_G, SEND_W: SEND_W, RECV_G: SEND_G, RECV_W: SEND_W}
+    for index in peers.tolist():
+        code, stage, peer = int(kind[index]), int(columns.stage[index]), int(columns.peer[index])
+        sender, receiver = (stage, peer) if code in (SEND_G, SEND_W) else (peer, stage)
+        key = (sender, matching[code], int(columns.microbatch[index]), int(columns.step[index]), receiver)
+        messages[index] = first + ids.setdefault(key, len(ids))
+    return len(ids)
+
+
+def _check_receives(columns: Columns, classes: np.ndarray, messages: np.ndarray, count: int) -> None:
+    sent = np.zeros(count + 1, dtype=bool)
+    sent[messages[classes == SEND]] = True
+    unmatched = (classes == RECV) & ~sent[messages]
+    if np.any(unmatched):
+        index = int(np.argmax(unmatched))
+        rank = int(np.searchsorted(columns.offsets, index, side="right") - 1)
+        raise SimulationError(f"rank {rank}: {columns.action(index)} has no matching send in the schedule")
+
+
+def _links(columns: Columns, classes: np.ndarray, links: np.ndarray) -> np.ndarray:
+    """The link of every send (a peer's from its rank and the peer's); the spare slot elsewhere."""
+    ranks = columns.ranks
+    peer_sends = (columns.kind == SEND_G) | (columns.kind == SEND_W)
+    if np.any(peer_sends):
+        nowhere = peer_sends & ((columns.peer < 0) | (columns.peer >= columns.num_stages))
+        if np.any(nowhere):
+            raise SimulationError(f"{columns.action(int(np.argmax(nowhere)))} names no peer stage")
+        placement = np.array(columns.layout.placement, dtype=np.int64)
+        rank = columns.rank_of()[peer_sends].astype(np.int64)
+        links = links.copy()
+        links[peer_sends] = rank * ranks + placement[columns.peer[peer_sends]]
+    return np.where(classes == SEND, links, ranks * ranks)
+
+
+def _durations(columns: Columns, costs: CostModel, classes: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """plan._durations: compute x straggler factor x jitter, transfers x link jitter, drawn rank by rank
+    in program order from the same streams."""
+    draw = _jitter(costs, random.Random(costs.seed))
+    wire = _link_jitter(costs)
+    slow = [costs.straggler_factor(rank) for rank in range(columns.ranks)]
+    if draw is None and wire is None and all(factor == 1.0 for factor in slow):
+        return seconds.astype(np.float64, copy=True)
+    durations = seconds.astype(np.float64, copy=True)
+    for rank in range(columns.ranks):
+        span = columns.span(rank)
+        cls, base, out = classes[span], seconds[span], durations[span]
+        compute, sends = cls == COMPUTE, cls == SEND
+        factors = [draw() for _ in range(int(compute.sum()))] if draw else 1.0
+        out[compute] = base[compute] * slow[rank] * np.asarray(factors, dtype=np.float64)
+        if wire is not None:
+            out[sends] = base[sends] * np.array([wire() for _ in range(int(sends.sum()))])
+    return durations
+
+
+def _add_warmup(columns: Columns, costs: CostModel, durations: np.ndarray) -> None:
+    """plan._add_warmup: each stage's warm-up on its first F, first backward (B or I) and first OPT on
+    each rank."""
+    if not any(entry.has_warmup for entry in costs.stages):
+        return
+    schedule = columns.header()
+    rank = columns.rank_of().astype(np.int64)
+    key = rank * columns.num_stages + columns.stage
+    for name in dict.fromkeys(WARMUP_OF_KIND.values()):
+        kinds = [CODE[kind] for kind, field in WARMUP_OF_KIND.items() if field == name]
+        where = np.flatnonzero(np.isin(columns.kind, kinds))
+        first = np.full(columns.ranks * columns.num_stages, len(columns), dtype=np.int64)
+        np.minimum.at(first, key[where], where)
+        for index in first[first < len(columns)].tolist():
+            entry, chunks = virtual_stage_cost(schedule, costs, int(columns.stage[index]))
+            durations[index] += getattr(entry, name) / chunks
