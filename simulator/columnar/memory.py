@@ -24,21 +24,16 @@ from simulator.columnar.columns import (
     KINDS,
     OPT,
     RECV_G,
-    RECV_W,
     SEND_G,
     B,
     Columns,
-    F,
-    I,
     W,
 )
 from simulator.columnar.plan import ColumnPlan
+from simulator.columnar.staleness import version_cells
 from simulator.costs import CostModel
 from simulator.memory import _constants, stage_bytes
 from simulator.plan import SEND
-
-READERS = (F, B, I, W)
-WRITERS = (OPT, RECV_W)
 
 
 def memory_columns(columns: Columns, costs: CostModel, plan: ColumnPlan, ends: np.ndarray) -> np.ndarray:
@@ -68,34 +63,15 @@ def static_memory(columns: Columns, costs: CostModel) -> np.ndarray:
 
 
 def _weights(columns: Columns, weights: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """Add each weight version's allocation and release to delta (simulator.memory.version_lifetimes);
-    return per rank the bytes held from the start."""
-    kind, stage, version = columns.kind, columns.stage.astype(np.int64), columns.version.astype(np.int64)
-    writes = np.flatnonzero(np.isin(kind, WRITERS) & (version >= 0))
-    reads = np.flatnonzero(np.isin(kind, READERS) & (version >= 0))
-    versions = 1 + int(max(version[writes].max(initial=0), version[reads].max(initial=0)))
-    stages = columns.num_stages
-    first_write = np.full(stages * versions, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first_write, stage[writes] * versions + version[writes], writes)
-    last_read = np.full(stages * versions, -1, dtype=np.int64)
-    np.maximum.at(last_read, stage[reads] * versions + version[reads], reads)
-    written = (first_write < np.iinfo(np.int64).max).reshape(stages, versions)
-    named = written.any(axis=1) | (last_read.reshape(stages, versions) >= 0).any(axis=1)
-    held = written.copy()
-    held[:, 0] = named  # version 0 of every stage some action names, from the start
-    cells = np.flatnonzero(held.ravel())  # (stage, version) pairs held at some point, in order
-    cell_stage = cells // versions
-    size = weights[cell_stage]
-    # a version is released once the next one of its stage is written and it was read for the last time
-    has_newer = np.append(cell_stage[1:] == cell_stage[:-1], False)
-    newer = np.append(cells[1:], 0)
-    release = np.maximum(first_write[newer], last_read[cells])[has_newer]
-    np.subtract.at(delta, release, size[has_newer])
-    begin = np.where(written.ravel()[cells], first_write[cells], -1)
+    """Add each weight version's allocation and release to delta (simulator.memory._weights); return
+    per rank the bytes held from the start."""
+    stage, begin, release, has_release, named = version_cells(columns)
+    size = weights[stage]
     np.add.at(delta, begin[begin >= 0], size[begin >= 0])
+    np.subtract.at(delta, release[has_release], size[has_release])
     placement = np.array(columns.layout.placement, dtype=np.int64)
     base = np.zeros(columns.ranks, dtype=np.int64)
-    np.add.at(base, placement[cell_stage[begin < 0]], size[begin < 0])
+    np.add.at(base, placement[stage[begin < 0]], size[begin < 0])
     unnamed = ~named  # stages no versioned action names: their weights are held throughout
     np.add.at(base, placement[unnamed], weights[unnamed])
     return base

@@ -1,0 +1,141 @@
+"""schedules/analytics.py's staleness counts on columns: in-flight activations, weight versions held,
+delay per stage and mismatches.
+
+    per_stage, per_rank = peak_activations(columns)
+    weight_versions(columns), delays(columns), mismatches(columns)
+
+The same rules as schedules/analytics.py and schedules/semantics.py (which update a gradient joins),
+counted with whole-array operations on validated schedules, where every stage lives on one rank and every
+(stage, microbatch, step) has one forward and one weight gradient. tests/simulator/test_columnar.py
+checks every count against the IR functions on every schedule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.columnar.columns import OPT, RECV_W, B, Columns, F, I, W
+
+READERS = (F, B, I, W)
+WRITERS = (OPT, RECV_W)
+
+
+def peak_activations(columns: Columns) -> tuple[list[float], list[float]]:
+    """(per stage, per rank) most microbatches between a forward and its B or I, divided by chunks."""
+    change = np.where(columns.kind == F, 1, np.where((columns.kind == B) | (columns.kind == I), -1, 0))
+    per_rank = _grouped_peaks(
+        change, np.arange(columns.ranks).repeat(np.diff(columns.offsets)), columns.ranks
+    )
+    per_stage = _grouped_peaks(change, columns.stage, columns.num_stages)
+    return _per_chunk(per_stage, columns.chunks), _per_chunk(per_rank, columns.chunks)
+
+
+def _grouped_peaks(change: np.ndarray, group: np.ndarray, groups: int) -> list[int]:
+    """Per group, the highest running sum of `change` over its entries in order (0 if never above)."""
+    if np.any(np.diff(group) < 0):  # several stages per rank: each stage's actions in order
+        order = np.argsort(group, kind="stable")
+        change, group = change[order], group[order]
+    running = np.cumsum(change, dtype=np.int64)
+    bounds = np.flatnonzero(np.diff(group, prepend=-1))  # where each group begins
+    before = np.where(bounds > 0, running[np.maximum(bounds - 1, 0)], 0)
+    running -= np.repeat(before, np.diff(np.append(bounds, group.size)))
+    peaks = np.zeros(groups, dtype=np.int64)
+    np.maximum.at(peaks, group, running)
+    return peaks.tolist()
+
+
+def _per_chunk(counts: list[int], chunks: int) -> list[float]:
+    return list(counts) if chunks == 1 else [count / chunks for count in counts]
+
+
+def version_cells(columns: Columns) -> tuple[np.ndarray, ...]:
+    """The weight versions each stage holds, as simulator.memory.version_lifetimes has them.
+
+    Returns (stage, begin, release, has_release) per held (stage, version), in order (begin -1: from
+    the start; no release: held to the end), and per stage whether any versioned action names it.
+    """
+    kind, stage, version = columns.kind, columns.stage.astype(np.int64), columns.version.astype(np.int64)
+    writes = np.flatnonzero(np.isin(kind, WRITERS) & (version >= 0))
+    reads = np.flatnonzero(np.isin(kind, READERS) & (version >= 0))
+    versions = 1 + int(max(version[writes].max(initial=0), version[reads].max(initial=0)))
+    never = np.iinfo(np.int64).max
+    first_write = np.full(columns.num_stages * versions, never, dtype=np.int64)
+    np.minimum.at(first_write, stage[writes] * versions + version[writes], writes)
+    last_read = np.full(columns.num_stages * versions, -1, dtype=np.int64)
+    np.maximum.at(last_read, stage[reads] * versions + version[reads], reads)
+    written = (first_write < never).reshape(columns.num_stages, versions)
+    named = written.any(axis=1) | (last_read.reshape(columns.num_stages, versions) >= 0).any(axis=1)
+    held = written.copy()
+    held[:, 0] = named  # version 0 of every stage some action names, from the start
+    cells = np.flatnonzero(held.ravel())
+    cell_stage = cells // versions
+    # released once the next version of the stage is written and it was read for the last time
+    has_release = np.append(cell_stage[1:] == cell_stage[:-1], False)
+    newer = np.append(cells[1:], 0)
+    release = np.where(has_release, np.maximum(first_write[newer], last_read[cells]), never)
+    begin = np.where(written.ravel()[cells], first_write[cells], -1)
+    return cell_stage, begin, release, has_release, named
+
+
+def weight_versions(columns: Columns) -> list[int]:
+    """Per stage: most versions held at once (at a position, a release comes before a write)."""
+    stage, begin, release, _, _ = version_cells(columns)
+    span = len(columns) + 2  # positions shifted by one (-1 -> 0); never released -> span - 1
+    begins = stage * span + begin + 1
+    releases = np.sort(stage * span + np.minimum(release, span - 2) + 1)
+    order = np.argsort(begins, kind="stable")
+    begins, owner = begins[order], stage[order]
+    first_of_stage = np.searchsorted(begins, owner * span, side="left")
+    opened = np.arange(begins.size) - first_of_stage + 1
+    closed = np.searchsorted(releases, begins, side="right") - np.searchsorted(releases, owner * span)
+    result = np.ones(columns.num_stages, dtype=np.int64)
+    np.maximum.at(result, owner, opened - closed)
+    return result.tolist()
+
+
+def delays(columns: Columns) -> list[int]:
+    """Per stage: largest tau over the updates it receives (schedules.semantics.stage_delays): a weight
+    gradient joins the first update of its stage its rank runs after it."""
+    kind, stage = columns.kind, columns.stage.astype(np.int64)
+    grads = (kind == B) | (kind == W)
+    updates = (kind == OPT) | (kind == RECV_W)
+    events = np.flatnonzero(grads | updates)
+    group = stage[events]
+    if np.any(np.diff(group) < 0):
+        order = np.argsort(group, kind="stable")
+        events, group = events[order], group[order]
+    last = events.size
+    at = np.where(updates[events], np.arange(last), last)
+    following = np.minimum.accumulate(at[::-1])[::-1]  # the next update at or after each event
+    joined = grads[events] & (following < last)
+    update = events[np.minimum(following, last - 1)]
+    joined &= group[np.minimum(following, last - 1)] == group
+    grad, update = events[joined], update[joined]
+    version, read = columns.version[update].astype(np.int64), columns.version[grad].astype(np.int64)
+    applier = np.where(kind[update] == OPT, stage[update], columns.peer[update])
+    known = (version >= 0) & (read >= 0)
+    per_applier = np.zeros(columns.num_stages, dtype=np.int64)
+    np.maximum.at(per_applier, applier[known], (version - 1 - read)[known])
+    return per_applier[appliers(columns)].tolist()
+
+
+def appliers(columns: Columns) -> np.ndarray:
+    """Per stage: the stage whose OPT updates it (itself, or an AMDP replica's owner)."""
+    result = np.arange(columns.num_stages)
+    for index in np.flatnonzero((columns.kind == RECV_W) & (columns.peer >= 0)).tolist():
+        result[columns.stage[index]] = columns.peer[index]
+    return result
+
+
+def mismatches(columns: Columns) -> list[int]:
+    """Per stage: microbatches whose forward and last weight gradient (B, or W) read other versions."""
+    kind = columns.kind
+    key = (columns.stage.astype(np.int64) * columns.steps + columns.step) * columns.microbatches
+    key += columns.microbatch
+    forwards = np.flatnonzero(kind == F)
+    read = np.full(columns.num_stages * columns.steps * columns.microbatches, -1, dtype=np.int64)
+    read[key[forwards]] = columns.version[forwards]
+    grads = np.flatnonzero((kind == B) | (kind == W))
+    forward, backward = read[key[grads]], columns.version[grads]
+    differ = (forward >= 0) & (backward >= 0) & (forward != backward)
+    return np.bincount(columns.stage[grads][differ], minlength=columns.num_stages).tolist()
