@@ -18,7 +18,6 @@ import numpy as np
 from schedules.graph import validate
 from schedules.ir import MATCHING, Action, Kind, ScheduleError, Versioning
 from simulator.columnar.columns import (
-    CODE,
     KINDS,
     OPT,
     RECV_B,
@@ -34,6 +33,7 @@ from simulator.columnar.columns import (
     F,
     I,
     W,
+    is_kind,
 )
 
 SMALL = 200_000
@@ -84,7 +84,7 @@ def _duplicates(columns: Columns, rank: np.ndarray) -> None:
     local = np.zeros(columns.num_stages, dtype=np.int64)
     for owner in range(columns.ranks):
         local[columns.layout.rank_stages(owner)] = np.arange(len(columns.layout.rank_stages(owner)))
-    peer_kind = np.isin(columns.kind, PEER_KINDS)
+    peer_kind = is_kind(columns.kind, *PEER_KINDS)
     microbatch, step = columns.microbatch.astype(np.int64) + 1, columns.step.astype(np.int64)
     step = step - min(0, int(step.min(initial=0)))
     kinds, microbatches, steps = len(KINDS), int(microbatch.max(initial=0)) + 1, int(step.max(initial=0)) + 1
@@ -118,7 +118,7 @@ def _duplicates(columns: Columns, rank: np.ndarray) -> None:
 def _expected(columns: Columns, rank: np.ndarray) -> None:
     layout, microbatch, step = columns.layout, columns.microbatch, columns.step
     pipeline = columns.stage // layout.stages_per_pipeline
-    wrong = np.isin(columns.kind, COMPUTE) & (
+    wrong = is_kind(columns.kind, *COMPUTE) & (
         (microbatch < 0)
         | (microbatch >= columns.microbatches)
         | (step < 0)
@@ -171,22 +171,23 @@ def _complete(columns: Columns, rank: np.ndarray) -> None:
 
 def _comms(columns: Columns, rank: np.ndarray) -> None:
     """Every receive has its matching send and every send its receive."""
-    layout, kind, stage = columns.layout, columns.kind, columns.stage.astype(np.int64)
-    microbatch = columns.microbatch.astype(np.int64) + 1
-    step = columns.step.astype(np.int64) - min(0, int(columns.step.min(initial=0)))
-    microbatches, steps = int(microbatch.max(initial=0)) + 1, int(step.max(initial=0)) + 1
+    layout, kind, stage = columns.layout, columns.kind, columns.stage
+    low = min(0, int(columns.step.min(initial=0)))
+    microbatches = int(columns.microbatch.max(initial=0)) + 2
+    steps = int(columns.step.max(initial=0)) + 1 - low
     stages = columns.num_stages
-    prev = np.array([-1 if (p := layout.prev_stage(s)) is None else p for s in range(stages)] + [-1])
-    nxt = np.array([-1 if (n := layout.next_stage(s)) is None else n for s in range(stages)] + [-1])
-
-    def cell(of_stage: np.ndarray, where: np.ndarray) -> np.ndarray:
-        return (of_stage * steps + step[where]) * microbatches + microbatch[where]
-
+    prev = np.array([-1 if (p := layout.prev_stage(s)) is None else p for s in range(stages)])
+    nxt = np.array([-1 if (n := layout.next_stage(s)) is None else n for s in range(stages)])
+    where = {code: np.flatnonzero(kind == code) for code in (SEND_F, RECV_F, SEND_B, RECV_B)}
+    # cell of (stage, step, microbatch): the same for a send and its receive, once the stage is shifted
+    tail = {
+        code: (columns.step[at].astype(np.int64) - low) * microbatches + columns.microbatch[at] + 1
+        for code, at in where.items()
+    }
     present = {}
-    for code in (SEND_F, RECV_F, SEND_B, RECV_B):
-        where = kind == code
-        present[code] = np.zeros(stages * steps * microbatches + 1, dtype=bool)
-        present[code][cell(stage[where], where)] = True
+    for code, at in where.items():
+        present[code] = np.zeros(stages * steps * microbatches, dtype=bool)
+        present[code][stage[at].astype(np.int64) * steps * microbatches + tail[code]] = True
     bad = np.zeros(len(columns), dtype=bool)
     for code, other, neighbour in (
         (RECV_F, SEND_F, prev),
@@ -194,10 +195,9 @@ def _comms(columns: Columns, rank: np.ndarray) -> None:
         (SEND_F, RECV_F, nxt),
         (SEND_B, RECV_B, prev),
     ):
-        where = np.flatnonzero(kind == code)
-        peer = neighbour[stage[where]]
-        found = present[other][np.where(peer >= 0, cell(np.maximum(peer, 0), where), -1)]
-        bad[where] = (peer < 0) | ~found
+        peer = neighbour[stage[where[code]]]
+        cell = np.maximum(peer, 0) * steps * microbatches + tail[code]
+        bad[where[code]] = (peer < 0) | ~present[other][cell]
     bad |= _peer_comms(columns)
     index = _first(bad)
     if index is not None:
@@ -208,7 +208,7 @@ def _comms(columns: Columns, rank: np.ndarray) -> None:
 def _peer_comms(columns: Columns) -> np.ndarray:
     """AMDP's gradient and weight messages: SEND_x(s)>p matches RECV_x(p)>s, same microbatch and step."""
     bad = np.zeros(len(columns), dtype=bool)
-    where = np.flatnonzero(np.isin(columns.kind, PEER_KINDS)).tolist()
+    where = np.flatnonzero(is_kind(columns.kind, *PEER_KINDS)).tolist()
     keys = {columns.action(index)._replace(version=None) for index in where}
     for index in where:
         action = columns.action(index)
@@ -230,7 +230,7 @@ def _order(columns: Columns, rank: np.ndarray) -> None:
         where_of[code][_grid_index(columns, where)] = where
     bad = np.zeros(len(columns), dtype=bool)
     for codes, before in (((B, I), F), ((W,), I)):
-        where = np.flatnonzero(np.isin(kind, codes))
+        where = np.flatnonzero(is_kind(kind, *codes))
         bad[where] = where_of[before][_grid_index(columns, where)] > where
     index = _first(bad)
     if index is None:
@@ -243,51 +243,73 @@ def _order(columns: Columns, rank: np.ndarray) -> None:
 
 
 def _versions(columns: Columns, rank: np.ndarray) -> None:
-    """Every version read or written follows the schedule's Versioning rule (graph._check_versions)."""
-    kind, version = columns.kind, columns.version.astype(np.int64)
-    order = np.arange(len(columns))
-    if np.any(np.diff(columns.stage) < 0):  # several stages per rank: each stage's actions in order
-        order = np.argsort(columns.stage, kind="stable")
-    stage = columns.stage[order]
-    writes = np.isin(kind[order], (OPT, RECV_W)) & (version[order] >= 0)
-    # the version of the stage's last write strictly before each action (0 before any)
-    last = np.maximum.accumulate(np.where(writes, np.arange(order.size), -1))
-    last = np.concatenate([[-1], last[:-1]])
-    same = (last >= 0) & (stage[np.maximum(last, 0)] == stage)
-    now = np.empty(len(columns), dtype=np.int64)
-    now[order] = np.where(same, version[order][np.maximum(last, 0)], 0)
-    expected = np.full(len(columns), -1, dtype=np.int64)
-    expected[kind == OPT] = now[kind == OPT] + 1
-    compute = np.isin(kind, COMPUTE)
-    step = columns.step.astype(np.int64)
-    if columns.versioning is Versioning.FLUSH:
-        expected[compute] = step[compute]
-    elif columns.versioning is Versioning.DOUBLE_BUFFER:
-        expected[compute] = np.maximum(step[compute] - 1, 0)
-    elif columns.versioning is Versioning.CURRENT:
-        expected[compute] = now[compute]
+    """Every version read or written follows the schedule's Versioning rule (graph._check_versions):
+    an OPT writes one more than the stage's last written version, a compute action reads its step
+    (FLUSH), max(0, step - 1) (DOUBLE_BUFFER), the current version (CURRENT) or its forward's (STASH)."""
+    kind, versioning = columns.kind, columns.versioning
+    compute = np.flatnonzero(is_kind(kind, *COMPUTE) & (columns.version >= 0))
+    opts = np.flatnonzero(kind == OPT)
+    # (index, expected) pairs; the first index whose version differs is the problem
+    asked = [(opts, _current(columns, opts) + 1)]
+    step = columns.step[compute].astype(np.int64)
+    if versioning is Versioning.FLUSH:
+        asked.append((compute, step))
+    elif versioning is Versioning.DOUBLE_BUFFER:
+        asked.append((compute, np.maximum(step - 1, 0)))
+    elif versioning is Versioning.CURRENT:
+        asked.append((compute, _current(columns, compute)))
     else:
-        expected[compute] = _stashed(columns, now, compute)
-    bad = (expected >= 0) & (version >= 0) & (version != expected)
-    index = _first(bad)
-    if index is not None:
-        action, rule = columns.action(index), columns.versioning.value
+        asked.append((compute, _stashed(columns, compute)))
+    first, expected = None, 0
+    for where, wanted in asked:
+        version = columns.version[where]
+        bad = _first((version >= 0) & (wanted >= 0) & (version != wanted))
+        if bad is not None and (first is None or where[bad] < first):
+            first, expected = int(where[bad]), int(wanted[bad])
+    if first is not None:
+        action, rule = columns.action(first), versioning.value
         raise _Problem(
-            f"{action} on rank {int(rank[index])} has version {action.version}, "
-            f"but the {rule} rule gives {int(expected[index])}"
+            f"{action} on rank {int(rank[first])} has version {action.version}, "
+            f"but the {rule} rule gives {expected}"
         )
 
 
-def _stashed(columns: Columns, now: np.ndarray, compute: np.ndarray) -> np.ndarray:
-    """STASH: a forward must read the current version; its backwards the version the forward read
-    (no rule where the forward has not run yet or read none)."""
-    kind = columns.kind
-    forwards = np.flatnonzero(kind == F)
+def _current(columns: Columns, where: np.ndarray) -> np.ndarray:
+    """The stage's version before each action at `where` (sorted): the last version an OPT or RECV_W
+    of the same stage wrote before it, 0 before any."""
+    writes = np.flatnonzero(is_kind(columns.kind, OPT, RECV_W) & (columns.version >= 0))
+    if writes.size == 0 or where.size == 0:
+        return np.zeros(where.size, dtype=np.int64)
+    stage = columns.stage
+    if np.any(np.diff(stage) < 0):  # several stages per rank: look per stage
+        key = np.concatenate([where, writes])  # an OPT asked about sorts before its own write
+        order = np.lexsort((key, stage[key]))
+        is_write = np.zeros(key.size, dtype=bool)
+        is_write[where.size :] = True
+        is_write = is_write[order]
+        last = np.maximum.accumulate(np.where(is_write, np.arange(key.size), -1))
+        last = np.concatenate([[-1], last[:-1]])
+        ordered = key[order]
+        found = (last >= 0) & (stage[ordered[np.maximum(last, 0)]] == stage[ordered])
+        now = np.where(found, columns.version[ordered[np.maximum(last, 0)]], 0)
+        result = np.empty(key.size, dtype=np.int64)
+        result[order] = now
+        return result[: where.size]
+    # every stage's actions are contiguous: the last write before an action is its stage's or none
+    last = np.searchsorted(writes, where) - 1
+    previous = writes[np.maximum(last, 0)]
+    found = (last >= 0) & (stage[previous] == stage[where])
+    return np.where(found, columns.version[previous], 0).astype(np.int64)
+
+
+def _stashed(columns: Columns, where: np.ndarray) -> np.ndarray:
+    """STASH: a forward must read the current version, its backwards the version the forward read (no
+    rule before the forward has run or where it read none: -1)."""
+    forwards = np.flatnonzero(columns.kind == F)
     size = columns.steps * columns.microbatches * columns.layout.stages_per_pipeline
     at = np.full(size, len(columns), dtype=np.int64)
     at[_grid_index(columns, forwards)] = forwards
-    where = np.flatnonzero(compute)
     forward = at[_grid_index(columns, where)]
     read = columns.version.astype(np.int64)[np.minimum(forward, len(columns) - 1)]
     stashed = np.where(forward < where, read, -1)
-    return np.where(kind[where] == CODE[Kind.F], now[where], stashed)
+    return np.where(columns.kind[where] == F, _current(columns, where), stashed)

@@ -13,7 +13,9 @@ Note: the memory per action (about 20 bytes, against some 150 for an Action tupl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -31,9 +33,11 @@ NONE = -1
 FIELDS = ("kind", "stage", "microbatch", "step", "version", "peer")
 
 
-def codes(kinds: frozenset[Kind] | tuple[Kind, ...]) -> np.ndarray:
-    """The codes of a set of kinds, for np.isin."""
-    return np.array(sorted(CODE[kind] for kind in kinds), dtype=np.int8)
+def is_kind(kind: np.ndarray, *codes: int) -> np.ndarray:
+    """Whether each kind code is one of `codes` (a table lookup: one pass, unlike np.isin)."""
+    table = np.zeros(len(KINDS), dtype=bool)
+    table[list(codes)] = True
+    return table[kind]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -66,6 +70,18 @@ class Columns:
     """int32 weight version read, written or carried; -1 before the version pass."""
     peer: np.ndarray
     """int32 other stage of a SEND_G/RECV_G/SEND_W/RECV_W; -1 elsewhere."""
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    """What several steps derive from the same columns, derived once (see `remember`)."""
+
+    def remember(self, key: str, derive: Callable[[], Any]) -> Any:
+        """derive(), computed on first use and kept with the columns (they never change)."""
+        if key not in self.memo:
+            self.memo[key] = derive()
+        return self.memo[key]
+
+    def where(self, *codes: int) -> np.ndarray:
+        """Indices of the actions of these kinds, in order (remembered)."""
+        return self.remember(f"where{sorted(codes)}", lambda: np.flatnonzero(is_kind(self.kind, *codes)))
 
     @property
     def ranks(self) -> int:

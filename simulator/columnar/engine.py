@@ -24,53 +24,42 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.columnar.plan import ColumnPlan
-from simulator.plan import RECV, SEND, SimulationError
+from simulator.columnar.plan import READY, TRASH, ColumnPlan
+from simulator.plan import SEND, SimulationError
 
 
 def run_columns(plan: ColumnPlan) -> tuple[np.ndarray, np.ndarray]:
     """(starts, ends) of every action in seconds; SimulationError naming the stuck ranks on a deadlock."""
     columns = plan.columns
-    ranks = columns.ranks
-    starts = np.zeros(len(columns))
-    ends = np.zeros(len(columns))
-    arrival = np.full(plan.num_messages + 1, -1.0)  # -1 until sent; the spare slot for non-messages
-    link_free = np.zeros(ranks * ranks + 1)
+    ranks, size = columns.ranks, len(columns)
+    starts, ends = np.zeros(size), np.zeros(size)
+    arrival = np.full(plan.num_messages + 2, -1.0)  # -1 until sent
+    arrival[READY] = 0.0
+    link_free = np.zeros(ranks * ranks + 2)  # READY stays 0.0; TRASH is reset after every round
+    holds = plan.classes == SEND if plan.costs.overlap else np.zeros(size, dtype=bool)
+    waits, posts, links, durations, host = plan.waits, plan.posts, plan.links, plan.durations, plan.host
     position, stop = columns.offsets[:-1].copy(), columns.offsets[1:]
     clock = np.zeros(ranks)
     active = np.flatnonzero(position < stop)  # ranks with actions left
-    overlap = plan.costs.overlap
-    classes, durations, messages, links, host = (
-        plan.classes,
-        plan.durations,
-        plan.messages,
-        plan.links,
-        plan.host,
-    )
     while active.size:
         index = position[active]
-        waited = arrival[messages[index]]
-        receive = classes[index] == RECV
-        ready = ~receive | (waited >= 0)
+        waited = arrival[waits[index]]
+        ready = waited >= 0
         lanes = active
         if not ready.all():
             if not ready.any():
                 raise SimulationError(_deadlock_message(plan, active, index))
-            lanes, index, waited, receive = (a[ready] for a in (active, index, waited, receive))
-        now = clock[lanes]
-        if host is not None:
-            now = now + host[index]
-        send = classes[index] == SEND
+            lanes, index, waited = active[ready], index[ready], waited[ready]
+        now = clock[lanes] if host is None else clock[lanes] + host[index]
         link = links[index]
-        free = link_free[link]
-        start = np.where(send & (free > now), free, now)
-        end = np.where(receive, np.where(waited > now, waited, now), start + durations[index])
+        start = np.maximum(now, link_free[link])  # a send waits for its link; others read 0.0
+        end = np.maximum(start + durations[index], waited)  # a receive waits for its message
         starts[index] = start
         ends[index] = end
-        if send.any():
-            link_free[link[send]] = end[send]
-            arrival[messages[index[send]]] = end[send]
-        clock[lanes] = np.where(send, now, end) if overlap else end
+        link_free[link] = end
+        link_free[TRASH] = 0.0
+        arrival[posts[index]] = end
+        clock[lanes] = np.where(holds[index], now, end)  # an overlapped send leaves the clock alone
         position[lanes] = index + 1
         if (index + 1 == stop[lanes]).any():
             active = active[position[active] < stop[active]]

@@ -1,11 +1,19 @@
-"""schedules/passes.py's lowering on columns: optimizer steps, weight versions, sends and receives.
+"""schedules/passes.py's lowering on columns, the three passes fused into one: optimizer steps, weight
+versions, sends and receives.
 
     lowered = lower_columns(compute_columns("2bw", 1024, 8192))     # == columns_of(build("2bw", ...))
 
-The same three passes in the same order, each a handful of whole-array operations. They lower what
-simulator/columnar/generate.py's closed forms produce: one pipeline, one stage per rank, every backward
-after its forward on the rank (tests/simulator/test_columnar.py checks the result against the IR's
-passes for every such schedule). Any other schedule is lowered in the IR and then converted.
+It lowers what simulator/columnar/generate.py's closed forms produce: compute actions only, one pipeline,
+one stage per rank, every backward after its forward. Each compute action becomes a short run, and every
+field of the result is written once:
+
+    [RECV_F] F [SEND_F]            RECV_F where the previous stage is on another rank, SEND_F the next
+    [RECV_B] B|I [SEND_B] [OPT]    OPT after the stage's last weight gradient of a step (STASH: every one)
+    W [OPT]
+
+Versions follow the passes' rules: a stage's version counts the OPTs before the action (an OPT writes
+that count plus one); DOUBLE_BUFFER reads max(0, step - 1); STASH's backwards read their forward's.
+tests/simulator/test_columnar.py checks the result against the IR's passes for every such schedule.
 """
 
 from __future__ import annotations
@@ -18,133 +26,106 @@ from simulator.columnar.columns import (
     OPT,
     RECV_B,
     RECV_F,
-    RECV_W,
     SEND_B,
     SEND_F,
-    SEND_W,
     B,
     Columns,
     F,
     I,
     W,
+    is_kind,
     with_arrays,
 )
 
 
 def lower_columns(columns: Columns) -> Columns:
-    """insert_optimizer_steps, assign_versions, add_comms (schedules/passes.py)."""
+    """insert_optimizer_steps, assign_versions and add_comms of schedules/passes.py, in one pass."""
     layout = columns.layout
     if layout.pipelines != 1 or layout.placement != tuple(range(layout.ranks)):
         raise ValueError("lower_columns takes one stage per rank (the closed-form schedules)")
-    return add_comms(assign_versions(insert_optimizer_steps(columns)))
-
-
-def insert_optimizer_steps(columns: Columns) -> Columns:
-    """An OPT after every weight gradient (STASH) or after the last one of each (stage, step)."""
-    if columns.versioning is Versioning.CURRENT or bool(np.any(columns.kind == OPT)):
-        return columns
-    grads = np.flatnonzero((columns.kind == B) | (columns.kind == W))
-    after = np.zeros(len(columns), dtype=bool)
-    if columns.versioning is Versioning.STASH:
-        after[grads] = True
-    else:
-        key = columns.stage[grads].astype(np.int64) * columns.steps + columns.step[grads]
-        last = np.full(columns.num_stages * columns.steps, -1, dtype=np.int64)
-        np.maximum.at(last, key, grads)
-        after[last[last >= 0]] = True
-    microbatch = columns.microbatch if columns.versioning is Versioning.STASH else None
-    return insert(columns, after=(after, np.int8(OPT), microbatch))
-
-
-def assign_versions(columns: Columns) -> Columns:
-    """The version each F/B/I/W reads and each OPT writes: a stage's version counts its updates so far."""
+    if not is_kind(columns.kind, F, B, I, W).all():
+        raise ValueError("lower_columns takes compute-only columns")
     kind = columns.kind
-    writes = (kind == OPT) | (kind == RECV_W)
-    # updates of the rank's (single) stage up to and including each action
-    seen = np.cumsum(writes, dtype=np.int64)
+    opt_after = _optimizer_steps(columns)
+    updates = _count_per_rank(columns, opt_after)  # OPTs up to and including each action's own
+    version = _read_versions(columns, updates - opt_after)
+    forward, backward = kind == F, (kind == B) | (kind == I)
+    remote_prev, remote_next = _remote_neighbours(columns)
+    prev, nxt = remote_prev[columns.stage], remote_next[columns.stage]
+    recv_before = (forward & prev) | (backward & nxt)
+    send_after = (forward & nxt) | (backward & prev)
+    after = send_after.astype(np.int64) + opt_after
+    moved = np.arange(len(columns)) + np.cumsum(recv_before) + np.cumsum(after) - after
+    grown = np.cumsum(recv_before + after)  # actions added up to and including each one
+    bounds = columns.offsets
+    offsets = bounds + np.where(bounds > 0, grown[np.maximum(bounds - 1, 0)], 0)
+    total = int(offsets[-1])
+    out = {name: np.empty(total, dtype=getattr(columns, name).dtype) for name in ("kind", "stage", "step")}
+    out |= {name: np.full(total, NONE, dtype=np.int32) for name in ("microbatch", "version", "peer")}
+    receive, send = moved[recv_before] - 1, moved[send_after] + 1
+    optimizer = moved[opt_after] + 1 + send_after[opt_after]
+    stash = columns.versioning is Versioning.STASH
+    out["version"][moved] = version
+    for name in ("kind", "stage", "microbatch", "step"):
+        source = getattr(columns, name)
+        out[name][moved] = source
+        if name != "kind":  # a send, receive or OPT carries its action's stage, step and microbatch
+            out[name][receive] = source[recv_before]
+            out[name][send] = source[send_after]
+            if name != "microbatch" or stash:  # only PipeDream's OPT names a microbatch
+                out[name][optimizer] = source[opt_after]
+    out["kind"][receive] = np.where(forward, RECV_F, RECV_B)[recv_before]
+    out["kind"][send] = np.where(forward, SEND_F, SEND_B)[send_after]
+    out["kind"][optimizer] = OPT
+    out["version"][optimizer] = updates[opt_after]
+    return with_arrays(columns, offsets, **out)
+
+
+def _optimizer_steps(columns: Columns) -> np.ndarray:
+    """Whether an OPT follows each action: every weight gradient (STASH), else the last of each (stage,
+    step); none for CURRENT."""
+    grads = (columns.kind == B) | (columns.kind == W)
+    if columns.versioning is Versioning.STASH:
+        return grads
+    after = np.zeros(len(columns), dtype=bool)
+    if columns.versioning is Versioning.CURRENT:
+        return after
+    where = np.flatnonzero(grads)
+    key = columns.stage[where].astype(np.int64) * columns.steps + columns.step[where]
+    last = np.full(columns.num_stages * columns.steps, -1, dtype=np.int64)
+    np.maximum.at(last, key, where)
+    after[last[last >= 0]] = True
+    return after
+
+
+def _count_per_rank(columns: Columns, flags: np.ndarray) -> np.ndarray:
+    """How many flags are set on the action's rank up to and including it."""
+    seen = np.cumsum(flags, dtype=np.int64)
     starts = columns.offsets[:-1]
-    before_rank = np.where(starts > 0, seen[np.maximum(starts - 1, 0)], 0)
-    seen -= np.repeat(before_rank, np.diff(columns.offsets))
-    now = seen - writes  # updates strictly before the action
-    reads = (kind == F) | (kind == B) | (kind == I) | (kind == W)
-    version = np.full(len(columns), NONE, dtype=np.int64)
-    version[writes] = seen[writes]
-    version[kind == SEND_W] = now[kind == SEND_W]
+    before = np.where(starts > 0, seen[np.maximum(starts - 1, 0)], 0)
+    return seen - np.repeat(before, np.diff(columns.offsets))
+
+
+def _read_versions(columns: Columns, now: np.ndarray) -> np.ndarray:
+    """The version each compute action reads, given the updates of its stage before it (`now`)."""
     if columns.versioning is Versioning.DOUBLE_BUFFER:
-        version[reads] = np.maximum(columns.step[reads].astype(np.int64) - 1, 0)
-    elif columns.versioning is Versioning.STASH:
-        version[reads] = _stashed(columns, now, reads)
-    else:
-        version[reads] = now[reads]
-    return with_arrays(columns, columns.offsets, **{**_fields(columns), "version": version.astype(np.int32)})
-
-
-def _stashed(columns: Columns, now: np.ndarray, reads: np.ndarray) -> np.ndarray:
-    """PipeDream: a forward reads the current version and stashes it; its backwards read the stash."""
+        return np.maximum(columns.step - 1, 0).astype(np.int32)
+    if columns.versioning is not Versioning.STASH:
+        return now.astype(np.int32)
+    # a forward reads the current version and stashes it; its backwards read the stash
     key = (columns.stage.astype(np.int64) * columns.steps + columns.step) * columns.microbatches
     key += columns.microbatch
     forwards = columns.kind == F
     stash = np.zeros(columns.num_stages * columns.steps * columns.microbatches, dtype=np.int64)
     stash[key[forwards]] = now[forwards]
-    return np.where(forwards, now, stash[np.where(reads, key, 0)])[reads]
+    return np.where(forwards, now, stash[key]).astype(np.int32)
 
 
-def add_comms(columns: Columns) -> Columns:
-    """RECV_F before a forward and SEND_F after it where the neighbour lives elsewhere; RECV_B before
-    a backward for inputs (B or I) and SEND_B after it."""
-    kind = columns.kind
-    if bool(np.any((kind == SEND_F) | (kind == SEND_B))):
-        return columns
+def _remote_neighbours(columns: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """Per stage: whether the previous / the next stage of its pipeline lives on another rank."""
     layout = columns.layout
-    stages = range(layout.num_stages)
     placement = layout.placement
-    remote_prev = np.array(
-        [(p := layout.prev_stage(s)) is not None and placement[p] != placement[s] for s in stages]
-    )
-    remote_next = np.array(
-        [(n := layout.next_stage(s)) is not None and placement[n] != placement[s] for s in stages]
-    )
-    forward, backward = kind == F, (kind == B) | (kind == I)
-    prev, nxt = remote_prev[columns.stage], remote_next[columns.stage]
-    before = ((forward & prev) | (backward & nxt), np.where(forward, RECV_F, RECV_B).astype(np.int8))
-    after = ((forward & nxt) | (backward & prev), np.where(forward, SEND_F, SEND_B).astype(np.int8))
-    return insert(columns, before=(*before, columns.microbatch), after=(*after, columns.microbatch))
-
-
-Insertion = tuple[np.ndarray, np.ndarray | np.int8, np.ndarray | None]
-"""(where: bool per action, kind code(s), microbatch per action or None for none)."""
-
-
-def insert(columns: Columns, *, before: Insertion | None = None, after: Insertion | None = None) -> Columns:
-    """New actions right before and/or after the marked ones, with the marked action's stage and step,
-    no version and no peer."""
-    n = len(columns)
-    if n == 0:
-        return columns
-    none = (np.zeros(n, dtype=bool), np.int8(0), None)
-    before, after = before or none, after or none
-    added_before = np.cumsum(before[0], dtype=np.int64)  # inserted at or before i
-    added_after = np.cumsum(after[0], dtype=np.int64) - after[0]  # inserted after actions before i
-    moved = np.arange(n, dtype=np.int64) + added_before + added_after
-    inserted = added_before + added_after + after[0]  # new actions among actions 0..i
-    total = n + int(inserted[-1])
-    fields = _fields(columns)
-    out = {name: np.full(total, NONE, dtype=array.dtype) for name, array in fields.items()}
-    for name, array in fields.items():
-        out[name][moved] = array
-    for offset, (where, kind, microbatch) in ((-1, before), (1, after)):
-        target = moved[where] + offset
-        out["kind"][target] = kind if np.ndim(kind) == 0 else kind[where]
-        out["stage"][target] = columns.stage[where]
-        out["step"][target] = columns.step[where]
-        if microbatch is not None:
-            out["microbatch"][target] = microbatch[where]
-    bounds = columns.offsets
-    offsets = bounds + np.where(bounds > 0, inserted[np.maximum(bounds - 1, 0)], 0)
-    return with_arrays(columns, offsets, **out)
-
-
-def _fields(columns: Columns) -> dict[str, np.ndarray]:
-    return {
-        name: getattr(columns, name) for name in ("kind", "stage", "microbatch", "step", "version", "peer")
-    }
+    stages = range(layout.num_stages)
+    prev = [(p := layout.prev_stage(s)) is not None and placement[p] != placement[s] for s in stages]
+    nxt = [(n := layout.next_stage(s)) is not None and placement[n] != placement[s] for s in stages]
+    return np.array(prev, dtype=bool), np.array(nxt, dtype=bool)

@@ -50,7 +50,7 @@ def static_memory(columns: Columns, costs: CostModel) -> np.ndarray:
     for stage, per_kind in enumerate(_constants(schedule, sizes)):
         for kind, size in per_kind.items():
             table[stage * len(KINDS) + CODE[kind]] = size
-    delta = table[columns.stage.astype(np.int64) * len(KINDS) + columns.kind]
+    delta = table[columns.stage * np.int32(len(KINDS)) + columns.kind]
     weights = np.array([size.weights for size in sizes], dtype=np.int64)
     base = _weights(columns, weights, delta)
     updated = _gradients(columns, weights, delta)
@@ -137,7 +137,7 @@ def _free_sends(columns: Columns, plan: ColumnPlan, ends: np.ndarray, static: np
         sends = np.flatnonzero(send[span])
         first = np.maximum(np.searchsorted(clock, ends[span][sends], side="left"), sends + 1)
         keep = first < tick.size
-        np.add.at(freed, low + first[keep], plan.nbytes[span][sends[keep]])
+        np.add.at(freed, low + first[keep], plan.nbytes(low + sends[keep]))
     gone = np.cumsum(freed[:-1])
     before = np.where(columns.offsets[:-1] > 0, gone[np.maximum(columns.offsets[:-1] - 1, 0)], 0)
     return static - (gone - np.repeat(before, np.diff(columns.offsets)))

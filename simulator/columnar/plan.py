@@ -30,6 +30,7 @@ from simulator.columnar.columns import (
     SEND_G,
     SEND_W,
     Columns,
+    is_kind,
 )
 from simulator.costs import CostModel
 from simulator.plan import (
@@ -49,9 +50,14 @@ INVALID = -1
 """Class of a (stage, kind) the layout cannot run (a send with no neighbour)."""
 
 
+READY, TRASH = -2, -1
+"""Spare slots at the end of the engine's arrival and link arrays: READY always reads 0.0 (what an
+action that waits for nothing, or holds no link, sees); TRASH absorbs the writes of everything else."""
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class ColumnPlan:
-    """Flat arrays, index i = action i of the columns."""
+    """Flat arrays, index i = action i of the columns, in the form the engine walks."""
 
     columns: Columns
     """The lowered schedule."""
@@ -61,16 +67,23 @@ class ColumnPlan:
     """int8 COMPUTE, SEND or RECV."""
     durations: np.ndarray
     """float64 seconds, as simulator/plan.py's."""
-    nbytes: np.ndarray
-    """int64 bytes moved by a send or receive."""
-    messages: np.ndarray
-    """int64 message of a send or receive, -1 for compute."""
+    waits: np.ndarray
+    """int32 message a receive waits for; READY (-2) otherwise."""
+    posts: np.ndarray
+    """int32 message a send delivers; TRASH (-1) otherwise."""
     links: np.ndarray
-    """int64 link of a send; ranks * ranks (a spare slot) otherwise."""
+    """int32 link a send holds (source rank * P + target rank); TRASH (-1) otherwise."""
     num_messages: int
     """Size of the message numbering (some numbers may go unused)."""
     host: np.ndarray | None
     """float64 host seconds before each action; None without host time."""
+    sizes: np.ndarray
+    """int64 bytes a send or receive moves, per (stage, kind code) cell: see nbytes."""
+
+    def nbytes(self, where: np.ndarray) -> np.ndarray:
+        """Bytes moved by the actions at `where` (0 for compute)."""
+        columns = self.columns
+        return self.sizes[columns.stage[where].astype(np.int64) * len(KINDS) + columns.kind[where]]
 
 
 def plan_columns(columns: Columns, costs: CostModel) -> ColumnPlan:
@@ -79,14 +92,15 @@ def plan_columns(columns: Columns, costs: CostModel) -> ColumnPlan:
     schedule = columns.header()
     costs.check_stages(columns.layout.stages_per_pipeline // columns.chunks)
     table = _table(schedule, costs)
-    cell = columns.stage.astype(np.int64) * len(KINDS) + columns.kind
+    cell = columns.stage * np.int32(len(KINDS)) + columns.kind
     classes = table["class"][cell]
     if np.any(classes == INVALID):
         index = int(np.argmax(classes == INVALID))
         rank = int(np.searchsorted(columns.offsets, index, side="right") - 1)
         raise SimulationError(f"rank {rank}: {columns.action(index)} has no neighbour stage to talk to")
     messages, num_messages = _messages(columns)
-    _check_receives(columns, classes, messages, num_messages)
+    receive, send = classes == RECV, classes == SEND
+    _check_receives(columns, receive, send, messages, num_messages)
     durations = _durations(columns, costs, classes, table["seconds"][cell])
     _add_warmup(columns, costs, durations)
     return ColumnPlan(
@@ -94,11 +108,12 @@ def plan_columns(columns: Columns, costs: CostModel) -> ColumnPlan:
         costs=costs,
         classes=classes,
         durations=durations,
-        nbytes=table["bytes"][cell],
-        messages=messages,
-        links=_links(columns, classes, table["link"][cell]),
+        waits=np.where(receive, messages, np.int32(READY)),
+        posts=np.where(send, messages, np.int32(TRASH)),
+        links=_links(columns, send, table["link"][cell]),
         num_messages=num_messages,
         host=table["host"][cell] if table["host"] is not None else None,
+        sizes=table["bytes"],
     )
 
 
@@ -148,7 +163,8 @@ def _messages(columns: Columns) -> tuple[np.ndarray, int]:
     if np.any((microbatch < 0) | (microbatch >= m) | (step < 0) | (step >= steps)):
         raise SimulationError("a send or receive names a microbatch or step outside the schedule")
     backward = (kind[neighbour] == SEND_B) | (kind[neighbour] == RECV_B)
-    messages = np.full(len(columns), -1, dtype=np.int64)
+    messages = np.full(len(columns), -1, dtype=np.int32)
+    step = step.astype(np.int64)
     messages[neighbour] = ((step * columns.num_stages + sender[neighbour]) * m + microbatch) * 2 + backward
     count = 2 * steps * columns.num_stages * m
     return messages, count + _peer_messages(columns, messages, count)
@@ -157,7 +173,7 @@ def _messages(columns: Columns) -> tuple[np.ndarray, int]:
 def _peer_messages(columns: Columns, messages: np.ndarray, first: int) -> int:
     """Number AMDP's gradient and weight messages from `first` on, by their send key (as plan.py)."""
     kind = columns.kind
-    peers = np.flatnonzero(np.isin(kind, [SEND_G, RECV_G, SEND_W, RECV_W]))
+    peers = np.flatnonzero(is_kind(kind, SEND_G, RECV_G, SEND_W, RECV_W))
     ids: dict[tuple, int] = {}
     matching = {SEND_G: SEND_G, SEND_W: SEND_W, RECV_G: SEND_G, RECV_W: SEND_W}
     for index in peers.tolist():
@@ -168,18 +184,25 @@ def _peer_messages(columns: Columns, messages: np.ndarray, first: int) -> int:
     return len(ids)
 
 
-def _check_receives(columns: Columns, classes: np.ndarray, messages: np.ndarray, count: int) -> None:
-    sent = np.zeros(count + 1, dtype=bool)
-    sent[messages[classes == SEND]] = True
-    unmatched = (classes == RECV) & ~sent[messages]
-    if np.any(unmatched):
-        index = int(np.argmax(unmatched))
+def _check_receives(
+    columns: Columns, receive: np.ndarray, send: np.ndarray, messages: np.ndarray, count: int
+) -> None:
+    sent = np.zeros(count, dtype=bool)
+    sent[messages[send]] = True
+    waiting = np.flatnonzero(receive)
+    unmatched = _first_false(sent[messages[waiting]])
+    if unmatched is not None:
+        index = int(waiting[unmatched])
         rank = int(np.searchsorted(columns.offsets, index, side="right") - 1)
         raise SimulationError(f"rank {rank}: {columns.action(index)} has no matching send in the schedule")
 
 
-def _links(columns: Columns, classes: np.ndarray, links: np.ndarray) -> np.ndarray:
-    """The link of every send (a peer's from its rank and the peer's); the spare slot elsewhere."""
+def _first_false(flags: np.ndarray) -> int | None:
+    return None if flags.all() else int(np.argmin(flags))
+
+
+def _links(columns: Columns, send: np.ndarray, links: np.ndarray) -> np.ndarray:
+    """The link of every send (a peer's from its rank and the peer's); TRASH elsewhere."""
     ranks = columns.ranks
     peer_sends = (columns.kind == SEND_G) | (columns.kind == SEND_W)
     if np.any(peer_sends):
@@ -190,7 +213,7 @@ def _links(columns: Columns, classes: np.ndarray, links: np.ndarray) -> np.ndarr
         rank = columns.rank_of()[peer_sends].astype(np.int64)
         links = links.copy()
         links[peer_sends] = rank * ranks + placement[columns.peer[peer_sends]]
-    return np.where(classes == SEND, links, ranks * ranks)
+    return np.where(send, links, TRASH).astype(np.int32)
 
 
 def _durations(columns: Columns, costs: CostModel, classes: np.ndarray, seconds: np.ndarray) -> np.ndarray:
@@ -223,7 +246,7 @@ def _add_warmup(columns: Columns, costs: CostModel, durations: np.ndarray) -> No
     key = rank * columns.num_stages + columns.stage
     for name in dict.fromkeys(WARMUP_OF_KIND.values()):
         kinds = [CODE[kind] for kind, field in WARMUP_OF_KIND.items() if field == name]
-        where = np.flatnonzero(np.isin(columns.kind, kinds))
+        where = np.flatnonzero(is_kind(columns.kind, *kinds))
         first = np.full(columns.ranks * columns.num_stages, len(columns), dtype=np.int64)
         np.minimum.at(first, key[where], where)
         for index in first[first < len(columns)].tolist():

@@ -22,11 +22,15 @@ WRITERS = (OPT, RECV_W)
 
 def peak_activations(columns: Columns) -> tuple[list[float], list[float]]:
     """(per stage, per rank) most microbatches between a forward and its B or I, divided by chunks."""
-    change = np.where(columns.kind == F, 1, np.where((columns.kind == B) | (columns.kind == I), -1, 0))
-    per_rank = _grouped_peaks(
-        change, np.arange(columns.ranks).repeat(np.diff(columns.offsets)), columns.ranks
-    )
-    per_stage = _grouped_peaks(change, columns.stage, columns.num_stages)
+    where = columns.where(F, B, I)
+    change = np.where(columns.kind[where] == F, 1, -1).astype(np.int32)
+    rank = np.searchsorted(columns.offsets, where, side="right") - 1
+    per_rank = _grouped_peaks(change, rank, columns.ranks)
+    layout = columns.layout
+    if layout.placement == tuple(range(layout.ranks)):  # stage s is rank s's only stage
+        per_stage = per_rank
+    else:
+        per_stage = _grouped_peaks(change, columns.stage[where], columns.num_stages)
     return _per_chunk(per_stage, columns.chunks), _per_chunk(per_rank, columns.chunks)
 
 
@@ -54,17 +58,30 @@ def version_cells(columns: Columns) -> tuple[np.ndarray, ...]:
     Returns (stage, begin, release, has_release) per held (stage, version), in order (begin -1: from
     the start; no release: held to the end), and per stage whether any versioned action names it.
     """
-    kind, stage, version = columns.kind, columns.stage.astype(np.int64), columns.version.astype(np.int64)
-    writes = np.flatnonzero(np.isin(kind, WRITERS) & (version >= 0))
-    reads = np.flatnonzero(np.isin(kind, READERS) & (version >= 0))
-    versions = 1 + int(max(version[writes].max(initial=0), version[reads].max(initial=0)))
+    return columns.remember("version cells", lambda: _version_cells(columns))
+
+
+def _version_cells(columns: Columns) -> tuple[np.ndarray, ...]:
+    writes = columns.where(*WRITERS)
+    writes = writes[columns.version[writes] >= 0]
+    reads = columns.where(*READERS)
+    reads = reads[columns.version[reads] >= 0]
+    written_version = columns.version[writes].astype(np.int64)
+    read_version = columns.version[reads].astype(np.int64)
+    versions = 1 + int(max(written_version.max(initial=0), read_version.max(initial=0)))
     never = np.iinfo(np.int64).max
-    first_write = np.full(columns.num_stages * versions, never, dtype=np.int64)
-    np.minimum.at(first_write, stage[writes] * versions + version[writes], writes)
-    last_read = np.full(columns.num_stages * versions, -1, dtype=np.int64)
-    np.maximum.at(last_read, stage[reads] * versions + version[reads], reads)
-    written = (first_write < never).reshape(columns.num_stages, versions)
-    named = written.any(axis=1) | (last_read.reshape(columns.num_stages, versions) >= 0).any(axis=1)
+    stages = columns.num_stages
+    first_write = np.full(stages * versions, never, dtype=np.int64)
+    np.minimum.at(first_write, columns.stage[writes].astype(np.int64) * versions + written_version, writes)
+    last_read = np.full(stages * versions, -1, dtype=np.int64)
+    read_cell = columns.stage[reads].astype(np.int64) * versions + read_version
+    if np.all(np.diff(read_cell) >= 0):  # grouped and in order (the usual case): the last of each run
+        ends = np.append(np.flatnonzero(np.diff(read_cell)), read_cell.size - 1)
+        last_read[read_cell[ends]] = reads[ends]
+    else:
+        np.maximum.at(last_read, read_cell, reads)
+    written = (first_write < never).reshape(stages, versions)
+    named = written.any(axis=1) | (last_read.reshape(stages, versions) >= 0).any(axis=1)
     held = written.copy()
     held[:, 0] = named  # version 0 of every stage some action names, from the start
     cells = np.flatnonzero(held.ravel())
@@ -96,23 +113,20 @@ def weight_versions(columns: Columns) -> list[int]:
 def delays(columns: Columns) -> list[int]:
     """Per stage: largest tau over the updates it receives (schedules.semantics.stage_delays): a weight
     gradient joins the first update of its stage its rank runs after it."""
-    kind, stage = columns.kind, columns.stage.astype(np.int64)
-    grads = (kind == B) | (kind == W)
-    updates = (kind == OPT) | (kind == RECV_W)
-    events = np.flatnonzero(grads | updates)
-    group = stage[events]
+    events = columns.where(B, W, OPT, RECV_W)
+    kind, group = columns.kind[events], columns.stage[events].astype(np.int64)
     if np.any(np.diff(group) < 0):
         order = np.argsort(group, kind="stable")
-        events, group = events[order], group[order]
+        events, kind, group = events[order], kind[order], group[order]
     last = events.size
-    at = np.where(updates[events], np.arange(last), last)
+    is_update = (kind == OPT) | (kind == RECV_W)
+    at = np.where(is_update, np.arange(last), last)
     following = np.minimum.accumulate(at[::-1])[::-1]  # the next update at or after each event
-    joined = grads[events] & (following < last)
-    update = events[np.minimum(following, last - 1)]
-    joined &= group[np.minimum(following, last - 1)] == group
-    grad, update = events[joined], update[joined]
+    target = np.minimum(following, last - 1)
+    joined = ~is_update & (following < last) & (group[target] == group)
+    grad, update = events[joined], events[target[joined]]
     version, read = columns.version[update].astype(np.int64), columns.version[grad].astype(np.int64)
-    applier = np.where(kind[update] == OPT, stage[update], columns.peer[update])
+    applier = np.where(columns.kind[update] == OPT, columns.stage[update], columns.peer[update])
     known = (version >= 0) & (read >= 0)
     per_applier = np.zeros(columns.num_stages, dtype=np.int64)
     np.maximum.at(per_applier, applier[known], (version - 1 - read)[known])
@@ -122,20 +136,24 @@ def delays(columns: Columns) -> list[int]:
 def appliers(columns: Columns) -> np.ndarray:
     """Per stage: the stage whose OPT updates it (itself, or an AMDP replica's owner)."""
     result = np.arange(columns.num_stages)
-    for index in np.flatnonzero((columns.kind == RECV_W) & (columns.peer >= 0)).tolist():
+    receives = columns.where(RECV_W)
+    for index in receives[columns.peer[receives] >= 0].tolist():
         result[columns.stage[index]] = columns.peer[index]
     return result
 
 
 def mismatches(columns: Columns) -> list[int]:
     """Per stage: microbatches whose forward and last weight gradient (B, or W) read other versions."""
-    kind = columns.kind
-    key = (columns.stage.astype(np.int64) * columns.steps + columns.step) * columns.microbatches
-    key += columns.microbatch
-    forwards = np.flatnonzero(kind == F)
-    read = np.full(columns.num_stages * columns.steps * columns.microbatches, -1, dtype=np.int64)
-    read[key[forwards]] = columns.version[forwards]
-    grads = np.flatnonzero((kind == B) | (kind == W))
-    forward, backward = read[key[grads]], columns.version[grads]
+    forwards, grads = columns.where(F), columns.where(B, W)
+
+    def cell(where: np.ndarray) -> np.ndarray:
+        stage = columns.stage[where].astype(np.int64)
+        return (stage * columns.steps + columns.step[where]) * columns.microbatches + columns.microbatch[
+            where
+        ]
+
+    read = np.full(columns.num_stages * columns.steps * columns.microbatches, -1, dtype=np.int32)
+    read[cell(forwards)] = columns.version[forwards]
+    forward, backward = read[cell(grads)], columns.version[grads]
     differ = (forward >= 0) & (backward >= 0) & (forward != backward)
     return np.bincount(columns.stage[grads][differ], minlength=columns.num_stages).tolist()

@@ -14,7 +14,7 @@ from statistics import median
 import numpy as np
 
 from simulator.columnar import staleness
-from simulator.columnar.columns import B, F, I, W
+from simulator.columnar.columns import B, F, I, W, is_kind
 from simulator.columnar.plan import ColumnPlan
 from simulator.plan import COMPUTE
 from traces.metrics import Metrics
@@ -73,7 +73,7 @@ def _step_time(plan: ColumnPlan, ends: np.ndarray, origin: float, end: float) ->
     columns = plan.columns
     if columns.steps < 2:
         return end - origin
-    computed = np.isin(columns.kind, (F, B, I, W))
+    computed = is_kind(columns.kind, F, B, I, W)
     step_end = np.full(columns.steps, origin)
     np.maximum.at(step_end, columns.step[computed], ends[computed])
     finished = step_end.tolist()
