@@ -57,9 +57,11 @@ def static_memory(columns: Columns, costs: CostModel) -> np.ndarray:
     rank_of = np.array(columns.layout.placement, dtype=np.int64)
     optimizer = np.array([size.optimizer for size in sizes], dtype=np.int64)
     np.add.at(base, rank_of[updated], optimizer[updated])
-    held = np.cumsum(delta)
+    held = np.cumsum(delta, out=delta)
     before = np.where(columns.offsets[:-1] > 0, held[np.maximum(columns.offsets[:-1] - 1, 0)], 0)
-    return held + np.repeat(base - before, np.diff(columns.offsets))
+    for rank in range(columns.ranks):  # in place, rank by rank: no second array of that size
+        held[columns.span(rank)] += base[rank] - before[rank]
+    return held
 
 
 def _weights(columns: Columns, weights: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -138,6 +140,9 @@ def _free_sends(columns: Columns, plan: ColumnPlan, ends: np.ndarray, static: np
         first = np.maximum(np.searchsorted(clock, ends[span][sends], side="left"), sends + 1)
         keep = first < tick.size
         np.add.at(freed, low + first[keep], plan.nbytes(low + sends[keep]))
-    gone = np.cumsum(freed[:-1])
+    gone = np.cumsum(freed[:-1], out=freed[:-1])
     before = np.where(columns.offsets[:-1] > 0, gone[np.maximum(columns.offsets[:-1] - 1, 0)], 0)
-    return static - (gone - np.repeat(before, np.diff(columns.offsets)))
+    for rank in range(columns.ranks):  # in place, rank by rank
+        span = columns.span(rank)
+        static[span] -= gone[span] - before[rank]
+    return static

@@ -36,7 +36,6 @@ from simulator.costs import CostModel
 from simulator.plan import (
     COMPUTE,
     HOST_OF_KIND,
-    RECV,
     SEND,
     WARMUP_OF_KIND,
     SimulationError,
@@ -98,9 +97,7 @@ def plan_columns(columns: Columns, costs: CostModel) -> ColumnPlan:
         index = int(np.argmax(classes == INVALID))
         rank = int(np.searchsorted(columns.offsets, index, side="right") - 1)
         raise SimulationError(f"rank {rank}: {columns.action(index)} has no neighbour stage to talk to")
-    messages, num_messages = _messages(columns)
-    receive, send = classes == RECV, classes == SEND
-    _check_receives(columns, receive, send, messages, num_messages)
+    waits, posts, num_messages = _messages(columns)
     durations = _durations(columns, costs, classes, table["seconds"][cell])
     _add_warmup(columns, costs, durations)
     return ColumnPlan(
@@ -108,9 +105,9 @@ def plan_columns(columns: Columns, costs: CostModel) -> ColumnPlan:
         costs=costs,
         classes=classes,
         durations=durations,
-        waits=np.where(receive, messages, np.int32(READY)),
-        posts=np.where(send, messages, np.int32(TRASH)),
-        links=_links(columns, send, table["link"][cell]),
+        waits=waits,
+        posts=posts,
+        links=_links(columns, table["link"]),
         num_messages=num_messages,
         host=table["host"][cell] if table["host"] is not None else None,
         sizes=table["bytes"],
@@ -149,71 +146,77 @@ def _table(schedule, costs: CostModel) -> dict[str, np.ndarray | None]:
     return out
 
 
-def _messages(columns: Columns) -> tuple[np.ndarray, int]:
-    """Message number of every send and receive (-1 elsewhere), and how many numbers there are."""
-    kind, stage = columns.kind, columns.stage.astype(np.int64)
-    sender = np.full(len(columns), -1, dtype=np.int64)
-    sender[kind == SEND_F] = stage[kind == SEND_F]
-    sender[kind == SEND_B] = stage[kind == SEND_B]
-    sender[kind == RECV_F] = stage[kind == RECV_F] - 1  # the previous stage of the pipeline
-    sender[kind == RECV_B] = stage[kind == RECV_B] + 1
-    neighbour = sender >= 0
-    microbatch, step = columns.microbatch[neighbour], columns.step[neighbour]
+NEIGHBOUR = (SEND_F, RECV_F, SEND_B, RECV_B)
+SENDER_SHIFT = np.zeros(len(KINDS), dtype=np.int64)
+SENDER_SHIFT[[RECV_F, RECV_B]] = -1, 1  # a receive's message comes from the previous / next stage
+BACKWARD = np.zeros(len(KINDS), dtype=np.int64)
+BACKWARD[[SEND_B, RECV_B]] = 1
+
+
+def _messages(columns: Columns) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per action, the message a receive waits for (READY elsewhere) and the one a send delivers
+    (TRASH elsewhere), and how many numbers there are; SimulationError for a receive with no send."""
+    waits = np.full(len(columns), READY, dtype=np.int32)
+    posts = np.full(len(columns), TRASH, dtype=np.int32)
+    where = columns.where(*NEIGHBOUR)
+    kind, microbatch, step = columns.kind[where], columns.microbatch[where], columns.step[where]
     m, steps = columns.microbatches, columns.steps
     if np.any((microbatch < 0) | (microbatch >= m) | (step < 0) | (step >= steps)):
         raise SimulationError("a send or receive names a microbatch or step outside the schedule")
-    backward = (kind[neighbour] == SEND_B) | (kind[neighbour] == RECV_B)
-    messages = np.full(len(columns), -1, dtype=np.int32)
-    step = step.astype(np.int64)
-    messages[neighbour] = ((step * columns.num_stages + sender[neighbour]) * m + microbatch) * 2 + backward
+    sender = columns.stage[where] + SENDER_SHIFT[kind]
+    message = ((step * np.int64(columns.num_stages) + sender) * m + microbatch) * 2 + BACKWARD[kind]
+    send = (kind == SEND_F) | (kind == SEND_B)
+    posts[where[send]] = message[send]
+    waits[where[~send]] = message[~send]
     count = 2 * steps * columns.num_stages * m
-    return messages, count + _peer_messages(columns, messages, count)
-
-
-def _peer_messages(columns: Columns, messages: np.ndarray, first: int) -> int:
-    """Number AMDP's gradient and weight messages from `first` on, by their send key (as plan.py)."""
-    kind = columns.kind
-    peers = np.flatnonzero(is_kind(kind, SEND_G, RECV_G, SEND_W, RECV_W))
-    ids: dict[tuple, int] = {}
-    matching = {SEND_G: SEND_G, SEND_W: SEND_W, RECV_G: SEND_G, RECV_W: SEND_W}
-    for index in peers.tolist():
-        code, stage, peer = int(kind[index]), int(columns.stage[index]), int(columns.peer[index])
-        sender, receiver = (stage, peer) if code in (SEND_G, SEND_W) else (peer, stage)
-        key = (sender, matching[code], int(columns.microbatch[index]), int(columns.step[index]), receiver)
-        messages[index] = first + ids.setdefault(key, len(ids))
-    return len(ids)
-
-
-def _check_receives(
-    columns: Columns, receive: np.ndarray, send: np.ndarray, messages: np.ndarray, count: int
-) -> None:
+    count += _peer_messages(columns, waits, posts, count)
     sent = np.zeros(count, dtype=bool)
-    sent[messages[send]] = True
-    waiting = np.flatnonzero(receive)
-    unmatched = _first_false(sent[messages[waiting]])
+    sent[posts[posts >= 0]] = True
+    receives = np.flatnonzero(waits >= 0)
+    unmatched = _first_false(sent[waits[receives]])
     if unmatched is not None:
-        index = int(waiting[unmatched])
+        index = int(receives[unmatched])
         rank = int(np.searchsorted(columns.offsets, index, side="right") - 1)
         raise SimulationError(f"rank {rank}: {columns.action(index)} has no matching send in the schedule")
+    return waits, posts, count
+
+
+def _peer_messages(columns: Columns, waits: np.ndarray, posts: np.ndarray, first: int) -> int:
+    """Number AMDP's gradient and weight messages from `first` on, by their send key (as plan.py)."""
+    kind = columns.kind
+    ids: dict[tuple, int] = {}
+    matching = {SEND_G: SEND_G, SEND_W: SEND_W, RECV_G: SEND_G, RECV_W: SEND_W}
+    for index in columns.where(SEND_G, RECV_G, SEND_W, RECV_W).tolist():
+        code, stage, peer = int(kind[index]), int(columns.stage[index]), int(columns.peer[index])
+        send = code in (SEND_G, SEND_W)
+        sender, receiver = (stage, peer) if send else (peer, stage)
+        key = (sender, matching[code], int(columns.microbatch[index]), int(columns.step[index]), receiver)
+        (posts if send else waits)[index] = first + ids.setdefault(key, len(ids))
+    return len(ids)
 
 
 def _first_false(flags: np.ndarray) -> int | None:
     return None if flags.all() else int(np.argmin(flags))
 
 
-def _links(columns: Columns, send: np.ndarray, links: np.ndarray) -> np.ndarray:
+def _links(columns: Columns, table: np.ndarray) -> np.ndarray:
     """The link of every send (a peer's from its rank and the peer's); TRASH elsewhere."""
     ranks = columns.ranks
-    peer_sends = (columns.kind == SEND_G) | (columns.kind == SEND_W)
-    if np.any(peer_sends):
-        nowhere = peer_sends & ((columns.peer < 0) | (columns.peer >= columns.num_stages))
+    links = np.full(len(columns), TRASH, dtype=np.int32)
+    sends = columns.where(SEND_F, SEND_B)
+    links[sends] = table[columns.stage[sends] * np.int32(len(KINDS)) + columns.kind[sends]]
+    peer_sends = columns.where(SEND_G, SEND_W)
+    if peer_sends.size:
+        peer = columns.peer[peer_sends]
+        nowhere = (peer < 0) | (peer >= columns.num_stages)
         if np.any(nowhere):
-            raise SimulationError(f"{columns.action(int(np.argmax(nowhere)))} names no peer stage")
+            raise SimulationError(
+                f"{columns.action(int(peer_sends[np.argmax(nowhere)]))} names no peer stage"
+            )
         placement = np.array(columns.layout.placement, dtype=np.int64)
-        rank = columns.rank_of()[peer_sends].astype(np.int64)
-        links = links.copy()
-        links[peer_sends] = rank * ranks + placement[columns.peer[peer_sends]]
-    return np.where(send, links, TRASH).astype(np.int32)
+        rank = np.searchsorted(columns.offsets, peer_sends, side="right") - 1
+        links[peer_sends] = rank * ranks + placement[peer]
+    return links
 
 
 def _durations(columns: Columns, costs: CostModel, classes: np.ndarray, seconds: np.ndarray) -> np.ndarray:
