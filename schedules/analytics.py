@@ -168,22 +168,22 @@ def peak_activations(schedule: Schedule) -> tuple[list[float], list[float]]:
     """
     per_stage = [0] * schedule.num_stages
     per_rank = [0] * schedule.ranks
-    forward, backward = Kind.F, BACKWARD_KINDS
+    forward = Kind.F
+    counted = frozenset({Kind.F, *BACKWARD_KINDS})
     for rank, actions in enumerate(schedule.actions):
         live = [0] * schedule.num_stages
         total = peak = 0
-        for action in actions:
-            kind = action.kind
-            if kind is forward:
-                stage = action.stage
+        for action in [a for a in actions if a.kind in counted]:
+            stage = action.stage
+            if action.kind is forward:
                 live[stage] += 1
                 total += 1
                 if live[stage] > per_stage[stage]:
                     per_stage[stage] = live[stage]
                 if total > peak:
                     peak = total
-            elif kind in backward:
-                live[action.stage] -= 1
+            else:
+                live[stage] -= 1
                 total -= 1
         per_rank[rank] = peak
     return _per_chunk(per_stage, schedule.chunks), _per_chunk(per_rank, schedule.chunks)
@@ -200,16 +200,15 @@ def weight_versions(schedule: Schedule) -> list[int]:
     both superseded and read for the last time; the answer is the most versions held at once.
     """
     result = [1] * schedule.num_stages
+    writers, readers = frozenset(VERSION_WRITERS), frozenset(VERSION_READERS)
     for actions in schedule.actions:
+        versioned = [(i, a) for i, a in enumerate(actions) if a.version is not None]
         written: dict[tuple[int, int], int] = {}  # (stage, version) -> position that wrote it
-        last_read: dict[tuple[int, int], int] = {}
-        for position, action in enumerate(actions):
-            if action.version is None:
-                continue
-            if action.kind in VERSION_WRITERS:
+        for position, action in versioned:
+            if action.kind in writers:
                 written.setdefault((action.stage, action.version), position)
-            elif action.kind in VERSION_READERS:
-                last_read[(action.stage, action.version)] = position
+        # the last read of each (stage, version): a later position overwrites an earlier one
+        last_read = {(a.stage, a.version): position for position, a in versioned if a.kind in readers}
         for stage, count in _most_held(written, last_read).items():
             result[stage] = max(result[stage], count)
     return result

@@ -60,9 +60,10 @@ def contributions(schedule: Schedule) -> list[Contribution]:
     """Every weight-gradient action of the schedule with the update it joins (rank by rank, in order)."""
     found: list[Contribution] = []
     grads, opt, recv_w = WEIGHT_GRAD_KINDS, Kind.OPT, Kind.RECV_W
+    relevant = WEIGHT_GRAD_KINDS | {opt, recv_w}
     for rank, actions in enumerate(schedule.actions):
         waiting: dict[int, list[tuple[int, Action]]] = {}  # stage -> gradients not applied yet
-        for position, action in enumerate(actions):
+        for position, action in [(p, a) for p, a in enumerate(actions) if a.kind in relevant]:
             kind = action.kind
             if kind in grads:
                 pending = waiting.get(action.stage)
@@ -70,7 +71,7 @@ def contributions(schedule: Schedule) -> list[Contribution]:
                     waiting[action.stage] = [(position, action)]
                 else:
                     pending.append((position, action))
-            elif kind is opt or kind is recv_w:
+            else:  # an update: OPT on the owner, RECV_W on a replica
                 applier = action.stage if kind is opt else action.peer
                 for index, grad in waiting.pop(action.stage, ()):
                     found.append(Contribution(rank, index, grad, applier, action.version))

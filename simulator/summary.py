@@ -16,10 +16,13 @@ the lowered schedule itself gives the trace's answers.
 
 from __future__ import annotations
 
+from functools import reduce
+from itertools import compress
+from operator import add, sub
 from typing import TYPE_CHECKING
 
 from schedules.analytics import delays, mismatches, peak_activations, steady_step_time, weight_versions
-from schedules.ir import COMM_KINDS
+from simulator.plan import COMPUTE
 from traces.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -68,15 +71,14 @@ def simulated_metrics(simulation: Simulation) -> Metrics:
 
 def busy_per_rank(simulation: Simulation) -> list[float]:
     """Per rank: the sum of end - start over its compute actions (everything but sends and receives),
-    added in program order as traces/metrics.py adds them in trace order."""
-    timeline, comm = simulation.timeline, COMM_KINDS
+    added in program order as traces/metrics.py adds them in trace order (reduce, not sum(): sum()
+    compensates rounding on newer Pythons, a loop does not)."""
+    timeline, plan = simulation.timeline, simulation.plan
     busy = []
-    for rank, actions in enumerate(simulation.schedule.actions):
-        total = 0.0
-        for action, start, end in zip(actions, timeline.starts[rank], timeline.ends[rank], strict=True):
-            if action.kind not in comm:
-                total += end - start
-        busy.append(total)
+    for rank, classes in enumerate(plan.classes):
+        computing = [cls == COMPUTE for cls in classes]
+        spans = map(sub, compress(timeline.ends[rank], computing), compress(timeline.starts[rank], computing))
+        busy.append(reduce(add, spans, 0.0))
     return busy
 
 
