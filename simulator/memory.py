@@ -209,6 +209,9 @@ def memory_over_time(static: MemoryPlan, plan: Plan, timeline: Timeline) -> list
     out = []
     for rank, running in enumerate(static.static):
         classes, nbytes, ends = plan.classes[rank], plan.nbytes[rank], timeline.ends[rank]
+        if not any(size for size, cls in zip(nbytes, classes, strict=True) if cls == SEND):
+            out.append(list(running))  # no send holds a buffer: nothing to free
+            continue
         clock, now = [], 0.0
         for cls, end in zip(classes, ends, strict=True):
             if cls != SEND:
