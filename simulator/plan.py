@@ -20,6 +20,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import compress
 
 from schedules.errors import UserError
 from schedules.ir import MATCHING, RECV_KINDS, SEND_KINDS, Action, Kind, Layout, Schedule
@@ -85,7 +86,7 @@ def make_plan(schedule: Schedule, costs: CostModel) -> Plan:
         numbered = [
             -1 if row[4] is None else message_ids.setdefault(row[4], len(message_ids)) for row in rows
         ]
-        senders.update(message for message, row in zip(numbered, rows, strict=True) if row[0] == SEND)
+        senders.update(compress(numbered, [cls == SEND for cls in classes[-1]]))
         messages.append(numbered)
     if len(senders) < len(message_ids):
         _report_unmatched(schedule, message_ids, senders)

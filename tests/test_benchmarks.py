@@ -1,4 +1,4 @@
-"""The executor benchmark's arithmetic: the share of the ideal improvement, and the ideal it prints.
+"""The benchmarks' arithmetic: the executor's share of the ideal improvement, the scale fit and plot.
 
 .venv/bin/pytest tests/test_benchmarks.py
 """
@@ -41,3 +41,21 @@ def test_the_table_prints_the_ideal_it_uses(capsys) -> None:
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ours 2bw"))
     assert "gain over 1F1B 1.054; ideal over 8 steps S(m+P-1)/(Sm+P-1) = 1.108" in line
     assert "50% of the ideal improvement" in line
+
+
+def _scale_bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_simulator_scale", ROOT / "benchmarks" / "bench_simulator_scale.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_scale_benchmark_fits_the_exponent_of_time_against_actions() -> None:
+    bench = _scale_bench()
+    linear = [(n, 2e-6 * n) for n in (1e6, 2e6, 4e6, 8e6)]
+    assert bench.slope(linear) == pytest.approx(1.0)
+    assert bench.slope([(n, 1e-12 * n * n) for n in (1e6, 2e6, 4e6)]) == pytest.approx(2.0)
+    plot = bench.loglog(linear).splitlines()
+    assert plot[0].endswith("*") and plot[-3].split("|")[1].startswith("*")  # corners: top right, bottom left
