@@ -150,7 +150,7 @@ def run_points(points: list[SweepPoint]) -> list[dict[str, Any]]:
 
 def batches(points: list[SweepPoint], jobs: int) -> list[list[SweepPoint]]:
     """About eight batches per worker: few round trips, and the last ones still spread over all workers."""
-    size = max(1, len(points) // (8 * max(1, jobs)))
+    size = max(1, -(-len(points) // (8 * max(1, jobs))))  # ceiling: at most 8 x jobs batches
     return [points[start : start + size] for start in range(0, len(points), size)]
 
 
