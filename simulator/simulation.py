@@ -6,7 +6,8 @@
     result.trace()                    # traces.schema.Trace, source "simulated"
     result.metrics().to_dict()        # equal to traces.metrics.compute_metrics of that trace
 
-Pipeline: make_plan (pre-resolve) -> run_plan (SimPy) -> memory_over_time -> Trace.
+Pipeline: make_plan (pre-resolve) -> run_plan (SimPy) -> memory_over_time -> Trace, built on first use;
+the metrics alone come from the arrays (simulator/summary.py), without an object per event.
 """
 
 from __future__ import annotations
