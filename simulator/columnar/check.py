@@ -81,9 +81,12 @@ def _duplicates(columns: Columns, rank: np.ndarray) -> None:
     """Action.key = (stage, kind, microbatch, step, peer) at most once; every stage lives on one rank
     now, so a key can only repeat within a rank."""
     found: list[tuple[int, int]] = []  # (index of a repeat, index of its first occurrence)
-    local = np.zeros(columns.num_stages, dtype=np.int64)
-    for owner in range(columns.ranks):
-        local[columns.layout.rank_stages(owner)] = np.arange(len(columns.layout.rank_stages(owner)))
+    held: list[list[int]] = [[] for _ in range(columns.ranks)]
+    for stage, owner in enumerate(columns.layout.placement):
+        held[owner].append(stage)
+    local = np.zeros(columns.num_stages, dtype=np.int64)  # a stage's index among its rank's stages
+    for stages in held:
+        local[stages] = np.arange(len(stages))
     peer_kind = is_kind(columns.kind, *PEER_KINDS)
     microbatch, step = columns.microbatch.astype(np.int64) + 1, columns.step.astype(np.int64)
     step = step - min(0, int(step.min(initial=0)))
@@ -93,7 +96,7 @@ def _duplicates(columns: Columns, rank: np.ndarray) -> None:
         span = columns.span(owner)
         keys, plain = key[span], ~peer_kind[span]
         at = np.flatnonzero(plain)
-        first = np.full(len(columns.layout.rank_stages(owner)) * kinds * microbatches * steps, span.stop)
+        first = np.full(len(held[owner]) * kinds * microbatches * steps, span.stop)
         np.minimum.at(first, keys[at], at)
         repeat = _first(first[keys[at]] != at)
         if repeat is not None:
@@ -281,7 +284,7 @@ def _current(columns: Columns, where: np.ndarray) -> np.ndarray:
     if writes.size == 0 or where.size == 0:
         return np.zeros(where.size, dtype=np.int64)
     stage = columns.stage
-    if np.any(np.diff(stage) < 0):  # several stages per rank: look per stage
+    if not columns.stages_contiguous:  # several stages per rank: look per stage
         key = np.concatenate([where, writes])  # an OPT asked about sorts before its own write
         order = np.lexsort((key, stage[key]))
         is_write = np.zeros(key.size, dtype=bool)

@@ -91,6 +91,13 @@ class Columns:
     def num_stages(self) -> int:
         return self.layout.num_stages
 
+    @property
+    def stages_contiguous(self) -> bool:
+        """Whether each stage's actions form one run (every rank holds one stage): then per-stage work
+        needs no sort."""
+        placement = self.layout.placement
+        return len(set(placement)) == len(placement)
+
     def header(self) -> Schedule:
         """The schedule without its actions (every rank's list empty): what the cost lookups need."""
         return Schedule(

@@ -88,7 +88,7 @@ def _gradients(columns: Columns, weights: np.ndarray, delta: np.ndarray) -> np.n
     clears = (kind == OPT) | (kind == SEND_G)
     events = np.flatnonzero(grads | clears)
     stage = columns.stage[events].astype(np.int64)
-    if np.any(np.diff(stage) < 0):  # several stages per rank: take each stage's events in order
+    if not columns.stages_contiguous:  # several stages per rank: take each stage's events in order
         order = np.argsort(stage, kind="stable")
         events, stage = events[order], stage[order]
     is_grad, is_clear = grads[events], clears[events]

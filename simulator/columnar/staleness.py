@@ -25,18 +25,20 @@ def peak_activations(columns: Columns) -> tuple[list[float], list[float]]:
     where = columns.where(F, B, I)
     change = np.where(columns.kind[where] == F, 1, -1).astype(np.int32)
     rank = np.searchsorted(columns.offsets, where, side="right") - 1
-    per_rank = _grouped_peaks(change, rank, columns.ranks)
+    per_rank = _grouped_peaks(change, rank, columns.ranks, ordered=True)
     layout = columns.layout
     if layout.placement == tuple(range(layout.ranks)):  # stage s is rank s's only stage
         per_stage = per_rank
     else:
-        per_stage = _grouped_peaks(change, columns.stage[where], columns.num_stages)
+        stage = columns.stage[where]
+        per_stage = _grouped_peaks(change, stage, columns.num_stages, ordered=columns.stages_contiguous)
     return _per_chunk(per_stage, columns.chunks), _per_chunk(per_rank, columns.chunks)
 
 
-def _grouped_peaks(change: np.ndarray, group: np.ndarray, groups: int) -> list[int]:
-    """Per group, the highest running sum of `change` over its entries in order (0 if never above)."""
-    if np.any(np.diff(group) < 0):  # several stages per rank: each stage's actions in order
+def _grouped_peaks(change: np.ndarray, group: np.ndarray, groups: int, *, ordered: bool) -> list[int]:
+    """Per group, the highest running sum of `change` over its entries in order (0 if never above);
+    `ordered`: each group's entries already form one run."""
+    if not ordered:  # several stages per rank: each stage's actions in order
         order = np.argsort(group, kind="stable")
         change, group = change[order], group[order]
     running = np.cumsum(change, dtype=np.int64)
@@ -115,7 +117,7 @@ def delays(columns: Columns) -> list[int]:
     gradient joins the first update of its stage its rank runs after it."""
     events = columns.where(B, W, OPT, RECV_W)
     kind, group = columns.kind[events], columns.stage[events].astype(np.int64)
-    if np.any(np.diff(group) < 0):
+    if not columns.stages_contiguous:
         order = np.argsort(group, kind="stable")
         events, kind, group = events[order], kind[order], group[order]
     last = events.size
