@@ -127,12 +127,13 @@ def scale_one(name: str, ranks: int, microbatches: int) -> dict:
 
     costs = CostModel.uniform(**SCALE_COSTS)
     phases: dict[str, float] = {}
+    cpus: dict[str, float] = {}
     cpu = time.process_time()
 
     def timed(phase: str, function):
-        began = time.perf_counter()
+        began, used = time.perf_counter(), time.process_time()
         result = function()
-        phases[phase] = time.perf_counter() - began
+        phases[phase], cpus[phase] = time.perf_counter() - began, time.process_time() - used
         return result
 
     columns = timed("build", lambda: lowered_columns(name, ranks, microbatches))
@@ -147,6 +148,7 @@ def scale_one(name: str, ranks: int, microbatches: int) -> dict:
         "compute": compute,
         "phases": phases,
         "cpu": time.process_time() - cpu,
+        "phase_cpu": cpus,
         "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "bubble": metrics.bubble_fraction,
         "peak_memory_gib": max(m for m in metrics.peak_memory if m is not None) / 2**30,

@@ -36,7 +36,8 @@ def run_columns(plan: ColumnPlan) -> tuple[np.ndarray, np.ndarray]:
     arrival = np.full(plan.num_messages + 2, -1.0)  # -1 until sent
     arrival[READY] = 0.0
     link_free = np.zeros(ranks * ranks + 2)  # READY stays 0.0; TRASH is reset after every round
-    holds = plan.classes == SEND if plan.costs.overlap else np.zeros(size, dtype=bool)
+    # 0.0 for an overlapped send (the rank's clock stays), 1.0 otherwise: clock = max(now, end x this)
+    moves = np.where(plan.classes == SEND, 0.0, 1.0) if plan.costs.overlap else np.ones(size)
     waits, posts, links, durations, host = plan.waits, plan.posts, plan.links, plan.durations, plan.host
     position, stop = columns.offsets[:-1].copy(), columns.offsets[1:]
     clock = np.zeros(ranks)
@@ -59,7 +60,7 @@ def run_columns(plan: ColumnPlan) -> tuple[np.ndarray, np.ndarray]:
         link_free[link] = end
         link_free[TRASH] = 0.0
         arrival[posts[index]] = end
-        clock[lanes] = np.where(holds[index], now, end)  # an overlapped send leaves the clock alone
+        clock[lanes] = np.maximum(now, end * moves[index])  # end >= now; an overlapped send keeps now
         position[lanes] = index + 1
         if (index + 1 == stop[lanes]).any():
             active = active[position[active] < stop[active]]

@@ -226,8 +226,8 @@ def _durations(columns: Columns, costs: CostModel, classes: np.ndarray, seconds:
     wire = _link_jitter(costs)
     slow = [costs.straggler_factor(rank) for rank in range(columns.ranks)]
     if draw is None and wire is None and all(factor == 1.0 for factor in slow):
-        return seconds.astype(np.float64, copy=True)
-    durations = seconds.astype(np.float64, copy=True)
+        return seconds  # a fresh array already (gathered from the table)
+    durations = seconds.copy()
     for rank in range(columns.ranks):
         span = columns.span(rank)
         cls, base, out = classes[span], seconds[span], durations[span]
