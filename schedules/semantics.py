@@ -58,7 +58,13 @@ class Contribution(NamedTuple):
 
 def contributions(schedule: Schedule) -> list[Contribution]:
     """Every weight-gradient action of the schedule with the update it joins (rank by rank, in order)."""
-    found: list[Contribution] = []
+    return list(map(Contribution._make, _joins(schedule)))
+
+
+def _joins(schedule: Schedule) -> list[tuple[int, int, Action, int, int | None]]:
+    """The rule, once: (rank, position, gradient, applier, version written) per weight gradient, as
+    plain tuples (Contribution's fields) for the callers that only count."""
+    found: list[tuple[int, int, Action, int, int | None]] = []
     grads, opt, recv_w = WEIGHT_GRAD_KINDS, Kind.OPT, Kind.RECV_W
     relevant = WEIGHT_GRAD_KINDS | {opt, recv_w}
     for rank, actions in enumerate(schedule.actions):
@@ -73,10 +79,12 @@ def contributions(schedule: Schedule) -> list[Contribution]:
                     pending.append((position, action))
             else:  # an update: OPT on the owner, RECV_W on a replica
                 applier = action.stage if kind is opt else action.peer
-                for index, grad in waiting.pop(action.stage, ()):
-                    found.append(Contribution(rank, index, grad, applier, action.version))
+                version = action.version
+                found += [
+                    (rank, index, grad, applier, version) for index, grad in waiting.pop(action.stage, ())
+                ]
         for stage_waiting in waiting.values():
-            found += [Contribution(rank, index, grad, grad.stage, None) for index, grad in stage_waiting]
+            found += [(rank, index, grad, grad.stage, None) for index, grad in stage_waiting]
     return found
 
 
@@ -108,9 +116,11 @@ def stage_delays(schedule: Schedule) -> list[int]:
     PipeMare's learning-rate scaling of the owner's optimizer needs, too).
     """
     per_applier: dict[int, int] = defaultdict(int)
-    for contribution in contributions(schedule):
-        if contribution.delay is not None:
-            per_applier[contribution.applier] = max(per_applier[contribution.applier], contribution.delay)
+    for _, _, grad, applier, version in _joins(schedule):
+        if version is not None and grad.version is not None:  # Contribution.delay, without the object
+            delay = version - 1 - grad.version
+            if delay > per_applier[applier]:
+                per_applier[applier] = delay
     return [per_applier[applier] for applier in appliers(schedule)]
 
 
