@@ -1,9 +1,13 @@
-"""Simulator speed: simulated actions per second, beside a bare heapq list scheduler and PyTorch's simulator.
+"""Simulator speed: the engine beside a bare list scheduler and PyTorch's, whole commands, scale, sweeps.
 
-    .venv/bin/python benchmarks/bench_simulator.py              # the full cases (about a minute)
+    .venv/bin/python benchmarks/bench_simulator.py              # every section, full cases (minutes)
     .venv/bin/python benchmarks/bench_simulator.py --quick      # small cases, a smoke run
+    .venv/bin/python benchmarks/bench_simulator.py --only command,scale --repeats 7
 
-Contenders, alternated within each repeat (best of the repeats is reported):
+Sections: engine (below), and command, scale and sweep (benchmarks/bench_simulator_scale.py, issue 11).
+The machine may be shared: every section alternates its contenders in one run and reports ratios.
+
+engine: contenders, alternated within each repeat (best of the repeats is reported):
 
     engine        simulator: make_plan + run_plan + memory (simulate() without building the trace)
     engine+trace  the same plus the shared-format Trace (one Event object per action)
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from schedules import build
 from schedules.ir import RECV_KINDS, SEND_KINDS, Kind, Schedule
@@ -240,16 +245,39 @@ def memory_per_action(name: str, ranks: int, sizes: list[int]) -> list[tuple[int
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small cases")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    results = [r for case in (QUICK if args.quick else FULL) for r in bench_case(*case, repeats=args.repeats)]
+SECTIONS = ("engine", "command", "scale", "sweep")
+
+
+def bench_engine(quick: bool, repeats: int) -> None:
+    results = [r for case in (QUICK if quick else FULL) for r in bench_case(*case, repeats=repeats)]
     print_results(results)
     print("\nmemory of simulate(), gpipe P=16 (peak traced bytes per action; flat = linear):")
     for actions, per_action in memory_per_action("gpipe", 16, [64, 256, 1024]):
         print(f"  {actions:>8} actions  {per_action:8.0f} B/action")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small cases")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of: {', '.join(SECTIONS)}")
+    args = parser.parse_args()
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only: unknown section(s) {', '.join(unknown)} (known: {', '.join(SECTIONS)})")
+    import bench_simulator_scale as scale
+
+    for section in chosen:
+        if section == "engine":
+            bench_engine(args.quick, args.repeats)
+        elif section == "command":
+            scale.bench_command(max(args.repeats, 3), args.quick)
+        elif section == "scale":
+            scale.bench_scale(args.quick)
+        else:
+            scale.bench_sweep(args.quick)
 
 
 if __name__ == "__main__":

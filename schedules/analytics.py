@@ -168,18 +168,24 @@ def peak_activations(schedule: Schedule) -> tuple[list[float], list[float]]:
     """
     per_stage = [0] * schedule.num_stages
     per_rank = [0] * schedule.ranks
+    forward = Kind.F
+    counted = frozenset({Kind.F, *BACKWARD_KINDS})
     for rank, actions in enumerate(schedule.actions):
         live = [0] * schedule.num_stages
-        total = 0
-        for action in actions:
-            if action.kind is Kind.F:
-                live[action.stage] += 1
+        total = peak = 0
+        for action in [a for a in actions if a.kind in counted]:
+            stage = action.stage
+            if action.kind is forward:
+                live[stage] += 1
                 total += 1
-                per_stage[action.stage] = max(per_stage[action.stage], live[action.stage])
-                per_rank[rank] = max(per_rank[rank], total)
-            elif action.kind in BACKWARD_KINDS:
-                live[action.stage] -= 1
+                if live[stage] > per_stage[stage]:
+                    per_stage[stage] = live[stage]
+                if total > peak:
+                    peak = total
+            else:
+                live[stage] -= 1
                 total -= 1
+        per_rank[rank] = peak
     return _per_chunk(per_stage, schedule.chunks), _per_chunk(per_rank, schedule.chunks)
 
 
@@ -194,16 +200,15 @@ def weight_versions(schedule: Schedule) -> list[int]:
     both superseded and read for the last time; the answer is the most versions held at once.
     """
     result = [1] * schedule.num_stages
+    writers, readers = frozenset(VERSION_WRITERS), frozenset(VERSION_READERS)
     for actions in schedule.actions:
+        versioned = [(i, a) for i, a in enumerate(actions) if a.version is not None]
         written: dict[tuple[int, int], int] = {}  # (stage, version) -> position that wrote it
-        last_read: dict[tuple[int, int], int] = {}
-        for position, action in enumerate(actions):
-            if action.version is None:
-                continue
-            if action.kind in VERSION_WRITERS:
+        for position, action in versioned:
+            if action.kind in writers:
                 written.setdefault((action.stage, action.version), position)
-            elif action.kind in VERSION_READERS:
-                last_read[(action.stage, action.version)] = position
+        # the last read of each (stage, version): a later position overwrites an earlier one
+        last_read = {(a.stage, a.version): position for position, a in versioned if a.kind in readers}
         for stage, count in _most_held(written, last_read).items():
             result[stage] = max(result[stage], count)
     return result
@@ -243,14 +248,20 @@ def delays(schedule: Schedule) -> list[int]:
 
 def mismatches(schedule: Schedule) -> list[int]:
     """Per stage: microbatches whose forward and last backward (B, or W if split) read other versions."""
-    forward: dict[tuple, int | None] = {}
-    last_backward: dict[tuple, int | None] = {}
-    for _, a in schedule.all_actions():
-        key = (a.stage, a.microbatch, a.step)
-        if a.kind is Kind.F:
-            forward[key] = a.version
-        elif a.kind in WEIGHT_GRAD_KINDS:
-            last_backward[key] = a.version
+    forward_kind, grads, everything = Kind.F, WEIGHT_GRAD_KINDS, schedule.actions
+    # keyed by (stage, microbatch, step); a later backward of a key overwrites an earlier one
+    forward = {
+        (a.stage, a.microbatch, a.step): a.version
+        for actions in everything
+        for a in actions
+        if a.kind is forward_kind
+    }
+    last_backward = {
+        (a.stage, a.microbatch, a.step): a.version
+        for actions in everything
+        for a in actions
+        if a.kind in grads
+    }
     result = [0] * schedule.num_stages
     for key, version in last_backward.items():
         if version is not None and forward.get(key) is not None and forward[key] != version:

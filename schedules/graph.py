@@ -16,8 +16,7 @@ naming the problem and the action, then the rank x position grid with the bad ce
 from __future__ import annotations
 
 from collections.abc import Iterator
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from schedules.dryrun import Dependencies, Position, dry_run, index_actions
 from schedules.grid import render_order
@@ -34,11 +33,16 @@ from schedules.ir import (
     Versioning,
 )
 
+if TYPE_CHECKING:
+    import networkx as nx
+
 WRITES_VERSION = (Kind.OPT, Kind.RECV_W)  # actions after which a stage holds a new weight version
 
 
 def build_graph(schedule: Schedule) -> nx.DiGraph:
     """The DiGraph of actions: rank-order edges and data-dependency edges (producer -> consumer)."""
+    import networkx as nx  # only here and for a deadlock's cycle: a tenth of a second to load
+
     graph = nx.DiGraph()
     dependencies = Dependencies(schedule)
     for rank, actions in enumerate(schedule.actions):
@@ -257,6 +261,8 @@ def _check_deadlock(schedule: Schedule) -> None:
 
 
 def _find_cycle(schedule: Schedule) -> list[Position]:
+    import networkx as nx
+
     try:
         edges = nx.find_cycle(build_graph(schedule))
     except nx.NetworkXNoCycle:

@@ -24,27 +24,40 @@ def lower(schedule: Schedule) -> Schedule:
 
 def insert_optimizer_steps(schedule: Schedule) -> Schedule:
     """Add OPT actions where the schedule's versioning puts them (no-op if it already has them)."""
-    if schedule.versioning is Versioning.CURRENT or any(
-        action.kind is Kind.OPT for _, action in schedule.all_actions()
-    ):
+    if schedule.versioning is Versioning.CURRENT or _has_kind(schedule, (Kind.OPT,)):
         return schedule
     per_microbatch = schedule.versioning is Versioning.STASH
-    lowered = []
-    for actions in schedule.actions:
-        last_grad = {}  # (stage, step) -> index of its last weight-gradient action
-        for index, action in enumerate(actions):
-            if action.kind in WEIGHT_GRAD_KINDS:
-                last_grad[(action.stage, action.step)] = index
+    return schedule.with_actions(
+        [_with_optimizer_steps(actions, per_microbatch) for actions in schedule.actions]
+    )
+
+
+def _has_kind(schedule: Schedule, kinds: tuple[Kind, ...]) -> bool:
+    return any(action.kind in kinds for actions in schedule.actions for action in actions)
+
+
+def _with_optimizer_steps(actions: tuple[Action, ...], per_microbatch: bool) -> list[Action]:
+    """One rank's actions with an OPT after every weight gradient (per_microbatch) or after the last
+    one of each (stage, step)."""
+    opt = Kind.OPT
+    if per_microbatch:
         out: list[Action] = []
-        for index, action in enumerate(actions):
+        for action in actions:
             out.append(action)
-            if action.kind not in WEIGHT_GRAD_KINDS:
-                continue
-            if per_microbatch or last_grad[(action.stage, action.step)] == index:
-                microbatch = action.microbatch if per_microbatch else None
-                out.append(Action(action.stage, Kind.OPT, microbatch, action.step))
-        lowered.append(out)
-    return schedule.with_actions(lowered)
+            if action.kind in WEIGHT_GRAD_KINDS:
+                out.append(Action(action.stage, opt, action.microbatch, action.step))
+        return out
+    last_grad = {}  # (stage, step) -> index of its last weight-gradient action
+    for index, action in enumerate(actions):
+        if action.kind in WEIGHT_GRAD_KINDS:
+            last_grad[(action.stage, action.step)] = index
+    out, done = [], 0
+    for index in sorted(last_grad.values()):  # copy the runs between updates whole
+        out += actions[done : index + 1]
+        out.append(Action(actions[index].stage, opt, None, actions[index].step))
+        done = index + 1
+    out += actions[done:]
+    return out
 
 
 def assign_versions(schedule: Schedule) -> Schedule:
@@ -54,41 +67,46 @@ def assign_versions(schedule: Schedule) -> Schedule:
     FLUSH and CURRENT read the current version, STASH reads the current one at the forward and the
     stashed one after it, DOUBLE_BUFFER reads W(max(0, step - 1)) (docs/schedules.md, PipeDream-2BW).
     """
-    lowered = []
-    for actions in schedule.actions:
-        current: dict[int, int] = {}
-        stashed: dict[tuple[int, int | None, int], int] = {}
-        out = []
-        for action in actions:
-            version = _version_of(schedule.versioning, action, current, stashed)
-            out.append(action._replace(version=version))
-        lowered.append(out)
-    return schedule.with_actions(lowered)
+    versioning = schedule.versioning
+    return schedule.with_actions([_with_versions(versioning, actions) for actions in schedule.actions])
 
 
-def _version_of(
-    versioning: Versioning,
-    action: Action,
-    current: dict[int, int],
-    stashed: dict[tuple[int, int | None, int], int],
-) -> int | None:
-    stage, kind = action.stage, action.kind
-    now = current.get(stage, 0)
-    if kind in (Kind.OPT, Kind.RECV_W):
-        current[stage] = now + 1
-        return now + 1
-    if kind is Kind.SEND_W:
-        return now
-    if kind not in (Kind.F, Kind.B, Kind.I, Kind.W):
-        return None
-    if versioning is Versioning.DOUBLE_BUFFER:
-        return max(0, action.step - 1)
-    if versioning is Versioning.STASH:
-        key = (stage, action.microbatch, action.step)
-        if kind is Kind.F:
-            stashed[key] = now
-        return stashed.get(key, now)
-    return now
+_new = tuple.__new__  # builds an Action from its six fields without NamedTuple's argument handling
+_READERS = frozenset({Kind.F, Kind.B, Kind.I, Kind.W})
+
+
+def _with_versions(versioning: Versioning, actions: tuple[Action, ...]) -> list[Action]:
+    """One rank's actions with versions; an action that already has its version is kept as it is."""
+    current: dict[int, int] = {}
+    stashed: dict[tuple[int, int | None, int], int] = {}
+    out = []
+    readers, opt, recv_w, send_w = _READERS, Kind.OPT, Kind.RECV_W, Kind.SEND_W
+    double_buffer = versioning is Versioning.DOUBLE_BUFFER
+    stash = versioning is Versioning.STASH
+    for action in actions:
+        stage, kind, microbatch, step, old, peer = action
+        if kind in readers:
+            if double_buffer:
+                version = step - 1 if step > 0 else 0
+            elif stash:
+                version = _stash(kind, (stage, microbatch, step), current.get(stage, 0), stashed)
+            else:
+                version = current.get(stage, 0)
+        elif kind is opt or kind is recv_w:
+            version = current[stage] = current.get(stage, 0) + 1
+        elif kind is send_w:
+            version = current.get(stage, 0)
+        else:
+            version = None
+        out.append(action if old == version else _new(Action, (*action[:4], version, peer)))
+    return out
+
+
+def _stash(kind: Kind, key: tuple[int, int | None, int], now: int, stashed: dict) -> int:
+    """PipeDream: the forward reads the current version and stashes it; its backwards read the stash."""
+    if kind is Kind.F:
+        stashed[key] = now
+    return stashed.get(key, now)
 
 
 def add_comms(schedule: Schedule) -> Schedule:
@@ -98,7 +116,7 @@ def add_comms(schedule: Schedule) -> Schedule:
     that consumes it (sends are asynchronous, so this order cannot deadlock if the compute order does
     not). No-op if the schedule already has them.
     """
-    if any(action.kind in (Kind.SEND_F, Kind.SEND_B) for _, action in schedule.all_actions()):
+    if _has_kind(schedule, (Kind.SEND_F, Kind.SEND_B)):
         return schedule
     layout = schedule.layout
     placement = layout.placement
@@ -106,19 +124,36 @@ def add_comms(schedule: Schedule) -> Schedule:
     def remote(stage: int | None, other: int) -> bool:
         return stage is not None and placement[stage] != placement[other]
 
-    lowered = []
-    for actions in schedule.actions:
-        out: list[Action] = []
-        for action in actions:
-            stage, j, step = action.stage, action.microbatch, action.step
-            if action.kind is Kind.F and remote(layout.prev_stage(stage), stage):
-                out.append(Action(stage, Kind.RECV_F, j, step))
-            if action.kind in (Kind.B, Kind.I) and remote(layout.next_stage(stage), stage):
-                out.append(Action(stage, Kind.RECV_B, j, step))
-            out.append(action)
-            if action.kind is Kind.F and remote(layout.next_stage(stage), stage):
-                out.append(Action(stage, Kind.SEND_F, j, step))
-            if action.kind in (Kind.B, Kind.I) and remote(layout.prev_stage(stage), stage):
-                out.append(Action(stage, Kind.SEND_B, j, step))
-        lowered.append(out)
-    return schedule.with_actions(lowered)
+    stages = range(layout.num_stages)
+    # per stage: whether its input comes from / its output goes to another rank
+    remote_prev = [remote(layout.prev_stage(stage), stage) for stage in stages]
+    remote_next = [remote(layout.next_stage(stage), stage) for stage in stages]
+    return schedule.with_actions(
+        [_with_comms(actions, remote_prev, remote_next) for actions in schedule.actions]
+    )
+
+
+def _with_comms(
+    actions: tuple[Action, ...], remote_prev: list[bool], remote_next: list[bool]
+) -> list[Action]:
+    out: list[Action] = []
+    append = out.append
+    forward, backward, input_grad = Kind.F, Kind.B, Kind.I
+    recv_f, send_f, recv_b, send_b = Kind.RECV_F, Kind.SEND_F, Kind.RECV_B, Kind.SEND_B
+    for action in actions:
+        stage, kind, j, step = action[:4]
+        if kind is forward:
+            if remote_prev[stage]:
+                append(_new(Action, (stage, recv_f, j, step, None, None)))
+            append(action)
+            if remote_next[stage]:
+                append(_new(Action, (stage, send_f, j, step, None, None)))
+        elif kind is backward or kind is input_grad:
+            if remote_next[stage]:
+                append(_new(Action, (stage, recv_b, j, step, None, None)))
+            append(action)
+            if remote_prev[stage]:
+                append(_new(Action, (stage, send_b, j, step, None, None)))
+        else:
+            append(action)
+    return out

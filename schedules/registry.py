@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from schedules.fileio import paused_gc
 from schedules.ir import Schedule, ScheduleError
 from schedules.passes import lower
 
@@ -134,11 +135,12 @@ def build(
         chunks = DEFAULT_CHUNKS if info.uses_chunks else 1
     check_request(info, ranks, microbatches, steps, chunks)
     generate = info.generator()
-    if info.uses_chunks:
-        schedule = generate(ranks, microbatches, steps, chunks=chunks)
-    else:
-        schedule = generate(ranks, microbatches, steps)
-    return lower(schedule) if lowered else schedule
+    with paused_gc():  # a large schedule is millions of small acyclic objects (schedules/fileio.py)
+        if info.uses_chunks:
+            schedule = generate(ranks, microbatches, steps, chunks=chunks)
+        else:
+            schedule = generate(ranks, microbatches, steps)
+        return lower(schedule) if lowered else schedule
 
 
 def build_with_defaults(

@@ -58,27 +58,44 @@ class Contribution(NamedTuple):
 
 def contributions(schedule: Schedule) -> list[Contribution]:
     """Every weight-gradient action of the schedule with the update it joins (rank by rank, in order)."""
-    found: list[Contribution] = []
+    return list(map(Contribution._make, _joins(schedule)))
+
+
+def _joins(schedule: Schedule) -> list[tuple[int, int, Action, int, int | None]]:
+    """The rule, once: (rank, position, gradient, applier, version written) per weight gradient, as
+    plain tuples (Contribution's fields) for the callers that only count."""
+    found: list[tuple[int, int, Action, int, int | None]] = []
+    grads, opt, recv_w = WEIGHT_GRAD_KINDS, Kind.OPT, Kind.RECV_W
+    relevant = WEIGHT_GRAD_KINDS | {opt, recv_w}
     for rank, actions in enumerate(schedule.actions):
-        waiting: dict[int, list[tuple[int, Action]]] = defaultdict(list)  # stage -> gradients not applied
-        for position, action in enumerate(actions):
-            if action.kind in WEIGHT_GRAD_KINDS:
-                waiting[action.stage].append((position, action))
-            elif action.kind in (Kind.OPT, Kind.RECV_W):
-                applier = action.stage if action.kind is Kind.OPT else action.peer
-                for index, grad in waiting.pop(action.stage, []):
-                    found.append(Contribution(rank, index, grad, applier, action.version))
+        waiting: dict[int, list[tuple[int, Action]]] = {}  # stage -> gradients not applied yet
+        for position, action in [(p, a) for p, a in enumerate(actions) if a.kind in relevant]:
+            kind = action.kind
+            if kind in grads:
+                pending = waiting.get(action.stage)
+                if pending is None:
+                    waiting[action.stage] = [(position, action)]
+                else:
+                    pending.append((position, action))
+            else:  # an update: OPT on the owner, RECV_W on a replica
+                applier = action.stage if kind is opt else action.peer
+                version = action.version
+                found += [
+                    (rank, index, grad, applier, version) for index, grad in waiting.pop(action.stage, ())
+                ]
         for stage_waiting in waiting.values():
-            found += [Contribution(rank, index, grad, grad.stage, None) for index, grad in stage_waiting]
+            found += [(rank, index, grad, grad.stage, None) for index, grad in stage_waiting]
     return found
 
 
 def appliers(schedule: Schedule) -> list[int]:
     """Per stage: the stage whose OPT updates it (itself, or an AMDP replica's owner)."""
     result = list(range(schedule.num_stages))
-    for _, action in schedule.all_actions():
-        if action.kind is Kind.RECV_W and action.peer is not None:
-            result[action.stage] = action.peer
+    recv_w = Kind.RECV_W
+    for actions in schedule.actions:
+        for action in actions:
+            if action.kind is recv_w and action.peer is not None:
+                result[action.stage] = action.peer
     return result
 
 
@@ -99,9 +116,11 @@ def stage_delays(schedule: Schedule) -> list[int]:
     PipeMare's learning-rate scaling of the owner's optimizer needs, too).
     """
     per_applier: dict[int, int] = defaultdict(int)
-    for contribution in contributions(schedule):
-        if contribution.delay is not None:
-            per_applier[contribution.applier] = max(per_applier[contribution.applier], contribution.delay)
+    for _, _, grad, applier, version in _joins(schedule):
+        if version is not None and grad.version is not None:  # Contribution.delay, without the object
+            delay = version - 1 - grad.version
+            if delay > per_applier[applier]:
+                per_applier[applier] = delay
     return [per_applier[applier] for applier in appliers(schedule)]
 
 

@@ -27,10 +27,11 @@ An event's memory is what the rank holds right after the action: for a send, rig
 
 from __future__ import annotations
 
-import heapq
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import accumulate
+from operator import sub
 
 from schedules.ir import Action, Kind, Schedule
 from simulator.costs import CostModel
@@ -208,22 +209,28 @@ def _stateful(actions, sizes: list[StageBytes], delta: list[int], *, persistent:
 
 def memory_over_time(static: MemoryPlan, plan: Plan, timeline: Timeline) -> list[list[int]]:
     """memory[rank][i]: bytes held right after action i, each send's buffer freed when its transfer
-    ends. A send is sampled when it is posted (its own buffer included), anything else when it ends."""
+    ends. A send is sampled when it is posted (its own buffer included), anything else when it ends.
+
+    A send's buffer goes at the first later action whose clock (its end; for a send, the clock before
+    it) has reached the end of the transfer; the clock never goes back, so a binary search finds it.
+    """
     blocking = not plan.costs.overlap
     out = []
     for rank, running in enumerate(static.static):
         classes, nbytes, ends = plan.classes[rank], plan.nbytes[rank], timeline.ends[rank]
-        outstanding: list[tuple[float, int]] = []  # (transfer end, bytes) of posted sends
-        freed, clock, memory = 0, 0.0, []
-        for i, cls in enumerate(classes):
+        if not any(size for size, cls in zip(nbytes, classes, strict=True) if cls == SEND):
+            out.append(list(running))  # no send holds a buffer: nothing to free
+            continue
+        clock, now = [], 0.0
+        for cls, end in zip(classes, ends, strict=True):
             if cls != SEND:
-                clock = ends[i]
-            while outstanding and outstanding[0][0] <= clock:
-                freed += heapq.heappop(outstanding)[1]
-            memory.append(running[i] - freed)
+                now = end
+            clock.append(now)
+            if blocking:
+                now = end
+        freed = [0] * (len(classes) + 1)
+        for i, cls in enumerate(classes):
             if cls == SEND:
-                heapq.heappush(outstanding, (ends[i], nbytes[i]))
-                if blocking:
-                    clock = ends[i]
-        out.append(memory)
+                freed[bisect_left(clock, ends[i], i + 1)] += nbytes[i]
+        out.append(list(map(sub, running, accumulate(freed[:-1]))))
     return out

@@ -20,6 +20,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import compress
 
 from schedules.errors import UserError
 from schedules.ir import MATCHING, RECV_KINDS, SEND_KINDS, Action, Kind, Layout, Schedule
@@ -77,15 +78,16 @@ def make_plan(schedule: Schedule, costs: CostModel) -> Plan:
             rows = [templates[a.stage][a.kind](a) for a in actions]
         except (KeyError, IndexError):
             raise SimulationError(_unplaceable(schedule, rank, templates)) from None
-        classes.append([row[0] for row in rows])
-        durations.append(_durations(rows, costs.straggler_factor(rank), draw, wire))
+        columns = map(list, zip(*rows, strict=True)) if rows else ([], [], [], [], [])
+        kinds, seconds, sizes, rank_links, keys = columns  # class, seconds, bytes, link, message key
+        classes.append(kinds)
+        durations.append(_durations(rows, costs.straggler_factor(rank), draw, wire, seconds))
         _add_warmup(schedule, costs, actions, durations[-1])
-        nbytes.append([row[2] for row in rows])
-        links.append([row[3] for row in rows])
-        numbered = [
-            -1 if row[4] is None else message_ids.setdefault(row[4], len(message_ids)) for row in rows
-        ]
-        senders.update(message for message, row in zip(numbered, rows, strict=True) if row[0] == SEND)
+        nbytes.append(sizes)
+        links.append(rank_links)
+        claim = message_ids.setdefault
+        numbered = [-1 if key is None else claim(key, len(message_ids)) for key in keys]
+        senders.update(compress(numbered, [cls == SEND for cls in kinds]))
         messages.append(numbered)
     if len(senders) < len(message_ids):
         _report_unmatched(schedule, message_ids, senders)
@@ -130,12 +132,16 @@ def _host_times(schedule: Schedule, costs: CostModel) -> list[list[float]] | Non
 
 
 def _durations(
-    rows: list[tuple], slow: float, draw: Callable[[], float] | None, wire: Callable[[], float] | None
+    rows: list[tuple],
+    slow: float,
+    draw: Callable[[], float] | None,
+    wire: Callable[[], float] | None,
+    seconds: list[float],
 ) -> list[float]:
-    """Seconds per action; compute scaled by the rank's straggler factor and the jitter, transfers by
-    the link jitter, in program order."""
+    """Seconds per action (`seconds`: each row's nominal time); compute scaled by the rank's straggler
+    factor and the jitter, transfers by the link jitter, in program order."""
     if draw is None and wire is None and slow == 1.0:
-        return [row[1] for row in rows]
+        return seconds
     draw = draw or (lambda: 1.0)
     wire = wire or (lambda: 1.0)
     return [

@@ -4,9 +4,10 @@
     from simulator import CostModel, simulate
     result = simulate(build("2bw", ranks=8, microbatches=32, steps=4), CostModel.uniform())
     result.trace()                    # traces.schema.Trace, source "simulated"
-    result.metrics().to_dict()        # traces.metrics.compute_metrics of that trace
+    result.metrics().to_dict()        # equal to traces.metrics.compute_metrics of that trace
 
-Pipeline: make_plan (pre-resolve) -> run_plan (SimPy) -> memory_over_time -> Trace.
+Pipeline: make_plan (pre-resolve) -> run_plan (SimPy) -> memory_over_time -> Trace, built on first use;
+the metrics alone come from the arrays (simulator/summary.py), without an object per event.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from simulator.costs import CostModel
 from simulator.engine import Timeline, run_plan
 from simulator.memory import memory_over_time, memory_plan
 from simulator.plan import Plan, make_plan
-from traces.metrics import Metrics, compute_metrics
+from simulator.summary import simulated_metrics
+from traces.metrics import Metrics
 from traces.schema import Event, ScheduleHeader, Trace, stream_of
 
 SIMULATOR = "pipesim-simpy"
@@ -62,8 +64,10 @@ class Simulation:
         return self._trace
 
     def metrics(self) -> Metrics:
-        """Metrics computed from the trace, as for a measured run."""
-        return compute_metrics(self.trace())
+        """The metrics of the trace, read off the simulation's arrays without building it: equal to
+        traces.metrics.compute_metrics(self.trace()) (simulator/summary.py)."""
+        with paused_gc():
+            return simulated_metrics(self)
 
 
 def simulate(schedule: Schedule, costs: CostModel | None = None, *, meta: dict | None = None) -> Simulation:

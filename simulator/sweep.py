@@ -6,7 +6,10 @@
 
 A point the schedule cannot take (2BW with m < P, AMDP with odd P, ...) gets a row whose `error` says
 why and empty metrics, so the CSV always has the whole grid, in grid order, whatever the pool's
-completion order.
+completion order. Points go to the workers in batches (a point takes milliseconds; a round trip to a
+worker costs about as much), and a point of more than LARGE actions runs on the columnar path
+(simulator/columnar), which gives the same metrics in a fraction of the memory. `backend="dask"` runs
+the batches on a Dask cluster instead (simulator/sweep_dask.py; the optional `dask` extra).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TextIO
 
 from schedules.errors import UserError
@@ -25,6 +29,11 @@ from schedules.registry import ASYNC_DEFAULT_STEPS, DEFAULT_CHUNKS, build, get_i
 from simulator.request import CostRequest
 from simulator.simulation import simulate
 from traces.io import write_atomic
+from traces.metrics import Metrics
+
+LARGE = 2_000_000
+"""Lowered actions (about 3 x P x m x steps for the 1F1B family) from which a point runs on columns."""
+BACKENDS = ("process", "dask")
 
 COLUMNS = (
     "schedule",
@@ -98,8 +107,7 @@ def run_point(point: SweepPoint) -> dict[str, Any]:
         "costs": point.request.label,
     }
     try:
-        schedule = build(info.name, point.ranks, point.microbatches, steps=steps, chunks=chunks)
-        metrics = simulate(schedule, point.request.costs_for(schedule)).metrics()
+        metrics = _metrics(info.name, point.ranks, point.microbatches, steps, chunks, point.request)
     except UserError as error:
         return {**row, "error": str(error)}
     peaks = [peak for peak in metrics.peak_memory if peak is not None]
@@ -119,22 +127,65 @@ def run_point(point: SweepPoint) -> dict[str, Any]:
     }
 
 
+def _metrics(
+    name: str, ranks: int, microbatches: int, steps: int, chunks: int, request: CostRequest
+) -> Metrics:
+    """The point's metrics: on columns when it is large and has a closed form, else through the IR."""
+    from simulator.columnar.generate import has_closed_form
+
+    if chunks == 1 and has_closed_form(name) and 3 * ranks * microbatches * steps >= LARGE:
+        from simulator.columnar import simulate_columns
+        from simulator.columnar.generate import lowered_columns
+
+        columns = lowered_columns(name, ranks, microbatches, steps)
+        return simulate_columns(columns, request.costs_for(columns.header()), check=False).metrics
+    schedule = build(name, ranks, microbatches, steps=steps, chunks=chunks)
+    return simulate(schedule, request.costs_for(schedule)).metrics()
+
+
+def run_points(points: list[SweepPoint]) -> list[dict[str, Any]]:
+    """Rows of a batch of points (what one worker task runs)."""
+    return [run_point(point) for point in points]
+
+
+def batches(points: list[SweepPoint], jobs: int) -> list[list[SweepPoint]]:
+    """About eight batches per worker: few round trips, and the last ones still spread over all workers."""
+    size = max(1, -(-len(points) // (8 * max(1, jobs))))  # ceiling: at most 8 x jobs batches
+    return [points[start : start + size] for start in range(0, len(points), size)]
+
+
 def run_sweep(
-    points: list[SweepPoint], *, jobs: int = 1, progress: Callable[[], None] | None = None
+    points: list[SweepPoint],
+    *,
+    jobs: int = 1,
+    progress: Callable[[int], None] | None = None,
+    backend: str = "process",
+    scheduler: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows in grid order; `jobs` > 1 runs them on that many worker processes."""
+    """Rows in grid order; `jobs` > 1 runs batches of them on that many worker processes (or Dask
+    workers). `progress(n)` is called as every n more points are done."""
+    if backend == "dask":
+        from simulator.sweep_dask import run_on_dask
+
+        return run_on_dask(points, jobs=jobs, progress=progress, scheduler=scheduler)
     if jobs <= 1:
         rows = []
         for point in points:
             rows.append(run_point(point))
             if progress:
-                progress()
+                progress(1)
         return rows
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_point, point) for point in points]
-        for future in futures:
-            future.add_done_callback(lambda _: progress and progress())
-        return [future.result() for future in futures]
+        parts = batches(points, jobs)
+        futures = [pool.submit(run_points, part) for part in parts]
+        if progress:
+            for future, part in zip(futures, parts, strict=True):
+                future.add_done_callback(partial(_advance, progress, len(part)))
+        return [row for future in futures for row in future.result()]
+
+
+def _advance(progress: Callable[[int], None], done: int, _future: object) -> None:
+    progress(done)
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
@@ -164,11 +215,13 @@ class ProgressBar:
         self.total, self.done, self.width, self.label = total, 0, width, label
         self.stream = stream or sys.stderr
         self.terminal = self.stream.isatty()
+        self.shown = 0  # tenths printed so far (off a terminal)
 
-    def __call__(self) -> None:
-        self.done += 1
-        tenth = max(1, self.total // 10)
-        if self.terminal or self.done == self.total or self.done % tenth == 0:
+    def __call__(self, done: int = 1) -> None:
+        self.done += done
+        tenths = 10 * self.done // max(1, self.total)
+        if self.terminal or self.done == self.total or tenths > self.shown:
+            self.shown = tenths
             filled = self.width * self.done // max(1, self.total)
             bar = "#" * filled + "." * (self.width - filled)
             end = "\r" if self.terminal and self.done < self.total else "\n"

@@ -1,5 +1,5 @@
 """The benchmarks' arithmetic: the executor's share of the ideal improvement and the ideal it prints; the
-published tables read with their configurations, and their errors.
+published tables read with their configurations, and their errors; the scale fit and plot.
 
 .venv/bin/pytest tests/test_benchmarks.py
 """
@@ -55,6 +55,15 @@ def _published():
     return module
 
 
+def _scale_bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_simulator_scale", ROOT / "benchmarks" / "bench_simulator_scale.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_published_tables_are_read_with_their_configurations() -> None:
     bench = _published()
     sc21, k22 = bench.sc21_rows(), bench.k22_rows()
@@ -72,3 +81,12 @@ def test_the_22b_rows_are_predicted_within_the_goal() -> None:
     bench = _published()
     for row in bench.k22_rows()[:2]:  # one node, one microbatch: a fraction of a second each
         assert abs(bench.error(row, bench.predicted_value(row))) < bench.GOALS["korthikanti_max"]
+
+
+def test_the_scale_benchmark_fits_the_exponent_of_time_against_actions() -> None:
+    bench = _scale_bench()
+    linear = [(n, 2e-6 * n) for n in (1e6, 2e6, 4e6, 8e6)]
+    assert bench.slope(linear) == pytest.approx(1.0)
+    assert bench.slope([(n, 1e-12 * n * n) for n in (1e6, 2e6, 4e6)]) == pytest.approx(2.0)
+    plot = bench.loglog(linear).splitlines()
+    assert plot[0].endswith("*") and plot[-3].split("|")[1].startswith("*")  # corners: top right, bottom left

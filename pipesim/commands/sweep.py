@@ -4,8 +4,10 @@
     pipesim sweep --schedules 1f1b,zb-h1 -p 4,8 -m 16,32 --model gpt2-small --device h100-sxm,a100-80gb \\
         --out sweep.csv --jobs 2
 
-A progress bar goes to stderr; the CSV (columns: simulator/sweep.py COLUMNS) is written atomically, in
-grid order. A point a schedule cannot take gets a row with its `error` and no metrics.
+A progress bar goes to stderr, then the points per second; the CSV (columns: simulator/sweep.py
+COLUMNS) is written atomically, in grid order. A point a schedule cannot take gets a row with its
+`error` and no metrics. `--backend dask` runs the points on a Dask cluster (the optional `dask` extra):
+a local one by default, an existing one with `--scheduler tcp://host:8786`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from pipesim.commands.simulate import add_cost_flags, cost_request, print_notes, schedule_names
 from pipesim.errors import UsageError
@@ -58,6 +61,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--jobs", type=int, default=None, metavar="N", help="worker processes (default: CPU count)"
     )
+    parser.add_argument(
+        "--backend",
+        choices=("process", "dask"),
+        default="process",
+        help="where the points run: a process pool (default) or Dask (pip install 'pipesim[dask]')",
+    )
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS", help="with --backend dask: an existing cluster (default: local)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -84,12 +96,21 @@ def run(args: argparse.Namespace) -> int:
     jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    if args.scheduler and args.backend != "dask":
+        raise UsageError("--scheduler is the address of a Dask cluster: give it with --backend dask")
     points = grid(
         names, ranks=ranks, microbatches=microbatches, requests=requests, steps=args.steps, chunks=args.chunks
     )
-    rows = run_sweep(points, jobs=min(jobs, len(points)), progress=ProgressBar(len(points)))
+    jobs = min(jobs, len(points))
+    began = time.perf_counter()
+    rows = run_sweep(
+        points, jobs=jobs, progress=ProgressBar(len(points)), backend=args.backend, scheduler=args.scheduler
+    )
+    seconds = time.perf_counter() - began
     write_rows(args.out, rows)
     failed = sum(1 for row in rows if row.get("error"))
     note = f" ({failed} could not run; see the error column)" if failed else ""
-    print(f"wrote {args.out}: {len(rows)} points{note}", file=sys.stderr)
+    where = f"{jobs} worker" + ("s" if jobs > 1 else "") + (" on Dask" if args.backend == "dask" else "")
+    rate = f"{len(rows) / seconds:.1f} points/s" if seconds > 0 else "instantly"
+    print(f"wrote {args.out}: {len(rows)} points{note}; {seconds:.1f} s, {rate}, {where}", file=sys.stderr)
     return 0
