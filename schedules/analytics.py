@@ -31,10 +31,7 @@ from typing import Any
 from schedules.costs import Costs, kind_costs
 from schedules.dryrun import Timeline, dry_run
 from schedules.ir import BACKWARD_KINDS, COMM_KINDS, COMPUTE_KINDS, WEIGHT_GRAD_KINDS, Action, Kind, Schedule
-from schedules.semantics import stage_delays
-
-VERSION_WRITERS = (Kind.OPT, Kind.RECV_W)
-VERSION_READERS = (Kind.F, Kind.B, Kind.I, Kind.W)
+from schedules.semantics import stage_delays, version_lifetimes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,42 +191,24 @@ def _per_chunk(counts: list[int], chunks: int) -> list[float]:
 
 
 def weight_versions(schedule: Schedule) -> list[int]:
-    """Per stage: max over positions of |{current} U {older versions a later action of the stage reads}|.
-
-    Version v of a stage is held from the position that writes it (version 0: from the start) until it is
-    both superseded and read for the last time; the answer is the most versions held at once.
-    """
+    """Per stage: the most weight versions it holds at once (schedules.semantics.version_lifetimes: a
+    version from the action that writes it until it is superseded and read for the last time)."""
     result = [1] * schedule.num_stages
-    writers, readers = frozenset(VERSION_WRITERS), frozenset(VERSION_READERS)
     for actions in schedule.actions:
-        versioned = [(i, a) for i, a in enumerate(actions) if a.version is not None]
-        written: dict[tuple[int, int], int] = {}  # (stage, version) -> position that wrote it
-        for position, action in versioned:
-            if action.kind in writers:
-                written.setdefault((action.stage, action.version), position)
-        # the last read of each (stage, version): a later position overwrites an earlier one
-        last_read = {(a.stage, a.version): position for position, a in versioned if a.kind in readers}
-        for stage, count in _most_held(written, last_read).items():
+        for stage, count in _most_held(version_lifetimes(actions)).items():
             result[stage] = max(result[stage], count)
     return result
 
 
-def _most_held(written: dict[tuple[int, int], int], last_read: dict[tuple[int, int], int]) -> dict[int, int]:
-    """Sweep the intervals [written, max(superseded, last read)) of each stage's versions."""
-    stages = {stage for stage, _ in written} | {stage for stage, _ in last_read}
-    versions: dict[int, set[int]] = {stage: {0} for stage in stages}
-    for stage, version in written:
-        versions[stage].add(version)
+def _most_held(lifetimes: list[tuple[int, int, int, float]]) -> dict[int, int]:
+    """Per stage, the peak of its versions' overlapping lifetimes."""
+    events: dict[int, list[tuple[float, int]]] = defaultdict(list)
+    for stage, _, begin, end in lifetimes:
+        events[stage] += [(begin, 1), (end, -1)]
     most = {}
-    for stage, held_versions in versions.items():
-        ordered = sorted(held_versions)
-        events = []
-        for version, newer in zip(ordered, [*ordered[1:], None], strict=True):
-            begin = written.get((stage, version), -1)
-            superseded = written[(stage, newer)] if newer is not None else float("inf")
-            events += [(begin, 1), (max(superseded, last_read.get((stage, version), -1)), -1)]
+    for stage, changes in events.items():
         held = peak = 0
-        for _, change in sorted(events):  # at one position, a release (-1) sorts before a write (+1)
+        for _, change in sorted(changes):  # at one position, a release (-1) sorts before a write (+1)
             held += change
             peak = max(peak, held)
         most[stage] = peak

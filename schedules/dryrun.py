@@ -25,7 +25,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from schedules.costs import Costs, kind_costs
-from schedules.ir import Action, Kind, Schedule, ScheduleError
+from schedules.ir import MATCHING, RECV_KINDS, Action, Kind, Schedule, ScheduleError
+from schedules.semantics import counterpart
 
 Key = tuple  # Action.key: (stage, kind, microbatch, step, peer)
 Position = tuple[int, int]  # (rank, index in the rank's action list)
@@ -47,6 +48,7 @@ class Dependencies:
                     raise ScheduleError(
                         f"{action} on rank {rank} names stage {action.stage}, which is not there"
                     )
+        self.layout = layout
         self.prev = [-1 if (prev := layout.prev_stage(s)) is None else prev for s in stages]
         self.next = [-1 if (nxt := layout.next_stage(s)) is None else nxt for s in stages]
         self.index = index_actions(schedule)
@@ -63,13 +65,9 @@ class Dependencies:
             return [own] if nxt < 0 else [own, ((nxt, Kind.B, j, step, None), (nxt, Kind.I, j, step, None))]
         if kind is Kind.W:
             return [((stage, Kind.I, j, step, None),)]
-        if kind is Kind.RECV_F:
-            return [((self.prev[stage], Kind.SEND_F, j, step, None),)]
-        if kind is Kind.RECV_B:
-            return [((self.next[stage], Kind.SEND_B, j, step, None),)]
-        if kind is Kind.RECV_G or kind is Kind.RECV_W:
-            send = Kind.SEND_G if kind is Kind.RECV_G else Kind.SEND_W
-            return [((-1 if action.peer is None else action.peer, send, j, step, stage),)]
+        if kind in RECV_KINDS:  # its send (schedules.semantics); a receive from nowhere waits forever
+            send = counterpart(self.layout, action)
+            return [(send if send is not None else (-1, MATCHING[kind], j, step, None),)]
         return []
 
     def of(self, action: Action) -> list[Position]:

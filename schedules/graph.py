@@ -32,11 +32,10 @@ from schedules.ir import (
     ScheduleError,
     Versioning,
 )
+from schedules.semantics import WRITES_VERSION, counterpart
 
 if TYPE_CHECKING:
     import networkx as nx
-
-WRITES_VERSION = (Kind.OPT, Kind.RECV_W)  # actions after which a stage holds a new weight version
 
 
 def build_graph(schedule: Schedule) -> nx.DiGraph:
@@ -172,23 +171,9 @@ def _check_comms(schedule: Schedule) -> Problems:
                 except ScheduleError:
                     yield f"{action} on rank {rank} has no matching {MATCHING[action.kind]}", (rank, position)
             elif action.kind in SEND_KINDS:
-                receiver = _receiver(schedule, action)
-                if receiver is None or receiver.key not in index:
+                receiver = counterpart(schedule.layout, action)
+                if receiver is None or receiver not in index:
                     yield f"{action} on rank {rank} has no matching {MATCHING[action.kind]}", (rank, position)
-
-
-def _receiver(schedule: Schedule, send: Action) -> Action | None:
-    """The receive that a send feeds (None if the send points off the pipeline)."""
-    layout, stage = schedule.layout, send.stage
-    if send.kind is Kind.SEND_F:
-        peer = layout.next_stage(stage)
-        return None if peer is None else Action(peer, Kind.RECV_F, send.microbatch, send.step)
-    if send.kind is Kind.SEND_B:
-        peer = layout.prev_stage(stage)
-        return None if peer is None else Action(peer, Kind.RECV_B, send.microbatch, send.step)
-    if send.peer is None:
-        return None
-    return Action(send.peer, MATCHING[send.kind], send.microbatch, send.step, peer=stage)
 
 
 def _check_order(schedule: Schedule) -> Problems:

@@ -15,6 +15,7 @@ Note: where optimizer steps go, by versioning (w: a weight-gradient action, B or
 from __future__ import annotations
 
 from schedules.ir import WEIGHT_GRAD_KINDS, Action, Kind, Schedule, Versioning
+from schedules.semantics import CARRIES_VERSION, READS_VERSION, WRITES_VERSION
 
 
 def lower(schedule: Schedule) -> Schedule:
@@ -72,7 +73,6 @@ def assign_versions(schedule: Schedule) -> Schedule:
 
 
 _new = tuple.__new__  # builds an Action from its six fields without NamedTuple's argument handling
-_READERS = frozenset({Kind.F, Kind.B, Kind.I, Kind.W})
 
 
 def _with_versions(versioning: Versioning, actions: tuple[Action, ...]) -> list[Action]:
@@ -80,7 +80,7 @@ def _with_versions(versioning: Versioning, actions: tuple[Action, ...]) -> list[
     current: dict[int, int] = {}
     stashed: dict[tuple[int, int | None, int], int] = {}
     out = []
-    readers, opt, recv_w, send_w = _READERS, Kind.OPT, Kind.RECV_W, Kind.SEND_W
+    readers, writers, carriers = READS_VERSION, WRITES_VERSION, CARRIES_VERSION  # schedules.semantics
     double_buffer = versioning is Versioning.DOUBLE_BUFFER
     stash = versioning is Versioning.STASH
     for action in actions:
@@ -92,9 +92,9 @@ def _with_versions(versioning: Versioning, actions: tuple[Action, ...]) -> list[
                 version = _stash(kind, (stage, microbatch, step), current.get(stage, 0), stashed)
             else:
                 version = current.get(stage, 0)
-        elif kind is opt or kind is recv_w:
+        elif kind in writers:
             version = current[stage] = current.get(stage, 0) + 1
-        elif kind is send_w:
+        elif kind in carriers:
             version = current.get(stage, 0)
         else:
             version = None

@@ -1,13 +1,24 @@
-"""What a lowered schedule's actions mean, said once: which update each weight gradient joins.
+"""What a lowered schedule's actions mean, said once: the versions they read and write, the messages they
+send and receive, how long each version is held, and which update each weight gradient joins.
 
     from schedules import build
     from schedules.semantics import contributions, loss_scale, stage_delays, update_sizes
     schedule = build("amdp", 4, 4, steps=3)
     update_sizes(schedule)[3]     # {1: 6, 2: 4, 3: 2}: microbatch gradients each update of stage 3 sums
     stage_delays(schedule)        # [0] * 8: every gradient is applied to the weights it was computed at
+    message(schedule.layout, action)            # Message('F', 0, 1, step, 3): the same from both ends
+    version_lifetimes(schedule.actions[0])      # (stage, version, held from, held until) per version
 
-The analytics (delay per stage), the trace metrics, the executor's gradient accounting and its PipeMare
-scaling all read these functions; docs/amdp.md gives the reasoning behind the rule for AMDP.
+The validation, the dry run, the analytics, the simulator (plan, memory), the executor (its program, its
+gradient accounting and PipeMare scaling) and the trace readers (metrics, Chrome export, calibration)
+all read these; adding a kind of action or a layout means editing this module. docs/amdp.md gives the
+reasoning behind the joining rule for AMDP.
+
+Versions: a stage's version counts the updates it has seen. An F, B, I or W computes on the version it
+names (READS_VERSION); after an OPT (the owner's update) or a RECV_W (a replica's copy of it) the stage
+holds the version the action names (WRITES_VERSION); a SEND_W carries the version it names. Messages: a
+send and its receive name the same Message, (what, sending stage, receiving stage, step, microbatch),
+F/B between neighbouring stages of a pipeline, G/W between AMDP replicas and their owner.
 
 The rule, for every schedule: a weight gradient (a B, or the W of a split backward) joins the first
 update of its stage that its rank runs after it, and an update sums whatever has joined it, each
@@ -29,10 +40,112 @@ Note: AMDP, P = 4, rank 0 (owner of stage 0, replica of stage 7 = depth 3 of pip
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import NamedTuple
 
-from schedules.ir import WEIGHT_GRAD_KINDS, Action, Kind, Schedule, Versioning
+from schedules.ir import MATCHING, WEIGHT_GRAD_KINDS, Action, Kind, Layout, Schedule, Versioning
+
+READS_VERSION = frozenset({Kind.F, Kind.B, Kind.I, Kind.W})
+"""Kinds that compute on the weight version they name."""
+WRITES_VERSION = frozenset({Kind.OPT, Kind.RECV_W})
+"""Kinds after which their stage holds the version they name (an update, or a replica's copy of one)."""
+CARRIES_VERSION = frozenset({Kind.SEND_W})
+"""Kinds that send the version they name."""
+
+
+class Message(NamedTuple):
+    """One point-to-point transfer, named the same from its send and from its receive."""
+
+    kind: str
+    """'F' activation, 'B' input gradient, 'G' a replica's weight gradient, 'W' updated weights."""
+    src: int
+    """Sending stage."""
+    dst: int
+    """Receiving stage."""
+    step: int
+    microbatch: int | None
+
+
+_MESSAGES = {
+    # kind -> (what, this end sends, the other end: "next" or "prev" stage of the pipeline, or the peer)
+    Kind.SEND_F: ("F", True, "next"),
+    Kind.RECV_F: ("F", False, "prev"),
+    Kind.SEND_B: ("B", True, "prev"),
+    Kind.RECV_B: ("B", False, "next"),
+    Kind.SEND_G: ("G", True, "peer"),
+    Kind.RECV_G: ("G", False, "peer"),
+    Kind.SEND_W: ("W", True, "peer"),
+    Kind.RECV_W: ("W", False, "peer"),
+}
+
+
+def peer_stage(layout: Layout, action: Action) -> int | None:
+    """The stage at the other end of a send or receive (None for compute, or off the pipeline's ends)."""
+    entry = _MESSAGES.get(action.kind)
+    if entry is None:
+        return None
+    other = entry[2]
+    if other == "next":
+        return layout.next_stage(action.stage)
+    if other == "prev":
+        return layout.prev_stage(action.stage)
+    return action.peer
+
+
+def peer_rank(layout: Layout, action: Action) -> int | None:
+    """The rank at the other end of a send or receive (None where there is no such stage)."""
+    stage = peer_stage(layout, action)
+    return None if stage is None or not 0 <= stage < layout.num_stages else layout.placement[stage]
+
+
+def message(layout: Layout, action: Action) -> Message | None:
+    """The message a send sends or a receive waits for: equal for the two ends of one transfer; None for
+    compute, or for a send or receive whose other end is off the pipeline."""
+    entry = _MESSAGES.get(action.kind)
+    if entry is None:
+        return None
+    other = peer_stage(layout, action)
+    if other is None:
+        return None
+    src, dst = (action.stage, other) if entry[1] else (other, action.stage)
+    return Message(entry[0], src, dst, action.step, action.microbatch)
+
+
+def counterpart(layout: Layout, action: Action) -> tuple | None:
+    """The key (Action.key) of the action at the other end of a send or receive: what it waits for or
+    feeds. None for compute, or off the pipeline's ends."""
+    entry = _MESSAGES.get(action.kind)
+    other = peer_stage(layout, action)
+    if entry is None or other is None:
+        return None
+    kind = MATCHING[action.kind]
+    peer = action.stage if entry[2] == "peer" else None
+    return (other, kind, action.microbatch, action.step, peer)
+
+
+def version_lifetimes(actions: list[Action] | tuple[Action, ...]) -> list[tuple[int, int, int, float]]:
+    """(stage, version, first position held, position after which it is released) for one rank's
+    actions: a version is held from the action that writes it (version 0 from position -1) until it is
+    superseded and read for the last time, whichever is later (math.inf for the last one)."""
+    last_read = {
+        (a.stage, a.version): i
+        for i, a in enumerate(actions)
+        if a.kind in READS_VERSION and a.version is not None
+    }
+    written: dict[tuple[int, int], int] = {}
+    for i, a in enumerate(actions):
+        if a.kind in WRITES_VERSION and a.version is not None:
+            written.setdefault((a.stage, a.version), i)
+    stages = {stage for stage, _ in last_read} | {stage for stage, _ in written}
+    lifetimes = []
+    for stage in sorted(stages):
+        versions = sorted({0} | {version for s, version in written if s == stage})
+        for version, newer in zip(versions, [*versions[1:], None], strict=True):
+            begin = written.get((stage, version), -1)
+            superseded = math.inf if newer is None else written[(stage, newer)]
+            lifetimes.append((stage, version, begin, max(superseded, last_read.get((stage, version), -1))))
+    return lifetimes
 
 
 class Contribution(NamedTuple):

@@ -33,13 +33,11 @@ from dataclasses import dataclass
 from itertools import accumulate
 from operator import sub
 
-from schedules.ir import Action, Kind, Schedule
+from schedules.ir import Kind, Schedule
+from schedules.semantics import version_lifetimes
 from simulator.costs import CostModel
 from simulator.engine import Timeline
 from simulator.plan import SEND, Plan, virtual_stage_cost
-
-VERSION_WRITERS = frozenset({Kind.OPT, Kind.RECV_W})
-VERSION_READERS = frozenset({Kind.F, Kind.B, Kind.I, Kind.W})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,30 +134,6 @@ def _constants(schedule: Schedule, sizes: list[StageBytes]) -> list[dict[Kind, i
         )
         out.append(table)
     return out
-
-
-def version_lifetimes(actions: list[Action] | tuple[Action, ...]) -> list[tuple[int, int, int, float]]:
-    """(stage, version, first position held, position after which it is released) for one rank's
-    actions; version 0 is held from position -1, a version never superseded until math.inf."""
-    last_read = {
-        (a.stage, a.version): i
-        for i, a in enumerate(actions)
-        if a.kind in VERSION_READERS and a.version is not None
-    }
-    written: dict[tuple[int, int], int] = {}
-    for i, a in [
-        (i, a) for i, a in enumerate(actions) if a.kind in VERSION_WRITERS and a.version is not None
-    ]:
-        written.setdefault((a.stage, a.version), i)
-    stages = {stage for stage, _ in last_read} | {stage for stage, _ in written}
-    lifetimes = []
-    for stage in sorted(stages):
-        versions = sorted({0} | {version for s, version in written if s == stage})
-        for version, newer in zip(versions, [*versions[1:], None], strict=True):
-            begin = written.get((stage, version), -1)
-            superseded = math.inf if newer is None else written[(stage, newer)]
-            lifetimes.append((stage, version, begin, max(superseded, last_read.get((stage, version), -1))))
-    return lifetimes
 
 
 def _weights(actions, stages: set[int], sizes: list[StageBytes], delta: list[int]) -> int:

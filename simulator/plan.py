@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from itertools import compress
 
 from schedules.errors import UserError
-from schedules.ir import MATCHING, RECV_KINDS, SEND_KINDS, Action, Kind, Layout, Schedule
+from schedules.ir import RECV_KINDS, SEND_KINDS, Action, Kind, Layout, Schedule
+from schedules.semantics import message
 from simulator.costs import EMPIRICAL, CostModel, StageCost
 from simulator.links import link_index
 
@@ -70,7 +71,7 @@ def make_plan(schedule: Schedule, costs: CostModel) -> Plan:
     templates = _templates(schedule, costs)
     draw = _jitter(costs, random.Random(costs.seed))
     wire = _link_jitter(costs)
-    message_ids: dict[tuple, int] = {}  # send key -> message index, claimed by a send or its receive
+    message_ids: dict[tuple, int] = {}  # message -> its index, claimed by its send or its receive
     senders: set[int] = set()
     classes, durations, nbytes, messages, links = [], [], [], [], []
     for rank, actions in enumerate(schedule.actions):
@@ -181,10 +182,11 @@ def virtual_stage_cost(schedule: Schedule, costs: CostModel, stage: int) -> tupl
 
 
 def _templates(schedule: Schedule, costs: CostModel) -> list[dict[Kind, Callable[[Action], tuple]]]:
-    """Per virtual stage and kind, a function action -> (class, seconds, bytes, link, send key).
+    """Per virtual stage and kind, a function action -> (class, seconds, bytes, link, message).
 
-    The send key names the message: (sending stage, SEND kind, microbatch, step, peer), the same for a
-    send and for the receive that waits for it.
+    The message is schedules.semantics.message of the action, (what, sending stage, receiving stage,
+    step, microbatch), built here as a plain tuple (equal to that Message) for speed: the same for a send
+    and for the receive that waits for it.
     """
     layout, ranks = schedule.layout, schedule.ranks
     out = []
@@ -204,17 +206,20 @@ def _templates(schedule: Schedule, costs: CostModel) -> list[dict[Kind, Callable
         }
         rank = layout.placement[stage]
         activation = entry.activation_bytes
-        after, before = layout.next_stage(stage), layout.prev_stage(stage)
-        for kind, target in ((Kind.SEND_F, after), (Kind.SEND_B, before)):
-            if target is not None:  # the tensor goes to `target`
-                link = link_index(rank, layout.placement[target], ranks)
-                table[kind] = _neighbour_send(stage, kind, activation, costs.transfer_time(activation), link)
-        for kind, source in ((Kind.RECV_F, before), (Kind.RECV_B, after)):
-            if source is not None:  # the tensor comes from `source`
-                table[kind] = _neighbour_recv(source, MATCHING[kind], activation)
+        for kind in (Kind.SEND_F, Kind.SEND_B, Kind.RECV_F, Kind.RECV_B):
+            ends = message(layout, Action(stage, kind))  # the neighbour at the other end, if any
+            if ends is None:
+                continue
+            if kind in SEND_KINDS:
+                link = link_index(rank, layout.placement[ends.dst], ranks)
+                seconds = costs.transfer_time(activation)
+                table[kind] = _neighbour_send(ends.kind, stage, ends.dst, activation, seconds, link)
+            else:
+                table[kind] = _neighbour_recv(ends.kind, ends.src, stage, activation)
         for send, recv in ((Kind.SEND_G, Kind.RECV_G), (Kind.SEND_W, Kind.RECV_W)):
-            table[send] = _peer_send(stage, weights, costs.transfer_time(weights), rank, layout)
-            table[recv] = _peer_recv(stage, MATCHING[recv], weights)
+            what = message(layout, Action(stage, send, peer=stage)).kind  # type: ignore[union-attr]
+            table[send] = _peer_send(what, stage, weights, costs.transfer_time(weights), rank, layout)
+            table[recv] = _peer_recv(what, stage, weights)
         out.append(table)
     return out
 
@@ -223,46 +228,34 @@ def _constant(value: tuple) -> Callable[[Action], tuple]:
     return lambda action: value
 
 
-def _neighbour_send(stage: int, kind: Kind, size: int, seconds: float, link: int) -> Callable:
-    return lambda a: (SEND, seconds, size, link, (stage, kind, a.microbatch, a.step, None))
+def _neighbour_send(what: str, stage: int, target: int, size: int, seconds: float, link: int) -> Callable:
+    return lambda a: (SEND, seconds, size, link, (what, stage, target, a.step, a.microbatch))
 
 
-def _neighbour_recv(source: int, kind: Kind, size: int) -> Callable:
-    return lambda a: (RECV, 0.0, size, -1, (source, kind, a.microbatch, a.step, None))
+def _neighbour_recv(what: str, source: int, stage: int, size: int) -> Callable:
+    return lambda a: (RECV, 0.0, size, -1, (what, source, stage, a.step, a.microbatch))
 
 
-def _peer_send(stage: int, size: int, seconds: float, rank: int, layout: Layout) -> Callable:
+def _peer_send(what: str, stage: int, size: int, seconds: float, rank: int, layout: Layout) -> Callable:
     def template(a: Action) -> tuple:
         if a.peer is None or not 0 <= a.peer < layout.num_stages:
             raise SimulationError(f"{a} names no peer stage")
         link = link_index(rank, layout.placement[a.peer], layout.ranks)
-        return (SEND, seconds, size, link, (stage, a.kind, a.microbatch, a.step, a.peer))
+        return (SEND, seconds, size, link, (what, stage, a.peer, a.step, a.microbatch))
 
     return template
 
 
-def _peer_recv(stage: int, kind: Kind, size: int) -> Callable:
-    return lambda a: (RECV, 0.0, size, -1, (a.peer, kind, a.microbatch, a.step, stage))
+def _peer_recv(what: str, stage: int, size: int) -> Callable:
+    return lambda a: (RECV, 0.0, size, -1, (what, a.peer, stage, a.step, a.microbatch))
 
 
 def _report_unmatched(schedule: Schedule, message_ids: dict[tuple, int], senders: set[int]) -> None:
     """Raise for the first receive with no send (a send nobody receives is harmless; validate() says)."""
     missing = set(range(len(message_ids))) - senders
     for rank, action in schedule.all_actions():
-        if action.kind in RECV_KINDS:
-            source, kind, microbatch, step, peer = _recv_key(schedule, action)
-            if message_ids.get((source, kind, microbatch, step, peer)) in missing:
-                raise SimulationError(f"rank {rank}: {action} has no matching send in the schedule")
-
-
-def _recv_key(schedule: Schedule, action: Action) -> tuple:
-    layout = schedule.layout
-    kind = MATCHING[action.kind]
-    if action.kind is Kind.RECV_F:
-        return (layout.prev_stage(action.stage), kind, action.microbatch, action.step, None)
-    if action.kind is Kind.RECV_B:
-        return (layout.next_stage(action.stage), kind, action.microbatch, action.step, None)
-    return (action.peer, kind, action.microbatch, action.step, action.stage)
+        if action.kind in RECV_KINDS and message_ids.get(message(schedule.layout, action)) in missing:
+            raise SimulationError(f"rank {rank}: {action} has no matching send in the schedule")
 
 
 def _jitter(costs: CostModel, rng: random.Random) -> Callable[[], float] | None:

@@ -40,7 +40,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from schedules.ir import MATCHING, RECV_KINDS, SEND_KINDS, Action, Kind, Layout
+from schedules.ir import RECV_KINDS, SEND_KINDS, Kind, Layout
+from schedules.semantics import message
 from traces.schema import Event, ScheduleHeader, Trace, TraceError
 
 OUTLIER_IQRS = 3.0
@@ -272,7 +273,7 @@ class _Samples:
             action = event.action
             gap = None if previous_end is None else max(0.0, event.start - previous_end)
             if action.kind in SEND_KINDS:
-                self.sends[message_key(self.layout, action)] = event
+                self.sends[message(self.layout, action)] = event
             if action.step in used:
                 self._add(event, gap)
             elif event.stream == "compute":
@@ -309,7 +310,7 @@ class _Samples:
         """Message time from the receives that were waiting when their send started."""
         waited: dict[int, list[float]] = defaultdict(list)
         for event, _ in self.receives:
-            send = self.sends.get(message_key(self.layout, event.action))
+            send = self.sends.get(message(self.layout, event.action))
             if send is None:
                 raise TraceError(f"rank {event.rank}: {event.action} has no matching send in the trace")
             if event.start <= send.start and event.end >= send.start:
@@ -320,7 +321,7 @@ class _Samples:
     def add_receives(self, latency: float, steps_used: list[int]) -> None:
         """host_recv: the gap before a receive plus its own time when its message had already arrived."""
         for event, gap in self.receives:
-            send = self.sends[message_key(self.layout, event.action)]
+            send = self.sends[message(self.layout, event.action)]
             if event.start >= send.start + latency:
                 self.values[(self.entry(event.action.stage), "host_recv")].append(gap + event.duration)
 
@@ -357,28 +358,6 @@ class _Samples:
 
 def _time_field(kind: Kind) -> str:
     return "optimizer_step" if kind is Kind.OPT else COMPUTE_FIELDS[kind]
-
-
-def message_key(layout: Layout, action: Action) -> tuple:
-    """The same key from a send and from the receive of its message: (sending stage, SEND kind,
-    microbatch, step, receiving stage or peer)."""
-    kind = action.kind
-    if kind in SEND_KINDS:
-        return (action.stage, kind, action.microbatch, action.step, _target(layout, action))
-    send = MATCHING[kind]
-    if kind is Kind.RECV_F:
-        return (layout.prev_stage(action.stage), send, action.microbatch, action.step, action.stage)
-    if kind is Kind.RECV_B:
-        return (layout.next_stage(action.stage), send, action.microbatch, action.step, action.stage)
-    return (action.peer, send, action.microbatch, action.step, action.stage)
-
-
-def _target(layout: Layout, action: Action) -> int | None:
-    if action.kind is Kind.SEND_F:
-        return layout.next_stage(action.stage)
-    if action.kind is Kind.SEND_B:
-        return layout.prev_stage(action.stage)
-    return action.peer
 
 
 def _link_fit(waited: dict[int, list[float]], sizes: tuple[int, ...]) -> LinkFit:

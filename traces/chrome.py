@@ -16,25 +16,13 @@ import json
 import os
 from typing import Any
 
-from schedules.ir import Action, Kind, Layout
+from schedules.ir import Layout
+from schedules.semantics import peer_rank
 from traces.io import write_atomic
 from traces.schema import Event, Trace
 
 COMPUTE_TID, RECV_TID, SEND_TID_BASE = 0, 1, 2
 MICROSECONDS = 1e6
-
-
-def send_target_rank(layout: Layout, action: Action) -> int | None:
-    """The rank a send goes to (None if the layout has no such stage)."""
-    if action.kind is Kind.SEND_F:
-        target = layout.next_stage(action.stage)
-    elif action.kind is Kind.SEND_B:
-        target = layout.prev_stage(action.stage)
-    else:
-        target = action.peer
-    if target is None or not 0 <= target < layout.num_stages:
-        return None
-    return layout.placement[target]
 
 
 def thread_of(layout: Layout, event: Event) -> tuple[int, str]:
@@ -43,7 +31,7 @@ def thread_of(layout: Layout, event: Event) -> tuple[int, str]:
         return COMPUTE_TID, "compute"
     if event.stream == "recv":
         return RECV_TID, "recv"
-    target = send_target_rank(layout, event.action)
+    target = peer_rank(layout, event.action)
     if target is None:
         return SEND_TID_BASE + layout.ranks, "send"
     return SEND_TID_BASE + target, f"send -> rank {target}"

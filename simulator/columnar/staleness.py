@@ -55,7 +55,7 @@ def _per_chunk(counts: list[int], chunks: int) -> list[float]:
 
 
 def version_cells(columns: Columns) -> tuple[np.ndarray, ...]:
-    """The weight versions each stage holds, as simulator.memory.version_lifetimes has them.
+    """The weight versions each stage holds, as schedules.semantics.version_lifetimes has them.
 
     Returns (stage, begin, release, has_release) per held (stage, version), in order (begin -1: from
     the start; no release: held to the end), and per stage whether any versioned action names it.
