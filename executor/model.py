@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from executor.errors import ExecutorConfigError
+from schedules.workload import GPT_SHAPES, balanced_counts, split_problem
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,15 +63,9 @@ class GPTConfig:
 
 
 PRESETS: dict[str, GPTConfig] = {
-    # Trains on a 2-core CPU in seconds; the test and study workhorse.
-    "tiny": GPTConfig(seq_len=64, layers=4, hidden=64, heads=4),
-    # About 6 M parameters: CPU in minutes, a GPU in seconds.
-    "small": GPTConfig(seq_len=256, layers=8, hidden=256, heads=8),
-    # GPT-2 small's body (85 M parameters in blocks) on bytes.
-    "gpt2-small": GPTConfig(seq_len=1024, layers=12, hidden=768, heads=12),
-    # GPT-2 medium's body (302 M parameters in blocks) on bytes: GPU only.
-    "gpt2-medium": GPTConfig(seq_len=1024, layers=24, hidden=1024, heads=16),
+    name: GPTConfig(**dataclasses.asdict(shape)) for name, shape in GPT_SHAPES.items()
 }
+"""schedules.workload.GPT_SHAPES, the models the simulator's presets describe too."""
 
 
 def model_config(name: str, **overrides: int | float) -> GPTConfig:
@@ -218,33 +213,20 @@ def is_hidden_matrix(name: str, parameter: torch.Tensor) -> bool:
 def split_layers(layers: int, stages: int, split: Sequence[int] | None = None) -> list[range]:
     """The blocks of each stage, as ranges of global layer indices.
 
-    `split` gives the layer count of every stage explicitly. Without it the split is balanced: every stage
-    gets layers // stages blocks and the remaining ones go to the middle stages first (1, 2, ..., P-2), then
-    to stage 0, then to the last stage. Why: with a byte vocabulary the embedding is a table look-up (nearly
-    free) and the head one small matrix product plus the loss, so the ends are a little heavier than their
-    block count says and should be the last to take an extra block.
+    `split` gives the layer count of every stage explicitly. Without it the split is balanced
+    (schedules.workload.balanced_counts, the simulator's rule too): layers // stages blocks each, the
+    remaining ones to the middle stages first, then to stage 0, then to the last stage.
     """
     if stages < 1:
         raise ExecutorConfigError(f"--stages must be at least 1, got {stages}")
     if stages > layers:
         raise ExecutorConfigError(f"--stages {stages} is more than the model's {layers} layers")
-    counts = list(split) if split is not None else _balanced_counts(layers, stages)
-    if len(counts) != stages:
-        raise ExecutorConfigError(f"--split gives {len(counts)} stages, expected {stages}")
-    if any(count < 1 for count in counts):
-        raise ExecutorConfigError(f"--split {','.join(map(str, counts))}: every stage needs at least 1 layer")
-    if sum(counts) != layers:
-        raise ExecutorConfigError(f"--split {','.join(map(str, counts))} sums to {sum(counts)}, not {layers}")
+    counts = list(split) if split is not None else balanced_counts(layers, stages)
+    problem = split_problem(layers, stages, counts)
+    if problem is not None:
+        raise ExecutorConfigError(f"--split {','.join(map(str, counts))} {problem}")
     starts = [sum(counts[:stage]) for stage in range(stages)]
     return [range(start, start + count) for start, count in zip(starts, counts, strict=True)]
-
-
-def _balanced_counts(layers: int, stages: int) -> list[int]:
-    counts = [layers // stages] * stages
-    preference = [*range(1, stages - 1), 0, stages - 1] if stages > 1 else [0]
-    for stage in preference[: layers % stages]:
-        counts[stage] += 1
-    return counts
 
 
 def _build_parts(config: GPTConfig) -> nn.ModuleDict:

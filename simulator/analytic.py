@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schedules.workload import balanced_counts, split_problem
 from simulator.costs import OPTIMIZER_STATE, CostModel, StageCost
 from simulator.presets import DeviceSpec, ModelSpec
 from simulator.units import CostError
@@ -62,34 +63,28 @@ class StageWork:
 
 def split_layers(layers: int, stages: int, split: tuple[int, ...] | None = None) -> list[int]:
     """Blocks per stage: `split` as given (P numbers, or P x chunks that are summed chunk by chunk into
-    the P cost entries), else balanced as executor/model.py does: the middle stages take the remainder
-    first, then the first, then the last."""
+    the P cost entries), else balanced by schedules.workload.balanced_counts, as the executor splits."""
     if split is not None:
         return _given_split(layers, stages, split)
     if stages > layers:
         raise CostError(f"--model has {layers} layers, too few for {stages} stages")
-    counts = [layers // stages] * stages
-    preference = [*range(1, stages - 1), 0, stages - 1] if stages > 1 else [0]
-    for stage in preference[: layers % stages]:
-        counts[stage] += 1
-    return counts
+    return balanced_counts(layers, stages)
 
 
 def _given_split(layers: int, stages: int, split: tuple[int, ...]) -> list[int]:
     shown = ",".join(map(str, split))
-    if any(count < 1 for count in split):
-        raise CostError(f"--split {shown}: every stage needs at least 1 layer")
-    if sum(split) != layers:
-        raise CostError(f"--split {shown} sums to {sum(split)}, not the model's {layers} layers")
     if len(split) % stages:
         raise CostError(f"--split {shown} gives {len(split)} pieces, expected {stages} (or a multiple)")
+    problem = split_problem(layers, len(split), split)
+    if problem is not None:
+        raise CostError(f"--split {shown} {problem}")
     group = len(split) // stages  # interleaved: a cost entry is `chunks` consecutive pieces
     return [sum(split[i * group : (i + 1) * group]) for i in range(stages)]
 
 
 def stage_work(spec: ModelSpec, stages: int) -> list[StageWork]:
     """FLOPs, parameters and bytes of every stage of `spec` cut into `stages`."""
-    h, s, V, a = spec.hidden, spec.sequence, spec.vocab, spec.heads
+    h, s, V, a = spec.hidden, spec.seq_len, spec.vocab, spec.heads
     tokens = spec.microbatch_size * s
     dtype = spec.dtype_bytes
     block_stash = tokens * h * (34 + 5 * a * s / h) * dtype / 2
@@ -155,7 +150,7 @@ def cost_model(
         dp_latency=device.dp_latency,
         dp_bandwidth=device.dp_bandwidth,
         microbatch_size=spec.microbatch_size,
-        sequence_length=spec.sequence,
+        sequence_length=spec.seq_len,
         memory_capacity=device.memory,
         source={"model": spec.name, "device": device.name},
     )

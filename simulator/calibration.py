@@ -146,7 +146,7 @@ def achieved_flops(fit: Calibration, trace: Trace, device: str = "cpu") -> dict[
         config["model"],
         layers=config.get("layers"),
         hidden=config.get("hidden"),
-        sequence=config.get("seq_len"),
+        seq_len=config.get("seq_len"),
         microbatch_size=config.get("microbatch_size"),
         split=tuple(config["split"]) if config.get("split") else None,
     )

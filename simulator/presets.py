@@ -14,8 +14,9 @@ vendor peak figures (dense, no sparsity) times an achievable fraction; `cpu` des
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
+from schedules.workload import GPT_SHAPES
 from simulator.units import CostError
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -33,7 +34,7 @@ class ModelSpec:
     """Width of the residual stream (features)."""
     heads: int
     """Attention heads per block."""
-    sequence: int
+    seq_len: int
     """Tokens per sample (context length)."""
     vocab: int
     """Vocabulary size (tokens)."""
@@ -45,7 +46,7 @@ class ModelSpec:
     """Blocks per stage as the executor's --split gives them; None: balanced (simulator/analytic.py)."""
 
     def __post_init__(self) -> None:
-        for name in ("layers", "hidden", "heads", "sequence", "vocab", "microbatch_size"):
+        for name in ("layers", "hidden", "heads", "seq_len", "vocab", "microbatch_size"):
             if getattr(self, name) < 1:
                 raise CostError(f"model {self.name}: {name} must be at least 1, got {getattr(self, name)}")
         if self.hidden % self.heads:
@@ -93,20 +94,9 @@ class DeviceSpec:
         return self.peak_flops * self.efficiency
 
 
-def tiny() -> ModelSpec:
-    return ModelSpec(name="tiny", layers=4, hidden=64, heads=4, sequence=64, vocab=256)
-
-
-def small() -> ModelSpec:
-    return ModelSpec(name="small", layers=8, hidden=256, heads=8, sequence=256, vocab=256)
-
-
-def gpt2_small() -> ModelSpec:
-    return ModelSpec(name="gpt2-small", layers=12, hidden=768, heads=12, sequence=1024, vocab=256)
-
-
-def gpt2_medium() -> ModelSpec:
-    return ModelSpec(name="gpt2-medium", layers=24, hidden=1024, heads=16, sequence=1024, vocab=256)
+def _executor_model(name: str) -> Callable[[], ModelSpec]:
+    """A model the executor trains (schedules.workload.GPT_SHAPES), fp32, 8 sequences per microbatch."""
+    return lambda: ModelSpec(name=name, **asdict(GPT_SHAPES[name]))
 
 
 def gpt3_1_3b() -> ModelSpec:
@@ -116,7 +106,7 @@ def gpt3_1_3b() -> ModelSpec:
         layers=24,
         hidden=2048,
         heads=16,
-        sequence=2048,
+        seq_len=2048,
         vocab=50257,
         microbatch_size=1,
         dtype="bf16",
@@ -130,7 +120,7 @@ def gpt3_6_7b() -> ModelSpec:
         layers=32,
         hidden=4096,
         heads=32,
-        sequence=2048,
+        seq_len=2048,
         vocab=50257,
         microbatch_size=1,
         dtype="bf16",
@@ -186,10 +176,7 @@ def cpu() -> DeviceSpec:
 
 
 MODELS: dict[str, Callable[[], ModelSpec]] = {
-    "tiny": tiny,
-    "small": small,
-    "gpt2-small": gpt2_small,
-    "gpt2-medium": gpt2_medium,
+    **{name: _executor_model(name) for name in GPT_SHAPES},
     "gpt3-1.3b": gpt3_1_3b,
     "gpt3-6.7b": gpt3_6_7b,
 }
@@ -198,7 +185,7 @@ DEVICES: dict[str, Callable[[], DeviceSpec]] = {"h100-sxm": h100_sxm, "a100-80gb
 
 def model(name: str, **shape: object) -> ModelSpec:
     """A model preset by name, with fields replaced as the executor's flags do (layers, hidden,
-    sequence, microbatch_size, split); CostError naming the known presets otherwise."""
+    seq_len, microbatch_size, split); CostError naming the known presets otherwise."""
     if name not in MODELS:
         raise CostError(f"--model: unknown preset {name!r} (known: {', '.join(MODELS)})")
     changes = {key: value for key, value in shape.items() if value is not None}

@@ -27,7 +27,7 @@ from simulator.presets import device as device_preset
 from simulator.presets import model as model_preset
 from simulator.units import CostError, parse_count, parse_time
 
-SHAPE_FLAGS = {"layers": "layers", "hidden": "hidden", "sequence": "seq-len", "split": "split"}
+SHAPE_FLAGS = {"layers": "layers", "hidden": "hidden", "seq_len": "seq-len", "split": "split"}
 """CostRequest.shape's keys and the flags that set them (the executor's names)."""
 
 
@@ -48,7 +48,7 @@ class CostRequest:
     microbatch_size: int | None = None
     """Samples per microbatch, overriding the model preset's (or the file's)."""
     shape: dict[str, Any] = field(default_factory=dict)
-    """Changes to the model preset, as the executor's flags make them: layers, hidden, sequence (the
+    """Changes to the model preset, as the executor's flags make them: layers, hidden, seq_len (the
     context length, --seq-len), split (blocks per stage). Needs `model`."""
     optimizer: str | None = None
     """Optimizer whose state is held and whose step is costed; None keeps the source's (else adamw)."""

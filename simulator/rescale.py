@@ -51,7 +51,7 @@ def run_model(trace: Trace) -> ModelSpec:
         config["model"],
         layers=config.get("layers"),
         hidden=config.get("hidden"),
-        sequence=config.get("seq_len"),
+        seq_len=config.get("seq_len"),
         microbatch_size=config.get("microbatch_size"),
     )
 

@@ -163,7 +163,7 @@ def model_config(text: str) -> TransformerConfig:
             hidden=small.hidden,
             heads=small.heads,
             vocab=small.vocab,
-            seq_len=small.sequence,
+            seq_len=small.seq_len,
         )
     known = ", ".join([*MODEL_PRESETS, *MODELS])
     raise CostError(f"--model: {text!r} is neither a preset ({known}) nor a TOML file")

@@ -49,7 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--schedule", required=True, metavar="NAMES", help="one or a comma list of schedules")
     parser.add_argument(
         "-p",
+        "--ranks",
         "--stages",
+        dest="stages",
         type=int,
         metavar="P",
         help="ranks (default: the run's; another P re-splits the model)",

@@ -106,7 +106,14 @@ def add_size_flags(parser: argparse.ArgumentParser, *, required: bool = True) ->
     """-p, -m, --steps and --chunks, as every command that builds one schedule takes them (`required`
     False: the command checks -p and -m itself, as `simulate` does when --cluster derives them)."""
     parser.add_argument(
-        "-p", "--stages", type=int, required=required, metavar="P", help="pipeline stages (ranks)"
+        "-p",
+        "--ranks",
+        "--stages",
+        dest="stages",
+        type=int,
+        required=required,
+        metavar="P",
+        help="ranks P, one pipeline stage each (--stages: the same)",
     )
     parser.add_argument(
         "-m", "--microbatches", type=int, required=required, metavar="M", help="microbatches per step"

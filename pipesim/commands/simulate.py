@@ -169,7 +169,7 @@ def cost_request(args: argparse.Namespace, device: str | None = None) -> CostReq
 
 def model_shape(args: argparse.Namespace) -> dict[str, Any]:
     """The --layers, --hidden, --seq-len and --split flags as CostRequest.shape."""
-    shape: dict[str, Any] = {"layers": args.layers, "hidden": args.hidden, "sequence": args.seq_len}
+    shape: dict[str, Any] = {"layers": args.layers, "hidden": args.hidden, "seq_len": args.seq_len}
     if args.split is not None:
         try:
             shape["split"] = tuple(int(part) for part in args.split.split(","))

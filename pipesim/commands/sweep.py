@@ -37,7 +37,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAMES",
         help="comma list of schedules",
     )
-    parser.add_argument("-p", "--stages", required=True, metavar="P,P", help="comma list of stage counts")
+    parser.add_argument(
+        "-p",
+        "--ranks",
+        "--stages",
+        dest="stages",
+        required=True,
+        metavar="P,P",
+        help="comma list of rank counts",
+    )
     parser.add_argument(
         "-m", "--microbatches", required=True, metavar="M,M", help="comma list of microbatches"
     )

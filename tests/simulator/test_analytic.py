@@ -17,7 +17,7 @@ from simulator import CostError
 from simulator.analytic import cost_model, split_layers, stage_work
 from simulator.presets import DEVICES, MODELS, ModelSpec, device, model
 
-SPEC = ModelSpec(name="test", layers=6, hidden=64, heads=4, sequence=32, vocab=256, microbatch_size=2)
+SPEC = ModelSpec(name="test", layers=6, hidden=64, heads=4, seq_len=32, vocab=256, microbatch_size=2)
 
 
 class Block(nn.Module):
@@ -58,7 +58,7 @@ def test_too_many_stages_is_a_user_error() -> None:
 
 
 def test_parameters_match_the_torch_modules() -> None:
-    h, V, s = SPEC.hidden, SPEC.vocab, SPEC.sequence
+    h, V, s = SPEC.hidden, SPEC.vocab, SPEC.seq_len
     block = parameters(Block(h, SPEC.heads))
     embedding = parameters(nn.Embedding(V, h)) + parameters(nn.Embedding(s, h))
     head = parameters(nn.LayerNorm(h)) + parameters(nn.Linear(h, V, bias=False))
@@ -70,7 +70,7 @@ def test_parameters_match_the_torch_modules() -> None:
 def test_block_flops_match_torchs_flop_counter() -> None:
     torch.manual_seed(0)
     block = Block(SPEC.hidden, SPEC.heads)
-    x = torch.randn(SPEC.microbatch_size, SPEC.sequence, SPEC.hidden, requires_grad=True)
+    x = torch.randn(SPEC.microbatch_size, SPEC.seq_len, SPEC.hidden, requires_grad=True)
     with FlopCounterMode(display=False) as forward:
         y = block(x)
     with FlopCounterMode(display=False) as backward:
@@ -81,7 +81,7 @@ def test_block_flops_match_torchs_flop_counter() -> None:
 
 
 def test_head_flops_and_bytes() -> None:
-    h, V, T = SPEC.hidden, SPEC.vocab, SPEC.microbatch_size * SPEC.sequence
+    h, V, T = SPEC.hidden, SPEC.vocab, SPEC.microbatch_size * SPEC.seq_len
     first, last = stage_work(SPEC, 6)[0], stage_work(SPEC, 6)[5]
     assert last.forward_flops - first.forward_flops == 2 * T * h * V  # the head's matmul
     assert first.activation_bytes == T * h * 4  # fp32 boundary activation
