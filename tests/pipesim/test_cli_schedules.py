@@ -149,7 +149,7 @@ BAD_INPUT = [
     (["schedules", "show", "amdp", "-p", "3", "-m", "6"], "amdp needs an even number of stages P, got P = 3"),
     (
         ["schedules", "show", "1f1b", "-p", "four", "-m", "8"],
-        "argument -p/--stages: invalid int value: 'four'",
+        "argument -p/--ranks/--stages: invalid int value: 'four'",
     ),
     (
         ["schedules", "show", "1f1b", "-p", "4", "-m", "8", "--tf", "-1"],
