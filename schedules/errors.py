@@ -7,3 +7,7 @@ it and exits with code 2, never a traceback.
 
 class UserError(ValueError):
     """Something the user got wrong; str(error) is the one line to show."""
+
+
+class OutputError(UserError):
+    """A file cannot be written where the user asked (a folder in the way, no permission, no space)."""

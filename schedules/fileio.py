@@ -16,10 +16,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from schedules.errors import OutputError
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Raise OutputError (one line) unless a file could be written at `path`: call it for every output
+    before the work, so that a bad path costs nothing and leaves nothing half-done."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, not a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot write in {folder} (permission denied)")
+    return path
+
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to path through a temporary sibling file and a rename; create missing folders."""
-    path = Path(path)
+    """Write text to path through a temporary sibling file and a rename; create missing folders.
+    OutputError (one line) for a path that cannot take a file; an OSError while writing (a full disk)
+    leaves the old file as it was."""
+    path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

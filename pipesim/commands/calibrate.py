@@ -16,10 +16,8 @@ import json
 from pathlib import Path
 
 from pipesim.commands.compare import format_comparison
-from pipesim.errors import UsageError
-from schedules.fileio import write_atomic
+from schedules.fileio import check_writable, write_atomic
 from simulator.costfile import loads_costs
-from simulator.costs import CostModel
 from traces.calibrate import Calibration
 from traces.compare import compare_traces
 from traces.io import load_trace, write_trace
@@ -45,20 +43,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.is_dir():
-        raise UsageError(f"-o {out}: is a folder (give a file name, e.g. {out / 'costs.toml'})")
+    from simulator import calibration  # SimPy loads here, not when the CLI lists its commands
+
+    out = check_writable(args.out)
+    if args.prediction:
+        check_writable(args.prediction)
     measured = load_trace(args.measured)
     fit, text = fit_cost_file(measured, source=args.measured)
     report = None
     if args.report or args.prediction:
         costs = loads_costs(text, source=str(out))  # the file as written is what predictions use
-        predicted = repredict(measured, costs, label=str(out))
+        predicted = calibration.repredict(measured, costs, label=str(out))
         report = compare_traces(measured, predicted, labels=(args.measured, "calibrated prediction"))
         if args.prediction:
             write_trace(args.prediction, predicted)
     write_atomic(out, text)
-    speed = achieved(fit, measured)
+    speed = calibration.achieved_flops(fit, measured)
     if args.json:
         data = {"costs": str(out), "fit": fit.to_dict(), "compute_speed": speed}
         if report is not None:
@@ -83,19 +83,6 @@ def fit_cost_file(measured: Trace, *, source: str) -> tuple[Calibration, str]:
     from simulator.calibration import calibrate_trace  # loads SimPy: only when a command runs
 
     return calibrate_trace(measured, source=source)
-
-
-def achieved(fit: Calibration, measured: Trace) -> dict[str, float] | None:
-    from simulator.calibration import achieved_flops
-
-    return achieved_flops(fit, measured)
-
-
-def repredict(measured: Trace, costs: CostModel, *, label: str) -> Trace:
-    """Simulate the schedule `measured` ran with `costs`: the calibrated prediction of that run."""
-    from simulator.calibration import repredict as simulate_again
-
-    return simulate_again(measured, costs, label=label)
 
 
 def summary(fit: Calibration, out: Path) -> str:

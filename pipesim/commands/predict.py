@@ -25,6 +25,7 @@ from pipesim.commands.compare import relative
 from pipesim.commands.schedules import format_table, number
 from pipesim.commands.simulate import schedule_names, seconds, size
 from pipesim.errors import UsageError
+from schedules.fileio import check_writable
 from schedules.ir import Kind, Schedule
 from schedules.registry import get_info
 from simulator.costfile import loads_costs
@@ -73,6 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from simulator.simulation import simulate  # SimPy loads here, not when the CLI lists its commands
 
+    if args.trace:
+        check_writable(args.trace)
     measured = load_trace(args.measured)
     header = measured.schedule
     ranks = args.stages or header.ranks

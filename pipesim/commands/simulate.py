@@ -39,6 +39,7 @@ from pipesim.commands.schedules import (
 )
 from pipesim.commands.simulate_cluster import add_cluster_flags, cluster_flags_given, run_cluster
 from pipesim.errors import UsageError
+from schedules.fileio import check_writable
 from schedules.registry import SCHEDULES, build_with_defaults, get_info
 from simulator.costs import DEFAULT_JITTER_SIGMA, JITTERS, OPTIMIZER_STATE, CostModel
 from simulator.presets import DEVICES, MODELS
@@ -193,6 +194,9 @@ def schedule_names(text: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from simulator.simulation import simulate  # SimPy loads here, not when the CLI lists its commands
 
+    for path in (args.trace, args.chrome):  # a bad output path costs nothing
+        if path:
+            check_writable(path)
     names = schedule_names(args.schedule)
     if args.cluster is not None:
         overrides = {key: value for key, value in override_flags(args).items() if key != "data_parallel"}

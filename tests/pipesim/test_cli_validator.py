@@ -229,3 +229,22 @@ def test_replay_passes_fails_with_a_diff_and_updates(capsys, folder: Path, tmp_p
     assert run(capsys, "replay", str(recording), "--update")[0] == 0  # re-fitted from the measurement
     code, _, err = run(capsys, "replay", str(tmp_path / "nothing"))
     assert code == 2 and "no such recording" in err
+
+
+def test_an_output_path_that_cannot_take_a_file_is_one_line_and_nothing_is_done(
+    capsys, folder: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    good = str(folder / "1f1b")
+    for argv in (
+        ["calibrate", good, "-o", str(blocker / "c.toml")],
+        ["calibrate", good, "-o", str(tmp_path / "c.toml"), "--prediction", str(tmp_path)],
+        ["predict", "--from", good, "--schedule", "2bw", "--trace", str(blocker / "t.json")],
+        ["simulate", "--schedule", "1f1b", "-p", "2", "-m", "4", "--trace", str(blocker / "t.json")],
+        ["simulate", "--schedule", "1f1b", "-p", "2", "-m", "4", "--chrome", str(tmp_path)],
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == "" and err.count("\n") == 1, (argv, err)
+        assert "is a file, not a folder" in err or "is a folder, not a file name" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # not even the cost file
