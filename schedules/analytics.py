@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
-from schedules.costs import Costs, kind_costs
+from schedules.costs import Costs, action_costs
 from schedules.dryrun import Timeline, dry_run
 from schedules.ir import BACKWARD_KINDS, COMM_KINDS, COMPUTE_KINDS, WEIGHT_GRAD_KINDS, Action, Kind, Schedule
 from schedules.semantics import stage_delays, version_lifetimes
@@ -125,8 +125,10 @@ def analyze(schedule: Schedule, costs: Costs | None = None) -> Analytics:
 
 def _busy_per_rank(schedule: Schedule, costs: Costs) -> list[float]:
     """Compute time (everything but sends and receives) each rank spends."""
-    cost_of = kind_costs(costs, schedule.chunks)
-    return [sum(cost_of[a.kind] for a in actions if a.kind not in COMM_KINDS) for actions in schedule.actions]
+    return [
+        sum(cost for a, cost in zip(actions, durations, strict=True) if a.kind not in COMM_KINDS)
+        for actions, durations in zip(schedule.actions, action_costs(costs, schedule), strict=True)
+    ]
 
 
 def _step_time(timeline: Timeline) -> float:

@@ -23,7 +23,8 @@ Note: two notations exist for the backward, and a bare `B` means different thing
 What the CSV cannot say: optimizer steps, weight versions, several steps, AMDP's replica reduce and
 broadcast. Export drops them and says so in `CsvExport.warnings`. Import ignores the actions PyTorch adds
 for FSDP and data parallelism (UNSHARD, RESHARD, REDUCE_GRAD) and the sends and receives (our lowering
-re-adds them); an OVERLAP_F_B cell `(0F1;1B0)OVERLAP_F_B` becomes its sub-actions in order.
+re-adds them). An overlapped pair is one cell both ways: `(0F5;7B1)OVERLAP_F_B` is the IR's
+`0OVERLAP_F_B5 0F5 7B1` (schedules/semantics.py), whichever order the cell lists its forward and backward.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ _CELL_RE = re.compile(
     r"(?P<microbatch>\d*)$"
 )
 _OVERLAP_RE = re.compile(r"^\((?P<inner>[^()]*)\)OVERLAP_F_B$")
+_MARKER = Kind.OVERLAP_F_B.value
 _EXAMPLES = "expected e.g. '0F3', '1I2', '2B0', '1SEND_F0' or an empty cell"
 
 
@@ -85,9 +87,9 @@ def export_csv(schedule: Schedule, *, comms: bool = False, step: int = 0) -> Csv
         raise ScheduleError(f"step {step} is outside the schedule's steps 0..{schedule.steps - 1}")
     if comms:
         schedule = add_comms(schedule)
-    keep = COMPUTE_KINDS | (TORCH_COMM_KINDS if comms else frozenset())
+    keep = COMPUTE_KINDS | {Kind.OVERLAP_F_B} | (TORCH_COMM_KINDS if comms else frozenset())
     rows = [
-        [torch_text(action) for action in actions if action.step == step and action.kind in keep]
+        _cells([action for action in actions if action.step == step and action.kind in keep])
         for actions in schedule.actions
     ]
     buffer = io.StringIO()
@@ -110,6 +112,21 @@ def torch_text(action: Action) -> str:
     return f"{action.stage}{action.kind.value}{microbatch}"
 
 
+def _cells(actions: list[Action]) -> list[str]:
+    """One rank's actions as cells; an overlapped pair (marker, forward, backward) as one cell."""
+    cells, position = [], 0
+    while position < len(actions):
+        action = actions[position]
+        if action.kind is Kind.OVERLAP_F_B:
+            halves = actions[position + 1 : position + 3]
+            cells.append(f"({';'.join(torch_text(half) for half in halves)}){_MARKER}")
+            position += 3
+        else:
+            cells.append(torch_text(action))
+            position += 1
+    return cells
+
+
 def _export_warnings(schedule: Schedule, step: int) -> tuple[str, ...]:
     name = schedule.name
     warnings = []
@@ -124,7 +141,8 @@ def _export_warnings(schedule: Schedule, step: int) -> tuple[str, ...]:
             "(PyTorch's CSV has neither), so PyTorch would run it with a flush"
         )
     kinds = {action.kind for _, action in schedule.all_actions()}
-    dropped = sorted(kind.value for kind in kinds - COMPUTE_KINDS - TORCH_COMM_KINDS - {Kind.OPT})
+    exported = COMPUTE_KINDS | TORCH_COMM_KINDS | {Kind.OPT, Kind.OVERLAP_F_B}
+    dropped = sorted(kind.value for kind in kinds - exported)
     if dropped:
         warnings.append(f"{name}: {', '.join(dropped)} actions dropped (PyTorch's CSV has no such action)")
     if schedule.layout.pipelines > 1:
@@ -219,7 +237,7 @@ def _parse_rows(text: str, source: str) -> list[list[_Cell]]:
 
 
 def _parse_cell(text: str, row: int, cell: int, source: str) -> list[_Cell]:
-    """The actions of one cell: none for an empty cell, the sub-actions of an OVERLAP_F_B."""
+    """The actions of one cell: none for an empty cell; for an OVERLAP_F_B, the marker and its halves."""
     text = text.strip()
     if not text:
         return []
@@ -234,7 +252,18 @@ def _parse_cell(text: str, row: int, cell: int, source: str) -> list[_Cell]:
         if not microbatch and code not in _IGNORED_CODES:
             raise ScheduleError(f"{source}: row {row}, cell {cell}: action {text!r} names no microbatch")
         cells.append(_Cell(row, cell, int(match["stage"]), code, int(microbatch) if microbatch else None))
-    return cells
+    return _pair(cells, text, source) if overlap else cells
+
+
+def _pair(cells: list[_Cell], text: str, source: str) -> list[_Cell]:
+    """An OVERLAP_F_B cell as the IR's pair: the marker, the forward, the backward."""
+    forwards = [cell for cell in cells if cell.code == "F"]
+    others = [cell for cell in cells if cell.code != "F"]
+    if len(forwards) != 1 or len(others) != 1 or others[0].code not in ("B", "I", "BW"):
+        where = f"{source}: row {cells[0].row}, cell {cells[0].cell}"
+        raise ScheduleError(f"{where}: {text!r} overlaps what pipesim cannot: one forward and one backward")
+    forward = forwards[0]
+    return [forward._replace(code=_MARKER), forward, others[0]]
 
 
 def _resolve_notation(rows: list[list[_Cell]], notation: Notation, source: str) -> dict[str, Kind]:
@@ -263,7 +292,7 @@ def _resolve_notation(rows: list[list[_Cell]], notation: Notation, source: str) 
             f"{source}: row {cell.row}, cell {cell.cell}: {foreign!r} is {meaning}, "
             f"but notation is {notation!r} (try 'auto')"
         )
-    return {**table, **_COMM_CODES}
+    return {**table, **_COMM_CODES, _MARKER: Kind.OVERLAP_F_B}
 
 
 def _check_order(rows: list[list[_Cell]], codes: dict[str, Kind], source: str) -> None:

@@ -17,6 +17,7 @@ Note: the data dependencies (what `Dependencies` resolves), for stage s, microba
     W(s,j,k)        <- I(s,j,k)
     RECV_F(s,j,k)   <- SEND_F(prev(s),j,k)     RECV_B(s,j,k) <- SEND_B(next(s),j,k)
     RECV_G|W(s)>p   <- SEND_G|W(p)>s, same microbatch and step
+    OVERLAP_F_B     <- what its forward and its backward wait for (the pair starts when both can)
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from schedules.costs import Costs, kind_costs
+from schedules.costs import Costs, action_costs
 from schedules.ir import MATCHING, RECV_KINDS, Action, Kind, Schedule, ScheduleError
-from schedules.semantics import counterpart
+from schedules.semantics import counterpart, overlap_waits
 
 Key = tuple  # Action.key: (stage, kind, microbatch, step, peer)
 Position = tuple[int, int]  # (rank, index in the rank's action list)
@@ -52,10 +53,14 @@ class Dependencies:
         self.prev = [-1 if (prev := layout.prev_stage(s)) is None else prev for s in stages]
         self.next = [-1 if (nxt := layout.next_stage(s)) is None else nxt for s in stages]
         self.index = index_actions(schedule)
+        self.pairs = overlap_waits(schedule)
 
     def keys(self, action: Action) -> list[tuple[Key, ...]]:
         """Each dependency as a tuple of alternative keys: the next stage's backward may be B or I."""
         stage, kind, j, step = action.stage, action.kind, action.microbatch, action.step
+        if kind is Kind.OVERLAP_F_B:
+            halves = self.pairs.get(action.key, ())
+            return [key for half in halves for key in self.keys(half)]
         if kind is Kind.F:
             prev = self.prev[stage]
             return [] if prev < 0 else [((prev, Kind.F, j, step, None),)]
@@ -125,7 +130,7 @@ def dry_run(schedule: Schedule, costs: Costs | None = None) -> Timeline:
     itself on that action, and is put back on the worklist when it gets timed. Each action is looked
     at once plus once per time it blocks, so the whole run is linear in the actions.
     """
-    cost_of = kind_costs(costs or Costs(), schedule.chunks)
+    durations = action_costs(costs or Costs(), schedule)
     depends = Dependencies(schedule).of
     actions = schedule.actions
     starts: list[list[float]] = [[] for _ in actions]
@@ -135,6 +140,7 @@ def dry_run(schedule: Schedule, costs: Costs | None = None) -> Timeline:
     while worklist:
         rank = worklist.popleft()
         rank_actions, rank_starts, rank_ends = actions[rank], starts[rank], ends[rank]
+        rank_durations = durations[rank]
         position, last = len(rank_ends), len(rank_actions)
         free_at = rank_ends[-1] if rank_ends else 0
         while position < last:
@@ -149,7 +155,7 @@ def dry_run(schedule: Schedule, costs: Costs | None = None) -> Timeline:
                     ready = dep_ends[dep[1]]
             else:
                 rank_starts.append(ready)
-                free_at = ready + cost_of[action.kind]
+                free_at = ready + rank_durations[position]
                 rank_ends.append(free_at)
                 if waiting and (rank, position) in waiting:
                     worklist.extend(waiting.pop((rank, position)))

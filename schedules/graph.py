@@ -32,7 +32,7 @@ from schedules.ir import (
     ScheduleError,
     Versioning,
 )
-from schedules.semantics import WRITES_VERSION, counterpart
+from schedules.semantics import WRITES_VERSION, counterpart, overlap_pairs, overlap_problem
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -67,11 +67,12 @@ def _fail(schedule: Schedule, headline: str, mark: Position | None = None) -> Sc
 def validate(schedule: Schedule) -> None:
     """Raise ScheduleError (headline + marked grid) at the first problem; return None if the schedule is fine.
 
-    Checked in this order: placement, duplicates, missing actions, unmatched sends and receives, backward
-    before forward, weight versions, deadlock.
+    Checked in this order: placement, overlapped pairs, duplicates, missing actions, unmatched sends and
+    receives, backward before forward, weight versions, deadlock.
     """
     checks = (
         _check_placement,
+        _check_overlaps,
         _check_duplicates,
         _check_expected,
         _check_complete,
@@ -105,6 +106,15 @@ def _check_placement(schedule: Schedule) -> Problems:
                     f"{action} runs on rank {rank}, but stage {action.stage} lives on rank {owner}",
                     (rank, position),
                 )
+
+
+def _check_overlaps(schedule: Schedule) -> Problems:
+    """Every OVERLAP_F_B is followed by the forward it names and a backward (schedules.semantics)."""
+    for rank, actions in enumerate(schedule.actions):
+        for marker, _, _ in overlap_pairs(actions):
+            problem = overlap_problem(actions, marker)
+            if problem is not None:
+                yield f"{problem} on rank {rank}", (rank, marker)
 
 
 def _check_duplicates(schedule: Schedule) -> Problems:

@@ -17,7 +17,7 @@ With v = 1 it is plain 1F1B (warm-up P-d-1), which is what Megatron runs without
 from __future__ import annotations
 
 from schedules.ir import Action, Kind, Schedule, ScheduleError, Versioning, linear_layout
-from schedules.steps import one_f_one_b, repeat_steps, warmup
+from schedules.steps import chunk_microbatch, one_f_one_b, repeat_steps, warmup
 
 
 def generate(ranks: int, microbatches: int, steps: int = 1, chunks: int = 2) -> Schedule:
@@ -26,13 +26,9 @@ def generate(ranks: int, microbatches: int, steps: int = 1, chunks: int = 2) -> 
             "interleaved needs microbatches m to be a multiple of stages P, "
             f"got m = {microbatches}, P = {ranks}"
         )
-    group = ranks * chunks  # chunk-microbatches in one pass of P microbatches through every chunk
 
     def place(rank: int, k: int, step: int, kind: Kind) -> Action:
-        chunk = (k % group) // ranks
-        if kind is not Kind.F:
-            chunk = chunks - 1 - chunk  # backwards visit the chunks last to first
-        microbatch = (k // group) * ranks + k % ranks
+        chunk, microbatch = chunk_microbatch(ranks, chunks, k, backward=kind is not Kind.F)
         return Action(chunk * ranks + rank, kind, microbatch, step)
 
     def one_step(rank: int, step: int) -> list[Action]:

@@ -13,6 +13,7 @@ Text form, compatible with torch.distributed.pipelining and extended for what it
     0F3@s2v1       forward of microbatch 3 of step 2, reading weight version 1
     0OPT@s2v3      optimizer step of step 2, writing version 3
     4SEND_G@s1>0   stage 4 hands the gradient it accumulated for step 1's update to stage 0 (AMDP)
+    0OVERLAP_F_B5  the next two actions, 0F5 and a backward, run as one overlapped pair (DualPipeV)
 
 `parse_action(str(a)) == a` for every action.
 
@@ -22,6 +23,8 @@ interleaving it is the model stage; interleaved schedules have ranks * chunks st
 
     AMDP, P = 4 (2 pipelines):   pipeline 0: stages 0 1 2 3 on ranks 0 1 2 3
                                  pipeline 1: stages 4 5 6 7 on ranks 3 2 1 0
+    ZB-V, P = 4 (V placement):   stages 0 1 2 3 on ranks 0 1 2 3, stages 4 5 6 7 on ranks 3 2 1 0,
+                                 one pipeline of 8 stages that turns on rank 3 (`v_layout`)
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class Kind(str, Enum):
     RECV_G = "RECV_G"
     SEND_W = "SEND_W"  # updated weights from the owner to a replica (AMDP)
     RECV_W = "RECV_W"
+    OVERLAP_F_B = "OVERLAP_F_B"  # the F and the backward right after it run overlapped (DualPipe)
 
     def __str__(self) -> str:
         return self.value
@@ -217,6 +221,28 @@ def linear_layout(ranks: int, chunks: int = 1) -> Layout:
         stages_per_pipeline=ranks * chunks,
         placement=tuple(stage % ranks for stage in range(ranks * chunks)),
     )
+
+
+def v_layout(ranks: int) -> Layout:
+    """One pipeline of 2P stages in a V: rank s holds stage s and stage 2P-1-s (ZB-V, DualPipeV)."""
+    stages = 2 * ranks
+    return Layout(
+        ranks=ranks,
+        stages_per_pipeline=stages,
+        placement=tuple(stage if stage < ranks else stages - 1 - stage for stage in range(stages)),
+    )
+
+
+def layout_shape(layout: Layout) -> str:
+    """How a one-pipeline layout places its stages: 'loop' (stage s on rank s % P: one stage per rank,
+    or interleaved chunks), 'v' (v_layout) or 'other' (AMDP's pipelines, a placement of a file's own).
+    With one rank both loop and V put everything on it: that is reported as 'loop'."""
+    if layout.pipelines == 1 and layout.num_stages % layout.ranks == 0:
+        if layout == linear_layout(layout.ranks, layout.num_stages // layout.ranks):
+            return "loop"
+        if layout.num_stages == 2 * layout.ranks and layout == v_layout(layout.ranks):
+            return "v"
+    return "other"
 
 
 @dataclass(frozen=True, kw_only=True)

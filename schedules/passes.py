@@ -128,9 +128,33 @@ def add_comms(schedule: Schedule) -> Schedule:
     # per stage: whether its input comes from / its output goes to another rank
     remote_prev = [remote(layout.prev_stage(stage), stage) for stage in stages]
     remote_next = [remote(layout.next_stage(stage), stage) for stage in stages]
+    lower_rank = _with_comms_overlapped if _has_kind(schedule, (Kind.OVERLAP_F_B,)) else _with_comms
     return schedule.with_actions(
-        [_with_comms(actions, remote_prev, remote_next) for actions in schedule.actions]
+        [lower_rank(actions, remote_prev, remote_next) for actions in schedule.actions]
     )
+
+
+def _with_comms_overlapped(
+    actions: tuple[Action, ...], remote_prev: list[bool], remote_next: list[bool]
+) -> list[Action]:
+    """_with_comms for a rank with OVERLAP_F_B pairs: a pair's two receives go before its marker and its
+    two sends after its backward, so the halves stay adjacent (schedules/semantics.py)."""
+    out: list[Action] = []
+    position = 0
+    while position < len(actions):
+        action = actions[position]
+        if action.kind is Kind.OVERLAP_F_B:
+            pair = actions[position + 1 : position + 3]
+            lowered = [_with_comms((half,), remote_prev, remote_next) for half in pair]
+            halves = [lowered_half.index(half) for lowered_half, half in zip(lowered, pair, strict=True)]
+            out += [a for part, at in zip(lowered, halves, strict=True) for a in part[:at]]
+            out += [action, *pair]
+            out += [a for part, at in zip(lowered, halves, strict=True) for a in part[at + 1 :]]
+            position += 1 + len(pair)
+        else:
+            out += _with_comms((action,), remote_prev, remote_next)
+            position += 1
+    return out
 
 
 def _with_comms(

@@ -28,6 +28,14 @@ gradient buffer to the owner with the SEND_G of the same update block, and that 
 between the SEND_G and the RECV_W, so the two positions give the same answer (sends are left out on
 purpose: a trace lists them apart from the compute, see traces/metrics.executed_schedule).
 
+An OVERLAP_F_B (DualPipe's overlapped pair) is a marker: the two actions right after it, a forward
+and a backward (B or I) of another microbatch, run as one compute interval (schedules.costs.overlapped).
+The pair starts when both halves can (`overlap_waits`); each half keeps its own meaning above, so
+versions, messages and gradients need nothing new; the marker itself reads, writes and sends nothing.
+Lowered, a pair keeps its halves adjacent: both receives before the marker, both sends after the pair:
+
+    2RECV_F3 5RECV_B1 2OVERLAP_F_B3 2F3 5B1 2SEND_F3 5SEND_B1
+
 Note: AMDP, P = 4, rank 0 (owner of stage 0, replica of stage 7 = depth 3 of pipeline 1), around update 1:
 
     7B3@v0 0B0@v0 0F0@s1v0 0F2@s1v0 0B2@v0 7F1@s1v0 7B1@s1v0 7F3@s1v0
@@ -52,6 +60,10 @@ WRITES_VERSION = frozenset({Kind.OPT, Kind.RECV_W})
 """Kinds after which their stage holds the version they name (an update, or a replica's copy of one)."""
 CARRIES_VERSION = frozenset({Kind.SEND_W})
 """Kinds that send the version they name."""
+OVERLAP_KINDS = frozenset({Kind.F})
+"""What an overlapped pair's first half is (the marker names it: same stage, microbatch and step)."""
+OVERLAP_PARTNERS = frozenset({Kind.B, Kind.I})
+"""What its second half may be: a backward that frees the previous stage."""
 
 
 class Message(NamedTuple):
@@ -146,6 +158,39 @@ def version_lifetimes(actions: list[Action] | tuple[Action, ...]) -> list[tuple[
             superseded = math.inf if newer is None else written[(stage, newer)]
             lifetimes.append((stage, version, begin, max(superseded, last_read.get((stage, version), -1))))
     return lifetimes
+
+
+def overlap_pairs(actions: list[Action] | tuple[Action, ...]) -> list[tuple[int, int, int]]:
+    """(marker, forward, backward) positions of every OVERLAP_F_B pair of one rank's actions: the two
+    actions right after a marker are its halves (schedules.graph.validate checks that they are the
+    forward it names and a backward)."""
+    marker = Kind.OVERLAP_F_B
+    return [(i, i + 1, i + 2) for i, action in enumerate(actions) if action.kind is marker]
+
+
+def overlap_problem(actions: list[Action] | tuple[Action, ...], position: int) -> str | None:
+    """What is wrong with the pair whose marker is at `position` (None if it is well formed)."""
+    mark = actions[position]
+    halves = actions[position + 1 : position + 3]
+    if len(halves) < 2:
+        return f"{mark} is not followed by its forward and a backward"
+    forward, backward = halves
+    named = (mark.stage, mark.microbatch, mark.step)
+    if forward.kind not in OVERLAP_KINDS or (forward.stage, forward.microbatch, forward.step) != named:
+        return f"{mark} must be followed by its forward {Action(mark.stage, Kind.F, *named[1:])}"
+    if backward.kind not in OVERLAP_PARTNERS:
+        return f"{mark} pairs {forward} with {backward}, which is not a backward (B or I)"
+    return None
+
+
+def overlap_waits(schedule: Schedule) -> dict[tuple, tuple[Action, Action]]:
+    """Marker key -> its (forward, backward): the pair waits for what either half waits for."""
+    found = {}
+    for actions in schedule.actions:
+        for marker, forward, backward in overlap_pairs(actions):
+            if backward < len(actions):
+                found[actions[marker].key] = (actions[forward], actions[backward])
+    return found
 
 
 class Contribution(NamedTuple):

@@ -37,3 +37,14 @@ def one_f_one_b(stage: int, microbatches: int, warmups: int, forward, backward) 
     for j in range(microbatches - warmups, microbatches):
         order += backward(j)
     return order
+
+
+def chunk_microbatch(ranks: int, chunks: int, k: int, *, backward: bool) -> tuple[int, int]:
+    """(chunk, microbatch) of a rank's k-th forward (or backward) in Megatron's interleaved order: P
+    microbatches through chunk 0, the same P through chunk 1, ...; backwards visit the chunks last to
+    first. Rank d's stage of chunk c is c * P + d (`linear_layout(P, chunks)`)."""
+    group = ranks * chunks  # chunk-microbatches in one pass of P microbatches through every chunk
+    chunk = (k % group) // ranks
+    if backward:
+        chunk = chunks - 1 - chunk
+    return chunk, (k // group) * ranks + k % ranks

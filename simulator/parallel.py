@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schedules.registry import get_info
+from schedules.registry import SCHEDULES, get_info
 from simulator.cluster import DTYPES, ClusterSpec
 from simulator.transformer import RECOMPUTE, TransformerConfig
 from simulator.units import CostError
@@ -107,7 +107,8 @@ def check_config(model: TransformerConfig, cluster: ClusterSpec, parallel: Paral
         raise CostError("--sequence-parallel needs --tp > 1 (it shards over the tensor-parallel group)")
     info = get_info(p.schedule)
     if p.chunks > 1 and not info.uses_chunks:
-        raise CostError(f"--chunks {p.chunks}: {info.name} takes no chunks (only interleaved does)")
+        looped = ", ".join(name for name, other in SCHEDULES.items() if other.uses_chunks)
+        raise CostError(f"--chunks {p.chunks}: {info.name} takes no chunks (only {looped} do)")
 
 
 def check_gpus(parallel: ParallelConfig, gpus: int | None) -> None:

@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any, TextIO
 
 from schedules.errors import UserError
-from schedules.registry import ASYNC_DEFAULT_STEPS, DEFAULT_CHUNKS, build, get_info
+from schedules.registry import ASYNC_DEFAULT_STEPS, build, get_info
 from simulator.request import CostRequest
 from simulator.simulation import simulate
 from traces.io import write_atomic
@@ -69,7 +69,7 @@ class SweepPoint:
     steps: int | None = None
     """None: 1 for synchronous schedules, ASYNC_STEPS for asynchronous ones."""
     chunks: int | None = None
-    """None: the registry's default (DEFAULT_CHUNKS for interleaved, else 1)."""
+    """None: the registry's default (ScheduleInfo.default_chunks)."""
     request: CostRequest
     """Where the costs come from (the device varies across a sweep)."""
 
@@ -97,7 +97,7 @@ def run_point(point: SweepPoint) -> dict[str, Any]:
     """Simulate one point; a user error (sizes the schedule cannot take, a bad cost file) is a row."""
     info = get_info(point.schedule)
     steps = point.steps if point.steps is not None else (ASYNC_DEFAULT_STEPS if info.asynchronous else 1)
-    chunks = point.chunks if point.chunks is not None else (DEFAULT_CHUNKS if info.uses_chunks else 1)
+    chunks = point.chunks if point.chunks is not None else info.default_chunks
     row: dict[str, Any] = {
         "schedule": info.name,
         "ranks": point.ranks,

@@ -29,7 +29,7 @@ from traces.metrics import compute_metrics
 
 def schedule_of(name: str):
     info = SCHEDULES[name]
-    return build(name, 4, 8, steps=3 if info.asynchronous else 2, chunks=2 if info.uses_chunks else 1)
+    return build(name, 4, 8, steps=3 if info.asynchronous else 2, chunks=info.default_chunks)
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))

@@ -150,7 +150,7 @@ def align(rows: list[tuple[str, ...]]) -> str:
 
 
 def _chunks(info: ScheduleInfo) -> int:
-    return CHUNKS if info.uses_chunks else 1
+    return CHUNKS if info.uses_chunks else info.default_chunks
 
 
 SECTIONS: list[Section] = [

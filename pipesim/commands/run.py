@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import ExecutorConfigError
-from schedules.registry import DEFAULT_CHUNKS, SCHEDULES
+from schedules.registry import SCHEDULES
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -159,7 +159,7 @@ def make_config(values: dict[str, Any]):
     plain["optimizer"] = dataclasses.replace(base.optimizer, **optimizer) if optimizer else base.optimizer
     schedule = plain.get("schedule", base.schedule)
     if "chunks" not in plain and not values.get("resume") and schedule in SCHEDULES:
-        plain["chunks"] = DEFAULT_CHUNKS if SCHEDULES[schedule].uses_chunks else 1
+        plain["chunks"] = SCHEDULES[schedule].default_chunks
     if "out" not in plain:
         stages, microbatches = plain.get("stages", base.stages), plain.get("microbatches", base.microbatches)
         plain["out"] = f"runs/{plain.get('schedule', base.schedule)}-p{stages}-m{microbatches}"

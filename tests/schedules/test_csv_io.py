@@ -28,6 +28,10 @@ EVERY_SCHEDULE = [
     ("pipedream", 4, 8, 1),
     ("2bw", 4, 8, 1),
     ("amdp", 4, 8, 1),  # two pipelines: stage numbers beyond P
+    ("zb-v", 4, 8, 2),  # V placement: stage 7 on rank 0
+    ("dualpipev", 4, 8, 2),  # overlapped pairs: one cell each
+    ("looped-bfs", 2, 3, 2),
+    ("interleaved-zb", 4, 8, 2),
 ]
 
 
@@ -104,10 +108,20 @@ def test_auto_notation_without_bw_decides_by_w() -> None:
         import_csv("0F0,0B0\n", notation="newest")  # type: ignore[arg-type]
 
 
-def test_pytorch_bookkeeping_cells_are_ignored_and_overlap_is_expanded() -> None:
-    text = "0UNSHARD,0F0,0F1,(0F2;0B0)OVERLAP_F_B,0B1,0B2,0REDUCE_GRAD,0RESHARD\n"
+def test_pytorch_bookkeeping_cells_are_ignored_and_an_overlap_stays_a_pair() -> None:
+    text = "0UNSHARD,0F0,0F1,(0B0;0F2)OVERLAP_F_B,0B1,0B2,0REDUCE_GRAD,0RESHARD\n"
     schedule = import_csv(text)
-    assert [torch_text(a) for a in schedule.actions[0]] == ["0F0", "0F1", "0F2", "0B0", "0B1", "0B2"]
+    assert [str(a) for a in schedule.actions[0]] == [
+        "0F0",
+        "0F1",
+        "0OVERLAP_F_B2",
+        "0F2",
+        "0B0",
+        "0B1",
+        "0B2",
+    ]
+    assert export_csv(schedule).text == "0F0,0F1,(0F2;0B0)OVERLAP_F_B,0B1,0B2\n"  # forward first
+    validate(lower(schedule))
 
 
 # (csv text, keyword arguments, what the one-line error must say): each a way a file can be wrong
@@ -116,6 +130,8 @@ MALFORMED = [
     ("0F0\n1F0,F1\n", {}, r"row 2, cell 2: malformed action 'F1'"),  # no stage
     ("0F0,0B\n", {}, r"row 1, cell 2: action '0B' names no microbatch"),
     ("0F0,(0F1;)OVERLAP_F_B\n", {}, r"row 1, cell 2: malformed action"),
+    ("0F0,0F1,(0F2;0W0)OVERLAP_F_B\n", {}, r"cell 3: .* one forward and one backward"),  # W is no backward
+    ("0F0,(0F1;0F2)OVERLAP_F_B\n", {}, r"cell 2: .* one forward and one backward"),
     ("0F0,0F1,0B0,0BW1,0I1\n", {}, r"mixes the old notation \(BW at row 1, cell 4\)"),
     ("0F0,0F0,0B0\n", {}, r"row 1, cell 2: F of stage 0, microbatch 0 appears twice"),
     ("0F0,0B1,0F1\n", {}, r"row 1, cell 2: B of stage 0, microbatch 1 comes before its F"),

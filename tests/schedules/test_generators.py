@@ -139,7 +139,9 @@ def _sizes(name: str) -> list[tuple[int, int, int]]:
             continue
         if info.needs_m_multiple_of_p and microbatches % ranks:
             continue
-        for chunks in (1, 2, 3) if info.uses_chunks else (1,):
+        if (info.needs_m_ge_p and microbatches < ranks) or (info.needs_m_ge_2p and microbatches < 2 * ranks):
+            continue
+        for chunks in (1, 2, 3) if info.uses_chunks else (info.default_chunks,):
             cases.append((ranks, microbatches, chunks))
     return cases
 

@@ -31,6 +31,7 @@ ROUND_TRIP = [
     ("0SEND_W@s1v2>4", Action(0, Kind.SEND_W, None, 1, 2, 4)),  # weights carry their version
     ("4RECV_W@s1v2>0", Action(4, Kind.RECV_W, None, 1, 2, 0)),
     ("7SEND_G3>3", Action(7, Kind.SEND_G, 3, 0, None, 3)),  # peer without step or version
+    ("2OVERLAP_F_B5@s1", Action(2, Kind.OVERLAP_F_B, 5, 1)),  # a pair's marker names its forward
 ]
 
 

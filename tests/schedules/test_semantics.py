@@ -89,7 +89,7 @@ def test_amdp_replicas_run_no_backward_between_handing_over_and_receiving_weight
 def test_delays_equal_the_closed_forms(name) -> None:
     # docs/schedules.md: 0 for flushes and AMDP, P-1-s for PipeDream, 1 for 2BW (once steady: steps >= 2).
     ranks = 4
-    schedule = build(name, ranks, 8, steps=3, chunks=2 if SCHEDULES[name].uses_chunks else 1)
+    schedule = build(name, ranks, 8, steps=3, chunks=SCHEDULES[name].default_chunks)
     expected = {"pipedream": [ranks - 1 - s for s in range(ranks)], "2bw": [1] * ranks}
     assert stage_delays(schedule) == expected.get(name, [0] * schedule.num_stages)
 

@@ -48,8 +48,10 @@ def grid(name: str) -> list[tuple[int, int, int, int]]:
                 continue
             if info.needs_m_multiple_of_p and microbatches % ranks:
                 continue
+            if info.needs_m_ge_2p and microbatches < 2 * ranks:
+                continue
             steps = 3 if info.asynchronous else 2  # two steps: the flush between them is timed too
-            cases.append((ranks, microbatches, steps, 2 if info.uses_chunks else 1))
+            cases.append((ranks, microbatches, steps, info.default_chunks))
     return cases
 
 
