@@ -20,6 +20,7 @@ from executor.errors import ExecutorConfigError
 from executor.model import GPTConfig, model_config, split_layers
 from executor.optim import OptimizerConfig
 from schedules import Schedule, ScheduleError, build, get_info
+from schedules.imported import schedule_from_text
 from schedules.registry import check_request
 
 DEVICES = ("cpu", "cuda")
@@ -38,7 +39,10 @@ class RunConfig:
     """
 
     schedule: str = "1f1b"
-    """Schedule name (see `pipesim schedules list`)."""
+    """Schedule name (see `pipesim schedules list`), or the name of the file schedule_csv came from."""
+    schedule_csv: str | None = None
+    """A schedule read from a file (`pipesim run --schedule-file`): its one step as a compute-only PyTorch
+    CSV, repeated for every step (schedules.imported); None runs the generator `schedule` names."""
     stages: int = 2
     """Pipeline ranks P (processes; one device each)."""
     microbatches: int = 4
@@ -112,6 +116,10 @@ class RunConfig:
         return frozenset(k for k in range(self.steps - 1) if (k + 1) % self.checkpoint_every == 0)
 
     def build_schedule(self) -> Schedule:
+        if self.schedule_csv is not None:
+            return schedule_from_text(
+                self.schedule_csv, name=self.schedule, steps=self.steps, chunks=self.chunks
+            )
         return build(self.schedule, self.stages, self.microbatches, self.steps, self.chunks)
 
     def build_plans(self, schedule: Schedule | None = None) -> list:
@@ -165,8 +173,11 @@ def validate_run(config: RunConfig, *, here: bool = True):
     """`validate`, returning the loaded corpus too: (schedule, executor.data.Corpus)."""
     _check_counts(config)
     try:
-        info = get_info(config.schedule)
-        check_request(info, config.stages, config.microbatches, config.steps, config.chunks)
+        if config.schedule_csv is None:
+            info = get_info(config.schedule)
+            check_request(info, config.stages, config.microbatches, config.steps, config.chunks)
+        else:
+            _check_file_sizes(config, config.build_schedule())
     except ScheduleError as error:
         raise ExecutorConfigError(str(error)) from None
     _check_pieces(config)
@@ -183,6 +194,19 @@ def validate_run(config: RunConfig, *, here: bool = True):
     schedule = config.build_schedule()
     _check_programs(config, schedule)
     return schedule, corpus
+
+
+def _check_file_sizes(config: RunConfig, schedule: Schedule) -> None:
+    """A file's P, m and chunks are the run's (pipesim run sets them from the file)."""
+    for flag, given, found in (
+        ("--stages", config.stages, schedule.ranks),
+        ("--microbatches", config.microbatches, schedule.microbatches),
+        ("--chunks", config.chunks, schedule.chunks),
+    ):
+        if given != found:
+            raise ScheduleError(
+                f"{config.schedule}: {flag} {given}, but the file has {found} (leave {flag} out)"
+            )
 
 
 def _check_programs(config: RunConfig, schedule: Schedule) -> None:

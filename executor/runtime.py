@@ -145,6 +145,9 @@ class Runtime:
             Kind.I: lambda op: self._backward(op, want_input=True, want_weights=False),
             Kind.W: lambda op: self._backward(op, want_input=False, want_weights=True),
             Kind.OPT: self._optimizer_step,
+            # DualPipe's overlapped pair: this interpreter runs its F and then its backward, one after the
+            # other (the next two ops); the marker only keeps the pair in the trace, as the simulator does
+            Kind.OVERLAP_F_B: lambda op: None,
             Kind.SEND_F: self._send,
             Kind.SEND_B: self._send,
             Kind.SEND_G: self._send,

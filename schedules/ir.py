@@ -261,6 +261,9 @@ class Schedule:
     versioning: Versioning = Versioning.FLUSH
     actions: tuple[tuple[Action, ...], ...]
     """actions[rank]: what the rank runs, strictly in this order."""
+    csv: str | None = None
+    """For a schedule read from a file: the compute-only PyTorch CSV of one step it was read from
+    (schedules/imported.py), which lets a trace rebuild it; None for pipesim's own generators."""
 
     @property
     def ranks(self) -> int:

@@ -7,6 +7,7 @@
 The file layout (every field and its unit: docs/cost-model.md):
 
     optimizer = "adamw"
+    overlap_f_b = 0.5     # an OVERLAP_F_B pair: the longer half + this share of the shorter one
     [defaults]            # every stage unless a [stages.N] table says otherwise
     forward = "1 ms"      # times: seconds, or a string with ns/us/ms/s
     [stages.3]            # stage 3 differs; with any [stages.N], stages 0..N must all be there
@@ -25,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from schedules.costs import DEFAULT_OVERLAP_F_B
 from simulator.costs import (
     DEFAULT_JITTER_SIGMA,
     EMPIRICAL,
@@ -84,7 +86,7 @@ def loads_costs(text: str, *, source: str) -> CostModel:
 
 def costs_from_dict(data: dict[str, Any]) -> CostModel:
     """Build a CostModel from the TOML layout of the module docstring."""
-    known = {"optimizer", "defaults", "stages", "stragglers", *_TABLES}
+    known = {"optimizer", "overlap_f_b", "defaults", "stages", "stragglers", *_TABLES}
     for key in data:
         if key not in known:
             raise CostError(f"unknown key {key!r} (known: {', '.join(sorted(known))})")
@@ -93,6 +95,8 @@ def costs_from_dict(data: dict[str, Any]) -> CostModel:
     kwargs: dict[str, Any] = {"stages": _stages(data.get("defaults", {}), data.get("stages", {}))}
     if "optimizer" in data:
         kwargs["optimizer"] = str(data["optimizer"])
+    if "overlap_f_b" in data:
+        kwargs["overlap_f_b"] = parse_factor(data["overlap_f_b"], "overlap_f_b")
     kwargs.update(_link(data.get("link", {})))
     kwargs.update(_data_parallel(data.get("data_parallel", {})))
     kwargs.update(_jitter(data.get("jitter", {})))
@@ -227,6 +231,7 @@ def with_overrides(
     bandwidth: object = None,
     optimizer: str | None = None,
     overlap: bool | None = None,
+    overlap_f_b: object = None,
     data_parallel: object = None,
     seed: object = None,
     jitter: str | None = None,
@@ -235,9 +240,9 @@ def with_overrides(
     """Flags win over the file or presets; None leaves a field alone. Values may carry units.
 
     The flag names are the CLI's: --tf forward, --tb backward (full, B = I + W), --tw its W part,
-    --topt optimizer_step, --activation-bytes, --latency, --bandwidth, --optimizer, --no-overlap, --dp,
-    --seed, --jitter, --jitter-sigma. A jitter distribution without a sigma (here or in the source) gets
-    DEFAULT_JITTER_SIGMA; a sigma without a distribution is an error.
+    --topt optimizer_step, --activation-bytes, --latency, --bandwidth, --optimizer, --no-overlap,
+    --overlap-f-b, --dp, --seed, --jitter, --jitter-sigma. A jitter distribution without a sigma (here
+    or in the source) gets DEFAULT_JITTER_SIGMA; a sigma without a distribution is an error.
     """
     stage_changes: dict[str, Any] = {}
     for key, value, flag in (
@@ -261,6 +266,10 @@ def with_overrides(
         changes["optimizer"] = optimizer
     if overlap is not None:
         changes["overlap"] = overlap
+    if overlap_f_b is not None:
+        changes["overlap_f_b"] = parse_factor(overlap_f_b, "--overlap-f-b")
+        if changes["overlap_f_b"] > 1:
+            raise CostError(f"--overlap-f-b: must be between 0 and 1, got {overlap_f_b!r}")
     if data_parallel is not None:
         changes["data_parallel"] = parse_count(data_parallel, "--dp", minimum=1)
     if seed is not None:
@@ -292,6 +301,8 @@ def dumps_costs(costs: CostModel) -> str:
     """The cost model as a TOML file that load_costs reads back to an equal CostModel (how a model
     fitted from a measured trace is saved for `pipesim simulate --costs`)."""
     lines = [f"optimizer = {_toml(costs.optimizer)}", ""]
+    if costs.overlap_f_b != DEFAULT_OVERLAP_F_B:  # only then: older files keep their bytes
+        lines[1:1] = [f"overlap_f_b = {_toml(costs.overlap_f_b)}"]
     if len(costs.stages) == 1:
         lines += ["[defaults]", *_stage_lines(costs.stages[0]), ""]
     else:

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from schedules.costs import DEFAULT_OVERLAP_F_B
 from simulator.links import ring_allreduce_time, transfer_time
 from simulator.units import CostError
 
@@ -144,6 +145,9 @@ class CostModel:
     """Bytes per second of one point-to-point link (one direction; links are full duplex)."""
     overlap: bool = True
     """True: sends run on their own stream and overlap compute. False: a send blocks its rank."""
+    overlap_f_b: float = DEFAULT_OVERLAP_F_B
+    """An OVERLAP_F_B pair (a forward and a backward run together, DualPipe) takes the longer of the two
+    plus this share of the shorter (0: hidden entirely, 1: none of it, the two back to back)."""
     link_jitter: tuple[float, ...] = ()
     """Factors on each transfer's time, drawn one per send, each equally likely (a measured run's spread
     of message times, mean about 1); empty: every transfer takes its nominal time."""
@@ -189,6 +193,8 @@ class CostModel:
     def __post_init__(self) -> None:
         if not self.stages:
             raise CostError("stages: at least one stage cost is needed")
+        if not 0 <= self.overlap_f_b <= 1:
+            raise CostError(f"overlap_f_b: must be between 0 and 1, got {self.overlap_f_b!r}")
         _check_time("latency", self.latency)
         _check_time("dp_latency", self.dp_latency)
         for name in ("bandwidth", "dp_bandwidth"):
@@ -266,10 +272,14 @@ class CostModel:
         return max(0.0, reduce - backward) if self.dp_overlap else reduce
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form (infinite bandwidth as the string 'inf'), for trace meta."""
+        """Plain JSON-able form (infinite bandwidth as the string 'inf'), for trace meta. overlap_f_b
+        appears only when it is not the default, so that traces written before it existed keep their
+        bytes (traces/recorded/)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "overlap_f_b" and value == DEFAULT_OVERLAP_F_B:
+                continue
             if f.name == "stages":
                 value = [{g.name: getattr(stage, g.name) for g in fields(stage)} for stage in value]
             elif f.name == "stragglers":

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import compress
 
+from schedules.costs import share_overlap
 from schedules.errors import UserError
 from schedules.ir import RECV_KINDS, SEND_KINDS, Action, Kind, Layout, Schedule
 from schedules.semantics import message
@@ -82,7 +83,8 @@ def make_plan(schedule: Schedule, costs: CostModel) -> Plan:
         columns = map(list, zip(*rows, strict=True)) if rows else ([], [], [], [], [])
         kinds, seconds, sizes, rank_links, keys = columns  # class, seconds, bytes, link, message key
         classes.append(kinds)
-        durations.append(_durations(rows, costs.straggler_factor(rank), draw, wire, seconds))
+        seconds = _durations(rows, costs.straggler_factor(rank), draw, wire, seconds)
+        durations.append(share_overlap(seconds, actions, costs.overlap_f_b))  # OVERLAP_F_B pairs
         _add_warmup(schedule, costs, actions, durations[-1])
         nbytes.append(sizes)
         links.append(rank_links)
@@ -124,8 +126,11 @@ def _host_times(schedule: Schedule, costs: CostModel) -> list[list[float]] | Non
         return None
     table = [
         {
-            kind: getattr(virtual_stage_cost(schedule, costs, stage)[0], name)
-            for kind, name in HOST_OF_KIND.items()
+            Kind.OVERLAP_F_B: 0.0,  # a marker: its halves have their own host time
+            **{
+                kind: getattr(virtual_stage_cost(schedule, costs, stage)[0], name)
+                for kind, name in HOST_OF_KIND.items()
+            },
         }
         for stage in range(schedule.num_stages)
     ]
@@ -204,6 +209,7 @@ def _templates(schedule: Schedule, costs: CostModel) -> list[dict[Kind, Callable
         table: dict[Kind, Callable[[Action], tuple]] = {
             kind: _constant((COMPUTE, seconds, 0, -1, None)) for kind, seconds in times.items()
         }
+        table[Kind.OVERLAP_F_B] = _constant((COMPUTE, 0.0, 0, -1, None))  # its halves take the pair's time
         rank = layout.placement[stage]
         activation = entry.activation_bytes
         for kind in (Kind.SEND_F, Kind.SEND_B, Kind.RECV_F, Kind.RECV_B):

@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any, TextIO
 
 from schedules.errors import UserError
+from schedules.imported import schedule_from_text
 from schedules.registry import ASYNC_DEFAULT_STEPS, build, get_info
 from simulator.request import CostRequest
 from simulator.simulation import simulate
@@ -72,6 +73,9 @@ class SweepPoint:
     """None: the registry's default (ScheduleInfo.default_chunks)."""
     request: CostRequest
     """Where the costs come from (the device varies across a sweep)."""
+    csv: str | None = None
+    """A schedule read from a file (`schedule` is then the file's name): its PyTorch CSV text, which
+    the worker reads again (schedules.imported), at the file's own P, m and chunks."""
 
 
 def grid(
@@ -95,6 +99,8 @@ def grid(
 
 def run_point(point: SweepPoint) -> dict[str, Any]:
     """Simulate one point; a user error (sizes the schedule cannot take, a bad cost file) is a row."""
+    if point.csv is not None:
+        return _file_point(point)
     info = get_info(point.schedule)
     steps = point.steps if point.steps is not None else (ASYNC_DEFAULT_STEPS if info.asynchronous else 1)
     chunks = point.chunks if point.chunks is not None else info.default_chunks
@@ -110,9 +116,30 @@ def run_point(point: SweepPoint) -> dict[str, Any]:
         metrics = _metrics(info.name, point.ranks, point.microbatches, steps, chunks, point.request)
     except UserError as error:
         return {**row, "error": str(error)}
+    return {**row, **_metric_cells(metrics)}
+
+
+def _file_point(point: SweepPoint) -> dict[str, Any]:
+    """A point of a schedule read from a file: its own P, m and chunks, `steps` repetitions of it."""
+    row: dict[str, Any] = {
+        "schedule": point.schedule,
+        "ranks": point.ranks,
+        "microbatches": point.microbatches,
+        "steps": point.steps or 1,
+        "chunks": point.chunks,
+        "costs": point.request.label,
+    }
+    try:
+        schedule = schedule_from_text(point.csv or "", name=point.schedule, steps=point.steps or 1)
+        metrics = simulate(schedule, point.request.costs_for(schedule)).metrics()
+    except UserError as error:
+        return {**row, "error": str(error)}
+    return {**row, **_metric_cells(metrics)}
+
+
+def _metric_cells(metrics: Metrics) -> dict[str, Any]:
     peaks = [peak for peak in metrics.peak_memory if peak is not None]
     return {
-        **row,
         "step_time": metrics.step_time,
         "samples_per_s": metrics.samples_per_s,
         "tokens_per_s": metrics.tokens_per_s,

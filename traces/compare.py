@@ -24,8 +24,9 @@ from schedules.ir import COMM_KINDS, Action
 from traces.metrics import Metrics, compute_metrics, executed_schedule
 from traces.schema import Trace
 
-KIND_GROUPS = ("F", "B", "I", "W", "OPT", "SEND", "RECV")
-"""The per-kind table's rows: compute kinds as they are, every send kind as SEND, every receive as RECV."""
+KIND_GROUPS = ("F", "B", "I", "W", "OPT", "OVERLAP_F_B", "SEND", "RECV")
+"""The per-kind table's rows: compute kinds as they are, every send kind as SEND, every receive as RECV
+(OVERLAP_F_B: the markers of overlapped pairs, whose halves count as their F and B)."""
 
 STEP_TIME_TOLERANCE = 0.03
 """Relative step-time error under which the verdict says the traces agree (3%)."""

@@ -47,6 +47,7 @@ def trace_to_dict(trace: Trace) -> dict[str, Any]:
             "stages_per_pipeline": header.stages_per_pipeline,
             "pipelines": header.pipelines,
             "placement": list(header.placement),
+            **({} if header.csv is None else {"csv": header.csv}),
         },
         "meta": trace.meta,
         "events": [
@@ -125,6 +126,7 @@ def trace_from_dict(data: Any) -> Trace:
             stages_per_pipeline=int(s["stages_per_pipeline"]),
             pipelines=int(s["pipelines"]),
             placement=tuple(int(rank) for rank in s["placement"]),
+            csv=None if s.get("csv") is None else str(s["csv"]),
         )
         header.layout  # noqa: B018 - validates the placement
     except (KeyError, TypeError, ValueError) as error:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schedules.errors import UserError
+from schedules.imported import schedule_from_text
 from schedules.ir import COMM_KINDS, Action, Layout, Schedule, ScheduleError, Versioning
 from schedules.registry import SCHEDULES, build
 
@@ -48,6 +49,9 @@ class ScheduleHeader:
     stages_per_pipeline: int
     pipelines: int
     placement: tuple[int, ...]
+    csv: str | None = None
+    """A schedule read from a file: its one step as a compute-only PyTorch CSV (Schedule.csv), from
+    which it is rebuilt; None (and absent from the JSON) for pipesim's own generators."""
 
     @classmethod
     def of(cls, schedule: Schedule) -> ScheduleHeader:
@@ -62,6 +66,7 @@ class ScheduleHeader:
             stages_per_pipeline=layout.stages_per_pipeline,
             pipelines=layout.pipelines,
             placement=layout.placement,
+            csv=schedule.csv,
         )
 
     @property
@@ -122,7 +127,9 @@ class Trace:
 
 def schedule_of(header: ScheduleHeader) -> Schedule:
     """Rebuild the lowered schedule a trace ran from its header (TraceError if pipesim cannot: the
-    schedule is not one of its generators, or the header names an impossible size)."""
+    schedule is not one of its generators nor carries its CSV, or the header names an impossible size)."""
+    if header.csv is not None:
+        return _imported(header)
     if header.name not in SCHEDULES:
         known = ", ".join(SCHEDULES)
         raise TraceError(f"schedule {header.name!r} is not one pipesim can rebuild (known: {known})")
@@ -134,4 +141,15 @@ def schedule_of(header: ScheduleHeader) -> Schedule:
         raise TraceError(f"the trace's schedule cannot be rebuilt: {error}") from None
     if ScheduleHeader.of(schedule) != header:
         raise TraceError(f"the trace's schedule header does not match pipesim's {header.name} of that size")
+    return schedule
+
+
+def _imported(header: ScheduleHeader) -> Schedule:
+    """A schedule read from a file, rebuilt from the CSV its trace carries."""
+    try:
+        schedule = schedule_from_text(header.csv or "", name=header.name, steps=header.steps)
+    except ScheduleError as error:
+        raise TraceError(f"the trace's schedule cannot be rebuilt from its CSV: {error}") from None
+    if ScheduleHeader.of(schedule) != header:
+        raise TraceError(f"the trace's schedule header does not match the CSV it carries ({header.name})")
     return schedule

@@ -15,10 +15,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from executor.errors import ExecutorConfigError
+from schedules.csv_io import NOTATIONS
+from schedules.imported import LAYOUTS, layout_line, read_schedule_file
+from schedules.ir import ScheduleError
 from schedules.registry import SCHEDULES
 
 
@@ -33,6 +37,13 @@ def _floats(text: str) -> tuple[float, ...]:
 # (flag, RunConfig field, type, help); optimizer fields are prefixed with "optimizer."
 FLAGS: list[tuple[str, str, Any, str]] = [
     ("--schedule", "schedule", str, "schedule name (default 1f1b)"),
+    (
+        "--schedule-file",
+        "schedule_file",
+        str,
+        "a torch.distributed.pipelining schedule CSV to run instead of a named schedule: P, m and chunks "
+        "come from it (--layout, --notation as for simulate)",
+    ),
     ("--stages", "stages", int, "pipeline ranks P (default 2)"),
     ("--microbatches", "microbatches", int, "microbatches per step m (default 4)"),
     (
@@ -116,6 +127,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             *ALIASES.get(flag, ()), flag, dest=field, type=kind, default=None, metavar=metavar, help=text
         )
     parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=None,
+        help="with --schedule-file: its placement, checked (loop, v)",
+    )
+    parser.add_argument(
+        "--notation", choices=NOTATIONS, default="auto", help="with --schedule-file: its notation (auto)"
+    )
+    parser.add_argument(
         "--single-process", action="store_true", default=None, help="all ranks in this process"
     )
     parser.add_argument("--out", default=None, help="run folder (default runs/<schedule>-p<P>-m<m>)")
@@ -130,6 +150,8 @@ def given(args: argparse.Namespace) -> dict[str, Any]:
     """The flags the user gave, as RunConfig / optimizer field names."""
     names = [field for _, field, _, _ in FLAGS] + ["single_process", "out", "resume"]
     values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if "schedule_file" in values:
+        values.update(_from_file(values.pop("schedule_file"), values, args))
     if "split" in values:
         try:
             values["split"] = tuple(int(part) for part in values["split"].split(","))
@@ -138,6 +160,32 @@ def given(args: argparse.Namespace) -> dict[str, Any]:
                 f"--split takes comma-separated block counts, got {args.split!r}"
             ) from None
     return values
+
+
+def _from_file(path: str, values: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """RunConfig fields of --schedule-file: its name, its CSV, its P, m and chunks (the flags, when
+    given, must agree). The layout line goes to stderr."""
+    if "schedule" in values:
+        raise ExecutorConfigError("--schedule and --schedule-file: give one of them")
+    try:
+        schedule = read_schedule_file(
+            path,
+            chunks=values.get("chunks"),
+            layout=args.layout,
+            notation=args.notation,
+            ranks=values.get("stages"),
+            microbatches=values.get("microbatches"),
+        )
+    except ScheduleError as error:
+        raise ExecutorConfigError(str(error)) from None
+    print(f"pipesim: {layout_line(schedule, path)}", file=sys.stderr)
+    return {
+        "schedule": schedule.name,
+        "schedule_csv": schedule.csv,
+        "stages": schedule.ranks,
+        "microbatches": schedule.microbatches,
+        "chunks": schedule.chunks,
+    }
 
 
 def make_config(values: dict[str, Any]):

@@ -23,6 +23,7 @@ from schedules.costs import Costs
 from schedules.csv_io import NOTATIONS, CsvExport, export_csv, read_csv, write_csv
 from schedules.graph import validate
 from schedules.grid import render_grid
+from schedules.imported import LAYOUTS, check_layout, layout_line, read_schedule_file
 from schedules.ir import Schedule, ScheduleError
 from schedules.passes import lower
 from schedules.registry import (
@@ -71,14 +72,9 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
         description="Read a PyTorch schedule CSV (one row per rank), validate it and show it like `show`.",
     )
     reader.add_argument("file", metavar="FILE.csv", help="the CSV to read")
-    reader.add_argument(
-        "--notation",
-        choices=NOTATIONS,
-        default="auto",
-        help="new: I/W/B(full); old: B(inputs)/W/BW(full); auto (default): old if a cell says BW, "
-        "or W without any I",
-    )
+    _add_notation(reader)
     reader.add_argument("--chunks", type=int, default=None, help="model chunks per rank (default: inferred)")
+    _add_layout(reader)
     _add_costs(reader)
     reader.add_argument("--format", choices=("text", "json"), default="text", help="output (default text)")
     _add_color(reader)
@@ -133,6 +129,57 @@ def add_size_flags(parser: argparse.ArgumentParser, *, required: bool = True) ->
         metavar="V",
         help=f"model chunks per rank, interleaved only (default {DEFAULT_CHUNKS})",
     )
+
+
+def add_file_flags(parser: argparse.ArgumentParser) -> None:
+    """--schedule-file, with --layout and --notation: a PyTorch CSV wherever a schedule name goes (the
+    command's --chunks, -p and -m, when given, must be what the file shows)."""
+    group = parser.add_argument_group("a schedule from a file")
+    group.add_argument(
+        "--schedule-file",
+        metavar="FILE.csv",
+        help="a torch.distributed.pipelining schedule CSV (old or new notation, with or without sends and "
+        "receives): P, m, the stage placement and chunks are read from it and printed",
+    )
+    _add_layout(group)
+    _add_notation(group)
+
+
+def _add_layout(parser) -> None:
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=None,
+        help="the file's placement, checked: loop (stage s on rank s mod P) or v (rank r holds stages r and "
+        "2P-1-r); default: inferred",
+    )
+
+
+def _add_notation(parser) -> None:
+    parser.add_argument(
+        "--notation",
+        choices=NOTATIONS,
+        default="auto",
+        help="new: I/W/B(full); old: B(inputs)/W/BW(full); auto (default): old if a cell says BW, "
+        "or W without any I",
+    )
+
+
+def schedule_from_file(
+    args: argparse.Namespace, *, steps: int | None, ranks: int | None, microbatches: int | None
+) -> Schedule:
+    """The lowered schedule of --schedule-file; its layout line goes to stderr (stdout may be JSON)."""
+    schedule = read_schedule_file(
+        args.schedule_file,
+        steps=steps or 1,
+        chunks=args.chunks,
+        layout=args.layout,
+        notation=args.notation,
+        ranks=ranks,
+        microbatches=microbatches,
+    )
+    print(f"pipesim: {layout_line(schedule, args.schedule_file)}", file=sys.stderr)
+    return schedule
 
 
 def _cost(text: str) -> float:
@@ -190,6 +237,9 @@ def run_import(args: argparse.Namespace) -> int:
         validate(schedule)
     except ScheduleError as error:  # a headline, then the rank x position grid with the bad cell marked
         raise ScheduleError(f"{args.file}: invalid schedule: {error}") from None
+    check_layout(schedule, args.layout, args.file)
+    if args.format == "text":
+        print(layout_line(schedule, args.file))
     _print_schedule(schedule, args)
     return 0
 

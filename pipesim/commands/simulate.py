@@ -4,6 +4,7 @@
     pipesim simulate --schedule gpipe,1f1b,pipedream,2bw,amdp -p 8 -m 32          # side by side
     pipesim simulate --schedule 1f1b -p 4 -m 16 --model gpt2-small --device h100-sxm --json
     pipesim simulate --schedule 1f1b -p 4 -m 8 --costs costs.toml --trace t.json --chrome t.chrome.json
+    pipesim simulate --schedule-file zbv.csv --schedule 1f1b --model gpt2-small --device h100-sxm
     pipesim simulate --model gpt3-175b --cluster dgx-a100-80gb --tp 8 --pp 16 --dp 12 --micro-batch 1 \
         --global-batch 1536 --schedule interleaved --chunks 2 --recompute selective --sequence-parallel
 
@@ -32,13 +33,16 @@ from pipesim.commands.readout import (
     workload_note,
 )
 from pipesim.commands.schedules import (
+    add_file_flags,
     add_size_flags,
     format_json,
     format_table,
     number,
+    schedule_from_file,
 )
 from pipesim.commands.simulate_cluster import add_cluster_flags, cluster_flags_given, run_cluster
 from pipesim.errors import UsageError
+from schedules.costs import DEFAULT_OVERLAP_F_B
 from schedules.fileio import check_writable
 from schedules.registry import SCHEDULES, build_with_defaults, get_info
 from simulator.costs import DEFAULT_JITTER_SIGMA, JITTERS, OPTIMIZER_STATE, CostModel
@@ -63,10 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--schedule",
         "--schedules",
         dest="schedule",
-        required=True,
         metavar="NAMES",
-        help=f"one or a comma list of: {', '.join(SCHEDULES)}",
+        help=f"one or a comma list of: {', '.join(SCHEDULES)} (and/or --schedule-file)",
     )
+    add_file_flags(parser)
     add_size_flags(parser, required=False)
     add_cost_flags(parser)
     add_cluster_flags(parser)
@@ -119,6 +123,12 @@ def add_cost_flags(parser: argparse.ArgumentParser, *, device: bool = True) -> N
     flags.add_argument("--bandwidth", metavar="RATE", help="of a point-to-point link, bytes/s or with a unit")
     flags.add_argument("--no-overlap", action="store_true", help="sends block their rank (no send stream)")
     flags.add_argument(
+        "--overlap-f-b",
+        metavar="X",
+        help="an OVERLAP_F_B pair takes the longer of its forward and backward plus X times the shorter "
+        f"(0..1, default {DEFAULT_OVERLAP_F_B})",
+    )
+    flags.add_argument(
         "--optimizer", choices=tuple(OPTIMIZER_STATE), help="optimizer state held (default adamw)"
     )
     flags.add_argument("--dp", metavar="D", help="data-parallel replicas (ring all-reduce at OPT)")
@@ -142,6 +152,7 @@ def override_flags(args: argparse.Namespace) -> dict[str, Any]:
         "latency": args.latency,
         "bandwidth": args.bandwidth,
         "overlap": False if args.no_overlap else None,
+        "overlap_f_b": args.overlap_f_b,
         "data_parallel": args.dp,
         "seed": args.seed,
         "jitter": args.jitter,
@@ -185,10 +196,15 @@ def print_notes(request: CostRequest) -> None:
         print(f"pipesim: {line}", file=sys.stderr)
 
 
-def schedule_names(text: str) -> list[str]:
+def schedule_names(text: str | None) -> list[str]:
     """A comma list of registered schedule names (ScheduleError for an unknown one)."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = [name.strip() for name in (text or "").split(",") if name.strip()]
     return [get_info(name).name for name in names]
+
+
+def needs_a_schedule(args: argparse.Namespace, names: list[str], flag: str = "--schedule") -> None:
+    if not names and not args.schedule_file:
+        raise UsageError(f"{flag} NAMES or --schedule-file FILE.csv (or both) is required")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,19 +214,29 @@ def run(args: argparse.Namespace) -> int:
         if path:
             check_writable(path)
     names = schedule_names(args.schedule)
+    needs_a_schedule(args, names)
     if args.cluster is not None:
+        if args.schedule_file:
+            raise UsageError("--schedule-file: not with --cluster (its costs are built for a named schedule)")
         overrides = {key: value for key, value in override_flags(args).items() if key != "data_parallel"}
         return run_cluster(args, overrides, names)
     cluster_only = cluster_flags_given(args)
     if cluster_only:
         raise UsageError(f"{', '.join(cluster_only)}: only with --cluster (and --model CONFIG)")
+    schedules = []
+    if args.schedule_file:  # P and m from the file unless given (and then they must agree)
+        imported = schedule_from_file(
+            args, steps=args.steps, ranks=args.stages, microbatches=args.microbatches
+        )
+        args.stages, args.microbatches = imported.ranks, imported.microbatches
+        schedules.append(imported)
     if args.stages is None or args.microbatches is None:
         raise UsageError(
             "pipesim simulate: the following arguments are required: -p/--stages, -m/--microbatches"
         )
     request = cost_request(args)
     print_notes(request)
-    schedules = [
+    schedules += [
         build_with_defaults(n, args.stages, args.microbatches, args.steps, args.chunks) for n in names
     ]
     simulations = [simulate(s, request.costs_for(s), meta={"costs": request.label}) for s in schedules]

@@ -3,6 +3,8 @@
     pipesim sweep --schedules gpipe,1f1b,2bw -p 2,4,8 -m 8,16 --out sweep.csv
     pipesim sweep --schedules 1f1b,zb-h1 -p 4,8 -m 16,32 --model gpt2-small --device h100-sxm,a100-80gb \\
         --out sweep.csv --jobs 2
+    pipesim sweep --schedule-file zbv.csv --schedules 1f1b --model gpt2-small --device h100-sxm,a100-80gb \\
+        --out sweep.csv                 # a file's schedule at its own P and m, beside named ones
 
 A progress bar goes to stderr, then the points per second; the CSV (columns: simulator/sweep.py
 COLUMNS) is written atomically, in grid order. A point a schedule cannot take gets a row with its
@@ -17,7 +19,14 @@ import os
 import sys
 import time
 
-from pipesim.commands.simulate import add_cost_flags, cost_request, print_notes, schedule_names
+from pipesim.commands.schedules import add_file_flags, schedule_from_file
+from pipesim.commands.simulate import (
+    add_cost_flags,
+    cost_request,
+    needs_a_schedule,
+    print_notes,
+    schedule_names,
+)
 from pipesim.errors import UsageError
 from schedules.registry import ASYNC_DEFAULT_STEPS, DEFAULT_CHUNKS
 from simulator.presets import DEVICES
@@ -33,21 +42,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--schedules",
         "--schedule",
         dest="schedules",
-        required=True,
         metavar="NAMES",
-        help="comma list of schedules",
+        help="comma list of schedules (and/or --schedule-file)",
     )
+    add_file_flags(parser)
     parser.add_argument(
         "-p",
         "--ranks",
         "--stages",
         dest="stages",
-        required=True,
         metavar="P,P",
-        help="comma list of rank counts",
+        help="comma list of rank counts (default with --schedule-file: the file's)",
     )
     parser.add_argument(
-        "-m", "--microbatches", required=True, metavar="M,M", help="comma list of microbatches"
+        "-m",
+        "--microbatches",
+        metavar="M,M",
+        help="comma list of microbatches (default with --schedule-file: the file's)",
     )
     parser.add_argument(
         "--steps",
@@ -96,8 +107,20 @@ def run(args: argparse.Namespace) -> int:
     from simulator.sweep import ProgressBar, grid, run_sweep, write_rows  # loads SimPy
 
     names = schedule_names(args.schedules)
-    ranks = int_list(args.stages, "-p")
-    microbatches = int_list(args.microbatches, "-m")
+    needs_a_schedule(args, names, "--schedules")
+    imported = _file_schedule(args)
+    ranks = int_list(args.stages, "-p") if args.stages else [imported.ranks] if imported else []
+    microbatches = (
+        int_list(args.microbatches, "-m")
+        if args.microbatches
+        else [imported.microbatches]
+        if imported
+        else []
+    )
+    if not ranks or not microbatches:
+        raise UsageError(
+            "pipesim sweep: the following arguments are required: -p/--stages, -m/--microbatches"
+        )
     devices = [d.strip() for d in args.device.split(",")] if args.device else [None]
     requests = [cost_request(args, device=device) for device in devices]
     print_notes(requests[0])
@@ -109,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     points = grid(
         names, ranks=ranks, microbatches=microbatches, requests=requests, steps=args.steps, chunks=args.chunks
     )
+    if imported is not None:  # the file's schedule, at its own P and m, first
+        points[:0] = [_file_point(imported, request) for request in requests]
     jobs = min(jobs, len(points))
     began = time.perf_counter()
     rows = run_sweep(
@@ -122,3 +147,32 @@ def run(args: argparse.Namespace) -> int:
     rate = f"{len(rows) / seconds:.1f} points/s" if seconds > 0 else "instantly"
     print(f"wrote {args.out}: {len(rows)} points{note}; {seconds:.1f} s, {rate}, {where}", file=sys.stderr)
     return 0
+
+
+def _file_schedule(args: argparse.Namespace):
+    """The --schedule-file's schedule (checked here, once, before any worker starts), or None. A sweep
+    takes it at its own P and m: -p and -m, when given, must list those."""
+    if not args.schedule_file:
+        return None
+    imported = schedule_from_file(args, steps=args.steps, ranks=None, microbatches=None)
+    for flag, text, found in (
+        ("-p", args.stages, imported.ranks),
+        ("-m", args.microbatches, imported.microbatches),
+    ):
+        if text and found not in int_list(text, flag):
+            raise UsageError(f"{args.schedule_file} has {flag} {found}, which {flag} {text} does not list")
+    return imported
+
+
+def _file_point(schedule, request):
+    from simulator.sweep import SweepPoint
+
+    return SweepPoint(
+        schedule=schedule.name,
+        ranks=schedule.ranks,
+        microbatches=schedule.microbatches,
+        steps=schedule.steps,
+        chunks=schedule.chunks,
+        request=request,
+        csv=schedule.csv,  # the file's one step in pipesim's words: what the worker reads again
+    )

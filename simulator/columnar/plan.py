@@ -99,6 +99,7 @@ def plan_columns(columns: Columns, costs: CostModel) -> ColumnPlan:
         raise SimulationError(f"rank {rank}: {columns.action(index)} has no neighbour stage to talk to")
     waits, posts, num_messages = _messages(columns)
     durations = _durations(columns, costs, classes, table["seconds"][cell])
+    _share_overlap(columns, costs, durations)
     _add_warmup(columns, costs, durations)
     return ColumnPlan(
         columns=columns,
@@ -237,6 +238,23 @@ def _durations(columns: Columns, costs: CostModel, classes: np.ndarray, seconds:
         if wire is not None:
             out[sends] = base[sends] * np.array([wire() for _ in range(int(sends.sum()))])
     return durations
+
+
+def _share_overlap(columns: Columns, costs: CostModel, durations: np.ndarray) -> None:
+    """schedules.costs.share_overlap on columns: the two actions after each OVERLAP_F_B marker take the
+    pair's time, max + x min, each its share (the same float operations, in the same order)."""
+    markers = np.flatnonzero(columns.kind == CODE[Kind.OVERLAP_F_B])
+    if not len(markers):
+        return
+    forward, backward = durations[markers + 1], durations[markers + 2]
+    shorter = np.minimum(forward, backward)
+    total = np.where(
+        shorter > 0, np.maximum(forward, backward) + costs.overlap_f_b * shorter, forward + backward
+    )
+    both = forward + backward
+    safe = np.where(both > 0, both, 1.0)
+    durations[markers + 1] = np.where(both > 0, total * forward / safe, forward)
+    durations[markers + 2] = np.where(both > 0, total * backward / safe, backward)
 
 
 def _add_warmup(columns: Columns, costs: CostModel, durations: np.ndarray) -> None:
