@@ -23,6 +23,7 @@ from dashboard.figures.timeline import comparison_timeline, timeline_figure
 from dashboard.inputs import CostChoice, cost_model, trace_from_bytes
 from dashboard.rundirs import RunInfo, read_run
 from schedules.csv_io import export_csv
+from schedules.imported import schedule_from_text
 from schedules.ir import Schedule
 from schedules.registry import build_with_defaults
 from simulator import simulate
@@ -51,6 +52,9 @@ class SimRequest:
     """None: the registry's default (2 for interleaved, else 1)."""
     costs: CostChoice
     """Where the costs come from."""
+    csv: str | None = None
+    """An uploaded schedule file's text (PyTorch's CSV): `schedule` is then its name, and its P, m and
+    chunks are the file's (schedules.imported)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +74,8 @@ class TraceRef:
 @st.cache_resource(max_entries=16, show_spinner=False)
 def schedule_of(request: SimRequest) -> Schedule:
     """The lowered schedule (immutable; built once for the simulation and the CSV export)."""
+    if request.csv is not None:
+        return schedule_from_text(request.csv, name=request.schedule, steps=request.steps or 1)
     return build_with_defaults(
         request.schedule, request.ranks, request.microbatches, request.steps, request.chunks
     )

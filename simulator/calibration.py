@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from schedules.costs import DEFAULT_OVERLAP_F_B
 from schedules.ir import Kind, Schedule
 from simulator.analytic import stage_work
 from simulator.costfile import dumps_costs
@@ -88,9 +89,20 @@ def calibrated_costs(fit: Calibration, trace: Trace) -> CostModel:
         microbatch_size=int(workload.get("microbatch_size") or 1),
         sequence_length=int(workload.get("sequence_length") or 1),
         data_parallel=int(workload.get("data_parallel") or 1),
+        overlap_f_b=_overlap_f_b(trace),
         source={"calibrated": True},
     )
     return fit_memory(costs, fit, trace)
+
+
+def _overlap_f_b(trace: Trace) -> float:
+    """How an OVERLAP_F_B pair's halves ran: one after the other in a measured run (the executor does
+    not overlap them: 1), as the simulation said in a simulated one."""
+    if not any(event.action.kind is Kind.OVERLAP_F_B for event in trace.events):
+        return DEFAULT_OVERLAP_F_B
+    if trace.source == "measured":
+        return 1.0
+    return float(trace.meta.get("cost_model", {}).get("overlap_f_b", DEFAULT_OVERLAP_F_B))
 
 
 def _spread(factors: tuple[float, ...]) -> tuple[float, ...]:
@@ -183,11 +195,14 @@ def fit_memory(costs: CostModel, fit: Calibration, trace: Trace) -> CostModel:
     columns = [_column(schedule, costs, entry, name) for entry, name in params]
     rows = [([column[rank][i] for column in columns], value - known[rank][i]) for rank, i, value in targets]
     solution = _least_squares(rows, len(params))
-    stages = list(costs.stages)
+    fitted: dict[int, dict[str, int]] = {entry: {} for entry in range(len(costs.stages))}
     for (entry, name), value in zip(params, solution, strict=True):
-        stages[entry] = replace(stages[entry], **{name: max(0, round(value))})
-    for entry, stage in enumerate(stages):  # a split backward keeps part of the stash
-        stages[entry] = replace(stage, weight_input_bytes=min(stage.weight_input_bytes, stage.stash_bytes))
+        fitted[entry][name] = max(0, round(value))
+    stages = []
+    for entry, sizes in fitted.items():  # a split backward keeps part of the stash, never more than it
+        if "weight_input_bytes" in sizes:
+            sizes["weight_input_bytes"] = min(sizes["weight_input_bytes"], sizes["stash_bytes"])
+        stages.append(replace(costs.stages[entry], **sizes))
     return replace(costs, stages=tuple(stages))
 
 
@@ -265,6 +280,11 @@ def calibration_toml(fit: Calibration, costs: CostModel, *, source: str) -> str:
         "# warmup_*: how much longer the dropped first step's actions took than the means, in all,",
         "# added to the stage's first action of that kind.",
         "# Weight and stash bytes: least squares against the memory the run recorded.",
+        *(
+            ["# overlap_f_b: how the trace ran each OVERLAP_F_B pair (1: its halves one after the other)."]
+            if costs.overlap_f_b != DEFAULT_OVERLAP_F_B
+            else []
+        ),
         *(f"# note: {note}" for note in fit.notes),
         "",
     ]

@@ -271,6 +271,8 @@ class _Samples:
         previous_end: float | None = None
         for event in events:
             action = event.action
+            if action.kind is Kind.OVERLAP_F_B:
+                continue  # a pair's marker: its moment counts as host time before the pair's forward
             gap = None if previous_end is None else max(0.0, event.start - previous_end)
             if action.kind in SEND_KINDS:
                 self.sends[message(self.layout, action)] = event

@@ -14,6 +14,7 @@ KIND_COLORS: dict[str, str] = {
     "I": "#2CA6A4",  # teal: the input half of a split backward
     "W": "#F2B701",  # amber: the deferred weight half
     "OPT": "#E45756",  # red
+    "OVERLAP_F_B": "#000000",  # black: the marker of an overlapped pair (no time of its own)
     "SEND": "#9D6AB8",  # purple
     "RECV": "#BAB0AC",  # grey: waiting for a message
 }
@@ -24,6 +25,7 @@ KIND_NAMES: dict[str, str] = {
     "I": "I input gradient",
     "W": "W weight gradient",
     "OPT": "OPT optimizer step",
+    "OVERLAP_F_B": "OVERLAP_F_B pair marker",
     "SEND": "SEND",
     "RECV": "RECV (waiting)",
 }

@@ -3,8 +3,10 @@
     pipesim dashboard          # then /explore?schedules=1f1b,zb-h1&p=8&m=32&costs=presets
 
 Controls in the sidebar (schedules, P, m, steps, chunks, the cost source), every one of them in the
-URL; the page shows a metrics table, a timeline per schedule on one time scale, utilization and bubble
-per rank, memory per rank over time, delay and weight versions per stage, and downloads.
+URL, and a schedule file to upload (PyTorch's CSV, simulated at its own P and m beside the named
+schedules; an upload cannot travel in the URL); the page shows a metrics table, a timeline per
+schedule on one time scale, utilization and bubble per rank, memory per rank over time, delay and weight
+versions per stage, and downloads.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dashboard.params import Param
 from dashboard.tables import metrics_rows
 from dashboard.widgets import key, publish, restore, value
 from schedules.errors import UserError
+from schedules.imported import layout_line, schedule_from_text
 from schedules.registry import SCHEDULES
 from simulator.costfile import loads_costs
 from simulator.presets import DEVICES, MODELS
@@ -28,6 +31,7 @@ from traces.chrome import to_chrome
 from traces.io import dumps_trace
 
 PAGE = "explore"
+SCHEDULE_UPLOAD = "explore.schedule_upload"
 # CostChoice.values keyword -> the URL's name (the command's flag where it has one)
 VALUE_KEYS = {
     "forward": "tf",
@@ -74,6 +78,13 @@ def _controls() -> CostChoice | None:
     """The sidebar; returns the cost source (None after showing why it is unusable)."""
     with st.sidebar:
         st.multiselect("Schedules", options=list(SCHEDULES), key=key(PAGE, "schedules"))
+        st.file_uploader(
+            "Schedule file (PyTorch CSV)",
+            type=["csv"],
+            key=SCHEDULE_UPLOAD,
+            help="torch.distributed.pipelining's schedule CSV, old or new notation, with or without sends "
+            "and receives: simulated at its own P and m, beside the schedules above",
+        )
         left, right = st.columns(2)
         left.number_input("P (stages)", min_value=1, max_value=64, step=1, key=key(PAGE, "p"))
         right.number_input("m (microbatches)", min_value=1, max_value=1024, step=1, key=key(PAGE, "m"))
@@ -134,6 +145,9 @@ def _requests(choice: CostChoice) -> list[SimRequest]:
             st.error(str(error))
             return []
     requests, problems = [], defaultdict(list)
+    uploaded = _uploaded_schedule(choice)
+    if uploaded is not None:
+        requests.append(uploaded)
     for name in value(PAGE, "schedules"):
         request = SimRequest(
             schedule=name,
@@ -155,6 +169,33 @@ def _requests(choice: CostChoice) -> list[SimRequest]:
     for note in choice.notes():
         st.caption(note)
     return requests
+
+
+def _uploaded_schedule(choice: CostChoice) -> SimRequest | None:
+    """The uploaded schedule file as a request (None, with its one-line error shown, if it cannot run);
+    its layout, read from the file, as a caption."""
+    upload = st.session_state.get(SCHEDULE_UPLOAD)
+    if upload is None:
+        return None
+    text = upload.getvalue().decode("utf-8", errors="replace")
+    try:
+        schedule = schedule_from_text(text, name=upload.name, steps=int(value(PAGE, "steps")) or 1)
+        request = SimRequest(
+            schedule=upload.name,
+            ranks=schedule.ranks,
+            microbatches=schedule.microbatches,
+            steps=schedule.steps,
+            chunks=schedule.chunks,
+            costs=choice,
+            csv=text,
+        )
+        with st.spinner(f"simulating {upload.name}"):
+            loaders.simulated(request)
+    except UserError as error:
+        st.error(str(error))
+        return None
+    st.caption(layout_line(schedule, upload.name))
+    return request
 
 
 def _show(requests: list[SimRequest]) -> None:

@@ -66,3 +66,21 @@ def test_explicit_values_derive_the_backward_and_sizes_that_do_not_fit_are_named
         "2bw: 2bw needs microbatches m >= stages P, got m = 4 < P = 8"
     ]
     assert [row["schedule"] for row in _table(test)] == ["1f1b"]
+
+
+def test_an_uploaded_schedule_file_simulates_beside_the_named_ones_and_a_bad_one_is_one_error(app) -> None:
+    from schedules import build
+    from schedules.csv_io import export_csv
+
+    test = app(schedules="1f1b")
+    text = export_csv(build("dualpipev", 4, 8)).text.encode()
+    test.file_uploader(key="explore.schedule_upload").upload("dpv.csv", text).run()
+    assert not test.error and [row["schedule"] for row in _table(test)] == ["dpv.csv", "1f1b"]
+    assert _table(test)[0]["step time"] == "24.5 s"  # dualpipev's exact analytics, unit costs
+    layout = [caption.value for caption in test.caption if caption.value.startswith("dpv.csv:")]
+    assert layout and "placed in a V" in layout[0] and "overlapped pairs" in layout[0]
+    test.file_uploader(key="explore.schedule_upload").upload("bad.csv", b"0F0,0B1\n").run()
+    assert [error.value for error in test.error] == [
+        "bad.csv: row 1, cell 2: B of stage 0, microbatch 1 comes before its F"
+    ]
+    assert [row["schedule"] for row in _table(test)] == ["1f1b"]

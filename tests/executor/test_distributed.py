@@ -56,6 +56,7 @@ CASES = [
         optimizer=OptimizerConfig(name="adamw", lr=3e-3, grad_clip=0.05),
     ),
     dict(schedule="amdp", stages=4, microbatches=4, steps=3),  # replicas: SEND_G/RECV_G, SEND_W/RECV_W
+    dict(schedule="dualpipev", stages=2, microbatches=4, steps=2, chunks=2),  # V placement, OVERLAP_F_B pairs
 ]
 
 

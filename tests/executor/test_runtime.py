@@ -2,7 +2,8 @@
 
 Run: .venv/bin/pytest tests/executor/test_runtime.py
 
-- flushing schedules (GPipe, 1F1B, ZB-H1, interleaved) == gradient accumulation over m microbatches;
+- flushing schedules (GPipe, 1F1B, ZB-H1, interleaved, looped BFS, interleaved ZB, ZB-V, DualPipeV, and a
+  schedule read from PyTorch's CSV) == gradient accumulation over m microbatches;
 - PipeDream == a loop applying W_s(j+1) = W_s(j) - lr U(grad at W_s(max(0, j - (P-1-s)))) per stage;
 - 2BW == a loop applying W(k+1) = W(k) - lr U(grad at W(k-1)), and its step 0 equals 1F1B's;
 - weight versions held: FLUSH 1, STASH P-s, DOUBLE_BUFFER 2; AMDP replicas end identical.
@@ -103,12 +104,38 @@ FLUSH_CASES = [
     ("1f1b", 4, 1),
     ("zb-h1", 4, 1),  # I and W split: the same gradients
     ("interleaved", 2, 2),  # a rank holds two non-adjacent pieces
+    ("looped-bfs", 2, 2),  # breadth first over the chunks
+    ("interleaved-zb", 2, 2),  # looped chunks with I and W split
+    ("zb-v", 2, 2),  # V placement: the last piece on rank 0, a local hand-off at the turn on rank 1
+    ("dualpipev", 2, 2),  # V with OVERLAP_F_B pairs (run one after the other) and mixed B / I+W
 ]
 
 
 @pytest.mark.parametrize(("schedule", "stages", "chunks"), FLUSH_CASES)
 def test_flushing_schedules_equal_gradient_accumulation(corpus, schedule, stages, chunks):
     cfg = config(schedule, stages, chunks=chunks)
+    losses, grads, _ = run(cfg, corpus, capture_grads=True)
+    ref_losses, ref_grads = reference_accumulation(cfg, corpus)
+    assert_close(losses, ref_losses)
+    for step in range(cfg.steps):
+        assert_close(grads[step], ref_grads[step])
+
+
+def test_a_pytorch_schedule_csv_equals_gradient_accumulation(corpus):
+    """PyTorch's own DualPipeV order, written as PyTorch writes its CSV, run as `pipesim run
+    --schedule-file` runs it: the same losses and gradients as one process."""
+    import csv
+    import io
+
+    from tests.schedules.test_pytorch_orders import torch_order
+
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(torch_order("ScheduleDualPipeV", 2, 2, 4))
+    cfg = config("dualpipev.csv", 2, chunks=2, schedule_csv=buffer.getvalue())
+    schedule = cfg.build_schedule()
+    assert schedule.layout.placement == (0, 1, 1, 0) and Kind.OVERLAP_F_B in {
+        a.kind for a in schedule.actions[0]
+    }
     losses, grads, _ = run(cfg, corpus, capture_grads=True)
     ref_losses, ref_grads = reference_accumulation(cfg, corpus)
     assert_close(losses, ref_losses)
