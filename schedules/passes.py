@@ -14,7 +14,7 @@ Note: where optimizer steps go, by versioning (w: a weight-gradient action, B or
 
 from __future__ import annotations
 
-from schedules.ir import WEIGHT_GRAD_KINDS, Action, Kind, Schedule, Versioning
+from schedules.ir import SEND_KINDS, WEIGHT_GRAD_KINDS, Action, Kind, Schedule, Versioning
 from schedules.semantics import CARRIES_VERSION, READS_VERSION, WRITES_VERSION
 
 
@@ -39,7 +39,8 @@ def _has_kind(schedule: Schedule, kinds: tuple[Kind, ...]) -> bool:
 
 def _with_optimizer_steps(actions: tuple[Action, ...], per_microbatch: bool) -> list[Action]:
     """One rank's actions with an OPT after every weight gradient (per_microbatch) or after the last
-    one of each (stage, step)."""
+    one of each (stage, step), and after the sends right behind it when the schedule has its sends
+    already (a comm-lowered CSV): where lowering a compute-only schedule puts it."""
     opt = Kind.OPT
     if per_microbatch:
         out: list[Action] = []
@@ -48,9 +49,11 @@ def _with_optimizer_steps(actions: tuple[Action, ...], per_microbatch: bool) -> 
             if action.kind in WEIGHT_GRAD_KINDS:
                 out.append(Action(action.stage, opt, action.microbatch, action.step))
         return out
-    last_grad = {}  # (stage, step) -> index of its last weight-gradient action
+    last_grad = {}  # (stage, step) -> index of its last weight-gradient action (and of its sends)
     for index, action in enumerate(actions):
         if action.kind in WEIGHT_GRAD_KINDS:
+            last_grad[(action.stage, action.step)] = index
+        elif action.kind in SEND_KINDS and index and last_grad.get((action.stage, action.step)) == index - 1:
             last_grad[(action.stage, action.step)] = index
     out, done = [], 0
     for index in sorted(last_grad.values()):  # copy the runs between updates whole
