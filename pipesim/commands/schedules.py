@@ -213,10 +213,11 @@ def _add_color(parser: argparse.ArgumentParser) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    rows = [("name", "kind", "constraints", "summary")]
+    rows = [("name", "kind", "constraints", "PyTorch's", "summary")]
     for info in SCHEDULES.values():
         kind = "async" if info.asynchronous else "sync"
-        rows.append((info.name, kind, ", ".join(constraints(info)) or "-", info.summary))
+        pytorch = (info.pytorch or "-").replace(" (one stage per rank)", " (v = 1)")
+        rows.append((info.name, kind, ", ".join(constraints(info)) or "-", pytorch, info.summary))
     print(format_table(rows))
     return 0
 
@@ -263,14 +264,20 @@ def constraints(info: ScheduleInfo) -> list[str]:
     needs = []
     if info.needs_m_ge_p:
         needs.append("m >= P")
+    if info.needs_m_ge_2p:
+        needs.append("m >= 2P")
     if info.needs_m_multiple_of_p:
         needs.append("m % P == 0")
     if info.needs_even_p:
         needs.append("P even")
     if info.uses_chunks:
         needs.append("--chunks V")
+    if info.v_shaped:
+        needs.append("V: 2 stages per rank")
     if info.splits_backward:
         needs.append("B split into I + W")
+    if info.overlaps:
+        needs.append("OVERLAP_F_B pairs")
     return needs
 
 

@@ -39,6 +39,25 @@ def test_list_names_every_schedule_with_kind_and_constraints(capsys: pytest.Capt
     assert set(rows) == set(SCHEDULES)
     assert " async " in rows["pipedream"] and " sync " in rows["1f1b"]
     assert "m >= P" in rows["2bw"] and "P even" in rows["amdp"] and "m % P == 0" in rows["interleaved"]
+    assert "m >= 2P" in rows["dualpipev"] and "OVERLAP_F_B pairs" in rows["dualpipev"]
+
+
+def test_the_list_covers_every_schedule_pytorch_ships(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every class torch.distributed.pipelining's get_schedule_class knows, bar the two base classes,
+    is the PyTorch's column of a schedule pipesim generates (tests/schedules/test_pytorch_orders.py
+    checks their orders), and PipeDream, 2BW and AMDP, which PyTorch does not ship, are there too."""
+    import inspect
+
+    from torch.distributed.pipelining import schedules
+
+    source = inspect.getsource(schedules.get_schedule_class)
+    shipped = {name for name in dir(schedules) if name.startswith("Schedule") and f": {name}," in source}
+    assert {"ScheduleGPipe", "ScheduleDualPipeV", "ScheduleZBVZeroBubble"} <= shipped
+    code, out, _ = run(capsys, "schedules", "list")
+    assert code == 0
+    listed = {cell for line in out.splitlines()[1:] for cell in line.split() if cell.startswith("Schedule")}
+    assert shipped <= listed
+    assert {"pipedream", "2bw", "amdp"} <= {line.split()[0] for line in out.splitlines()[1:]}
 
 
 def test_show_text_draws_the_grid_then_the_analytics(capsys: pytest.CaptureFixture[str]) -> None:
