@@ -32,7 +32,7 @@ RUN_ONLY_FIELDS = ("out", "resume", "timeout", "single_process", "keep_checkpoin
 class RunConfig:
     """One training run of one schedule on real hardware.
 
-    Gradient clipping (optimizer.grad_clip > 0): synchronous schedules (gpipe, 1f1b, interleaved, zb-h1)
+    Gradient clipping (optimizer.grad_clip > 0): synchronous schedules (all but pipedream, 2bw and amdp)
     clip every stage by the global norm over all stages, as single-process training does (a NORM op sums
     the ranks' shares before the step's updates). Asynchronous schedules (pipedream, 2bw, amdp) clip
     each stage by its own norm: their stages update at different times, so no global norm is defined.

@@ -53,8 +53,12 @@ def _with_optimizer_steps(actions: tuple[Action, ...], per_microbatch: bool) -> 
     for index, action in enumerate(actions):
         if action.kind in WEIGHT_GRAD_KINDS:
             last_grad[(action.stage, action.step)] = index
-        elif action.kind in SEND_KINDS and index and last_grad.get((action.stage, action.step)) == index - 1:
-            last_grad[(action.stage, action.step)] = index
+    for key, index in last_grad.items():  # the sends right behind it, if the schedule has its sends
+        while index + 1 < len(actions) and actions[index + 1].kind in SEND_KINDS:
+            if (actions[index + 1].stage, actions[index + 1].step) != key:
+                break
+            index += 1
+        last_grad[key] = index
     out, done = [], 0
     for index in sorted(last_grad.values()):  # copy the runs between updates whole
         out += actions[done : index + 1]

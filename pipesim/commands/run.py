@@ -68,7 +68,7 @@ FLAGS: list[tuple[str, str, Any, str]] = [
         "optimizer.grad_clip",
         float,
         "clip the gradient norm to this (default off): the global norm over all stages for synchronous "
-        "schedules (gpipe, 1f1b, interleaved, zb-h1), each stage's own norm for asynchronous ones "
+        "schedules (and schedule files), each stage's own norm for asynchronous ones "
         "(pipedream, 2bw, amdp), whose stages update at different times",
     ),
     ("--warmup-steps", "optimizer.warmup_steps", int, "linear warm-up, in updates (default 0)"),

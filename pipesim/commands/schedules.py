@@ -19,12 +19,12 @@ from typing import Any
 
 from pipesim.commands.readout import legend
 from schedules.analytics import analyze
-from schedules.costs import Costs
+from schedules.costs import DEFAULT_OVERLAP_F_B, Costs
 from schedules.csv_io import NOTATIONS, CsvExport, export_csv, read_csv, write_csv
 from schedules.graph import validate
 from schedules.grid import render_grid
 from schedules.imported import LAYOUTS, check_layout, layout_line, read_schedule_file
-from schedules.ir import Schedule, ScheduleError
+from schedules.ir import Kind, Schedule, ScheduleError
 from schedules.passes import lower
 from schedules.registry import (
     ASYNC_DEFAULT_STEPS,
@@ -192,12 +192,26 @@ def _cost(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = _cost(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
+    return value
+
+
 def _add_costs(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("costs (time units)")
     group.add_argument("--tf", type=_cost, default=1.0, help="forward of one stage (default 1)")
     group.add_argument("--tb", type=_cost, default=2.0, help="full backward (default 2)")
     group.add_argument("--ti", type=_cost, default=None, help="backward for inputs (default tb / 2)")
     group.add_argument("--tw", type=_cost, default=None, help="backward for weights (default tb / 2)")
+    group.add_argument(
+        "--overlap-f-b",
+        type=_fraction,
+        default=DEFAULT_OVERLAP_F_B,
+        metavar="X",
+        help=f"an OVERLAP_F_B pair takes its longer half + X x its shorter (default {DEFAULT_OVERLAP_F_B})",
+    )
 
 
 def _add_color(parser: argparse.ArgumentParser) -> None:
@@ -287,7 +301,7 @@ def build_request(args: argparse.Namespace) -> Schedule:
 
 
 def costs_from(args: argparse.Namespace) -> Costs:
-    return Costs(f=args.tf, b=args.tb, i=args.ti, w=args.tw)
+    return Costs(f=args.tf, b=args.tb, i=args.ti, w=args.tw, overlap_f_b=args.overlap_f_b)
 
 
 def use_color(choice: str) -> bool:
@@ -320,10 +334,12 @@ def _title(schedule: Schedule, costs: Costs) -> str:
     kind = "synchronous" if schedule.synchronous else f"asynchronous ({schedule.versioning})"
     chunks = f", {schedule.chunks} chunks per rank" if schedule.chunks > 1 else ""
     steps = f"{schedule.steps} step" + ("s" if schedule.steps > 1 else "")
+    pairs = any(action.kind is Kind.OVERLAP_F_B for action in schedule.actions[0])
+    overlap = f"; an overlapped pair: the longer half + {costs.overlap_f_b:g} x the shorter" if pairs else ""
     return (
         f"{schedule.name}: {kind}, P = {schedule.ranks} ranks, m = {schedule.microbatches} microbatches, "
         f"{steps}{chunks}; t_F = {costs.f:g}, t_B = {costs.b:g} (I {costs.input_backward:g} + "
-        f"W {costs.weight_backward:g})"
+        f"W {costs.weight_backward:g}){overlap}"
     )
 
 

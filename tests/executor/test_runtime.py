@@ -302,7 +302,7 @@ def test_an_update_between_forward_and_backward(copy_on_write, expected):
 def test_programs_never_deadlock_and_a_bad_order_is_caught():
     for name in SCHEDULES:
         for ranks in (2, 4):
-            schedule = build(name, ranks, 8, 3, 2 if name == "interleaved" else 1)
+            schedule = build(name, ranks, 8, 3, SCHEDULES[name].default_chunks)
             plans = build_plans(schedule, val_steps=frozenset({0, 1, 2}), checkpoint_steps=frozenset({0, 1}))
             assert stuck_ranks(plans, schedule.layout) == [], (name, ranks)
     gpipe = build("gpipe", 2, 1)
@@ -346,9 +346,12 @@ def reference_clipped(cfg: RunConfig, corpus, *, per_stage: bool = False):
     return losses, grads, norms
 
 
-@pytest.mark.parametrize(("schedule", "stages"), [("gpipe", 2), ("gpipe", 4), ("1f1b", 2), ("1f1b", 4)])
+@pytest.mark.parametrize(
+    ("schedule", "stages"),
+    [("gpipe", 2), ("gpipe", 4), ("1f1b", 2), ("1f1b", 4), ("dualpipev", 2)],  # V: two OPTs wait per rank
+)
 def test_flushing_schedules_clip_by_the_global_norm(corpus, schedule, stages):
-    cfg = config(schedule, stages, optimizer=CLIPPED)
+    cfg = config(schedule, stages, optimizer=CLIPPED, chunks=SCHEDULES[schedule].default_chunks)
     losses, grads, runtimes = run(cfg, corpus, capture_grads=True)
     ref_losses, ref_grads, norms = reference_clipped(cfg, corpus)
     assert min(norms) > 2 * CLIP  # clipping really triggers, every step
@@ -385,8 +388,8 @@ def test_2bw_still_clips_per_stage(corpus, stages):
 def test_norm_ops_follow_every_backward_and_precede_every_update():
     """Flushing schedules with clipping: one NORM per step and rank, after the step's last backward and
     sends, before all its OPTs (interleaved: an earlier OPT waits); no deadlock; none without clipping."""
-    for name in ("gpipe", "1f1b", "interleaved", "zb-h1"):
-        schedule = build(name, 4, 8, 2, 2 if name == "interleaved" else 1)
+    for name in [name for name, info in SCHEDULES.items() if not info.asynchronous]:
+        schedule = build(name, 4, 8, 2, SCHEDULES[name].default_chunks)
         assert all(op.kind != NORM for plan in build_plans(schedule) for op in plan.ops)
         plans = build_plans(schedule, grad_clip=1.0, checkpoint_steps=frozenset({0}))
         assert stuck_ranks(plans, schedule.layout) == [], name
