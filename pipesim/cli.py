@@ -26,6 +26,7 @@ COMMANDS = (
     "predict",
     "replay",
     "import_profile",
+    "study",
     "demo",
 )
 

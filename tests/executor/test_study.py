@@ -1,0 +1,217 @@
+"""The study's building blocks: the grid's fairness rules, the folder, the analysis, the pool, one run.
+
+Run: .venv/bin/pytest tests/executor/test_study.py
+
+The end-to-end check of `pipesim study --preset quick` (every cell ran, numbers finite, the reference
+equals plain training, a second invocation recomputes nothing) is tests/pipesim/test_study.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from executor.errors import ExecutorConfigError
+from executor.optim import OptimizerConfig
+from executor.study.analysis import iters_to, summary_rows, target_step, verdict
+from executor.study.grid import Cell, StudyConfig, cells, depth_free, run_config, runs, source, sweep_cells
+from executor.study.pool import run_tasks
+from executor.study.presets import paper, quick
+from executor.study.store import StudyFolder, first_difference
+from executor.study.train import Curve, train
+from tests.executor.pool_tasks import slow_square
+
+# --- the grid ---------------------------------------------------------------------------------------
+
+
+def test_paper_grid_runs_corrections_only_where_they_act_and_both_lr_rules_for_pipedream() -> None:
+    grid = cells(paper())
+    names = [cell.name for cell in grid]
+    assert len(names) == len(set(names))
+    by_schedule = {
+        s: {(c.variant, c.lr_rule) for c in grid if c.schedule == s and c.lr_scale == 1.0}
+        for s in ("1f1b", "2bw")
+    }
+    assert by_schedule["1f1b"] == {(v, "both") for v in ("adamw", "nadamw", "muon", "basis-rotation")}
+    assert ("adamw+delay", "both") in by_schedule["2bw"] and ("adamw+pipemare", "both") not in by_schedule[
+        "2bw"
+    ]
+    pipedream = {(c.variant, c.lr_rule) for c in grid if c.schedule == "pipedream"}
+    assert ("adamw+pipemare", "per-token") in pipedream and ("adamw+delay", "per-update") not in pipedream
+    assert {c.variant for c in grid if c.schedule == "amdp"} == {"adamw", "nadamw", "muon", "basis-rotation"}
+    probe = {(c.schedule, c.variant) for c in grid if c.lr_scale != 1.0}
+    assert probe == {(s, v) for s in ("1f1b", "2bw") for v in ("adamw", "muon")}  # the reference is added
+    assert len(grid) == 3 * 3 * (4 + 10 + 6 + 4 + 4)  # depths x seeds x (1f1b, pipedream, 2bw, amdp, probe)
+
+
+def test_depth_free_schedules_run_once_at_the_smallest_depth() -> None:
+    study = paper()
+    assert [depth_free(study, s) for s in study.schedules] == [True, False, True, False]
+    cell = Cell(schedule="2bw", variant="muon", stages=8, seed=1)
+    assert source(study, cell) == dataclasses.replace(cell, stages=2)
+    assert source(study, dataclasses.replace(cell, schedule="amdp")).stages == 8
+    assert len(runs(study)) == 3 * (4 + 30 + 6 + 12 + 4)  # seeds x (1f1b, pipedream, 2bw, amdp, probe)
+    clipped = dataclasses.replace(study, optimizer=OptimizerConfig(grad_clip=1.0))
+    assert not depth_free(clipped, "2bw") and depth_free(clipped, "1f1b")  # 2BW clips per stage
+
+
+def test_pipedream_per_token_rule_divides_lr_and_counts_the_schedule_in_updates() -> None:
+    study = paper()
+    sync = run_config(study, Cell(schedule="1f1b", variant="adamw", stages=4, seed=0), 3e-3)
+    per_token = Cell(schedule="pipedream", variant="adamw+pipemare", stages=4, seed=0, lr_rule="per-token")
+    token = run_config(study, per_token, 3e-3)
+    update = run_config(study, dataclasses.replace(per_token, lr_rule="per-update"), 3e-3)
+    m = study.microbatches
+    assert (sync.optimizer.lr, update.optimizer.lr, token.optimizer.lr) == (
+        3e-3,
+        3e-3,
+        pytest.approx(3e-3 / m),
+    )
+    assert (sync.optimizer.warmup_steps, token.optimizer.warmup_steps) == (10, 10 * m)
+    assert (sync.optimizer.total_steps, token.optimizer.total_steps) == (200, 200 * m)
+    assert token.optimizer.pipemare_steps == 50 * m and token.optimizer.correction == "pipemare"
+    same = ("steps", "microbatches", "microbatch_size", "seed", "data", "model", "layers")
+    assert [getattr(sync, f) for f in same] == [getattr(token, f) for f in same]  # equal tokens
+
+
+def test_sweep_runs_the_reference_at_the_smallest_depth_and_first_seed() -> None:
+    study = dataclasses.replace(quick(), lrs={"muon": 1e-2})
+    sweep = sweep_cells(study)
+    assert {cell.variant for cell, _ in sweep} == {"adamw", "nadamw", "basis-rotation"}
+    assert {(cell.schedule, cell.stages, cell.seed) for cell, _ in sweep} == {("1f1b", 2, 0)}
+
+
+# --- one run ----------------------------------------------------------------------------------------
+
+TINY = StudyConfig(
+    schedules=("1f1b", "2bw"), variants=("adamw",), depths=(2, 4), seeds=(0,), steps=4, microbatches=4,
+    microbatch_size=2, layers=4, hidden=32, seq_len=32, val_every=2, val_microbatches=1, warmup_steps=1,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("schedule", ["1f1b", "2bw"])
+def test_depth_free_runs_are_bit_identical_at_every_depth(schedule) -> None:
+    curves = [
+        train(run_config(TINY, Cell(schedule=schedule, variant="adamw", stages=p, seed=0), 3e-3))
+        for p in (2, 4)
+    ]
+    assert curves[0].losses == curves[1].losses and curves[0].vals == curves[1].vals
+    assert len(curves[0].losses) == 4 and [step for step, _ in curves[0].vals] == [1, 3]
+
+
+def test_a_diverging_run_stops_and_leaves_no_final_loss(tmp_path: Path) -> None:
+    study = dataclasses.replace(TINY, optimizer=OptimizerConfig(name="sgd"), variants=("sgd",))
+    curve = train(run_config(study, Cell(schedule="1f1b", variant="sgd", stages=2, seed=0), 1e6))
+    assert curve.diverged_at is not None and len(curve.losses) == curve.diverged_at
+    path = tmp_path / "run.jsonl"
+    StudyFolder.write_run(path, {"name": "x", "config": {}}, curve)
+    assert StudyFolder.read_run(path).end["final_val_loss"] is None
+
+
+# --- the folder -------------------------------------------------------------------------------------
+
+CURVE = Curve(losses=(3.0, 2.5, 2.0), vals=((1, 2.7), (2, 2.2)), wall_s=1.25)
+
+
+def test_run_files_round_trip_and_refuse_other_settings(tmp_path: Path) -> None:
+    folder = StudyFolder(tmp_path)
+    path = folder.run_path("1f1b-adamw-p2-s0")
+    folder.write_run(path, {"name": "1f1b-adamw-p2-s0", "config": {"lr": 0.003}}, CURVE)
+    record = folder.read_run(path)
+    assert [line["loss"] for line in record.steps] == [3.0, 2.5, 2.0]
+    assert record.vals() == [(1, 2.7), (2, 2.2)]
+    assert (record.end["final_val_loss"], record.end["best_val_loss"]) == (2.2, 2.2)
+    assert folder.finished(path, {"lr": 0.003}) and not folder.finished(folder.run_path("other"), {})
+    with pytest.raises(ExecutorConfigError, match=r"lr: 0.003 there, 0.01 here"):
+        folder.finished(path, {"lr": 0.01})
+
+
+def test_a_study_folder_keeps_its_settings_and_drops_torn_writes(tmp_path: Path) -> None:
+    folder = StudyFolder(tmp_path / "s")
+    folder.claim({"study": quick().to_dict()})
+    folder.claim({"study": quick().to_dict()})  # the same settings: fine
+    with pytest.raises(ExecutorConfigError, match=r"holds a study with other settings \(steps: 12 there, 13"):
+        folder.claim({"study": dataclasses.replace(quick(), steps=13).to_dict()})
+    torn = folder.path / "runs" / ".x.jsonl.123.tmp"
+    torn.parent.mkdir(parents=True)
+    torn.write_text("{", encoding="utf-8")
+    assert folder.remove_leftovers() == 1 and not torn.exists()
+    assert StudyConfig.from_dict(quick().to_dict()) == quick()
+
+
+def test_first_difference_names_the_nested_field() -> None:
+    assert first_difference({"a": {"b": 1}}, {"a": {"b": 2}}, "") == "a.b: 1 there, 2 here"
+    assert first_difference({"a": [1, 2]}, {"a": [1, 2]}, "") == ""
+
+
+# --- the analysis -----------------------------------------------------------------------------------
+
+
+def test_iterations_to_target_count_steps_done_at_the_first_validation_at_or_below() -> None:
+    vals = [(9, 3.0), (19, 2.5), (29, None), (39, 2.4)]
+    assert (iters_to(vals, 2.5), iters_to(vals, 2.45), iters_to(vals, 1.0)) == (20, 40, None)
+    assert target_step(paper()) == 159  # the last validation within 80% of 200 steps
+    assert target_step(quick()) == 7  # validations after steps 4, 8, 12; 80% of 12 is 9.6
+
+
+@pytest.mark.parametrize(
+    ("gaps", "spread", "expected"),
+    [
+        ([0.10, 0.12, 0.11], 0.05, "worse"),  # a gap larger than the seeds' spread
+        ([0.02, -0.01, 0.03], 0.05, "no gap"),  # within it: reads as no gap
+        ([-0.20, -0.30], 0.05, "better"),
+        ([0.1, None], 0.0, "diverged"),  # one seed diverged
+        ([0.1], 0.0, "one seed"),  # no spread to compare with
+    ],
+)
+def test_verdict_reads_a_gap_within_the_seed_spread_as_no_gap(gaps, spread, expected) -> None:
+    assert verdict(False, gaps, spread) == expected
+
+
+def test_summary_takes_the_larger_seed_spread_of_cell_and_reference() -> None:
+    def row(schedule: str, seed: int, final: float, gap: float) -> dict:
+        return {
+            "schedule": schedule, "optimizer": "adamw", "lr_rule": "both", "lr_scale": 1.0, "stages": 2,
+            "seed": seed, "final_val_loss": final, "gap_to_sync": gap, "iters_to_target": 10 + seed,
+            "time_to_target_s": 1.0, "cpu_time_to_target_s": 2.0,
+        }  # fmt: skip
+
+    rows = [
+        row("1f1b", 0, 2.0, 0.0),
+        row("1f1b", 1, 2.2, 0.0),
+        row("2bw", 0, 2.05, 0.05),
+        row("2bw", 1, 2.25, 0.05),
+    ]
+    reference, asynchronous = summary_rows(rows, "1f1b")
+    assert reference["verdict"] == "reference"
+    assert asynchronous["gap_mean"] == pytest.approx(0.05)
+    assert asynchronous["seed_spread"] == pytest.approx(0.1414, abs=1e-4)
+    assert (asynchronous["verdict"], asynchronous["reached"], asynchronous["iters_to_target_mean"]) == (
+        "no gap",
+        "2/2",
+        10.5,
+    )
+
+
+# --- the pool ---------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_terminates_the_workers_and_keeps_what_finished() -> None:
+    finished: list[int] = []
+
+    def done(result: int) -> None:
+        finished.append(result)
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C after the first result
+
+    with pytest.raises(KeyboardInterrupt):
+        run_tasks([1, 20, 20], slow_square, jobs=2, done=done)
+    assert finished == [1] and multiprocessing.active_children() == []
+
+
+def test_tasks_run_in_a_pool_and_report_each_result() -> None:
+    results: list[int] = []
+    run_tasks([0, 1, 2, 3], slow_square, jobs=2, done=results.append)
+    assert sorted(results) == [0, 1, 4, 9]
