@@ -56,7 +56,7 @@ def paper() -> StudyConfig:
         microbatch_size=4,
         layers=8,
         val_every=10,
-        val_microbatches=4,
+        val_microbatches=8,
         warmup_steps=10,
         pipemare_steps=50,
         lr_grid=dict(SWEEP),
