@@ -154,14 +154,14 @@ def study_figures(
 
     def predicted(cell: Cell, steps: int) -> float | None:
         step_time = step_times.get((cell.schedule, cell.stages, cell.variant))
-        return None if step_time is None else steps * step_time / 3600
+        return None if step_time is None else steps * step_time
 
     return {
         "loss_vs_step": curve_figure(
             study, records, lambda _, steps: steps, "steps (equal tokens)", "Validation loss against steps"
         ),
         "loss_vs_time": curve_figure(
-            study, records, predicted, "hours (predicted)", f"Validation loss against time: {time_label}"
+            study, records, predicted, "seconds (predicted)", f"Validation loss against time: {time_label}"
         ),
         "gap_vs_depth": gap_figure(study, summary),
     }

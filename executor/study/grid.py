@@ -160,6 +160,8 @@ class StudyConfig:
     """PipeMare's T_c, in steps (x m updates for PipeDream)."""
     lr_grid: dict[str, tuple[float, ...]] = field(default_factory=dict)
     """The sweep: learning rates tried per base optimizer on the reference at the smallest depth."""
+    sweep_extend: int = 2
+    """How many times the sweep may look one half-decade past an edge of lr_grid (executor.study.sweep)."""
     lrs: dict[str, float] = field(default_factory=dict)
     """Fixed learning rates per base optimizer (--lr); these optimizers skip the sweep."""
     lr_rules: tuple[str, ...] = LR_RULES
@@ -283,16 +285,6 @@ def base_optimizers(study: StudyConfig) -> list[str]:
     """Base optimizers of the variants, in order: the ones that need an lr."""
     names = [Variant.parse(v).optimizer for v in study.variants]
     return list(dict.fromkeys(names))
-
-
-def sweep_cells(study: StudyConfig) -> list[tuple[Cell, float]]:
-    """The lr sweep: the reference at the smallest depth and the first seed, per optimizer and lr."""
-    return [
-        (Cell(schedule=study.reference, variant=name, stages=min(study.depths), seed=study.seeds[0]), lr)
-        for name in base_optimizers(study)
-        if name not in study.lrs
-        for lr in study.lr_grid.get(name, ())
-    ]
 
 
 def cell_lr(study: StudyConfig, cell: Cell, base_lr: float) -> float:

@@ -80,6 +80,7 @@ GRID_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--pipemare-steps", "pipemare_steps", int, "PipeMare's T_c, in steps (x m updates for pipedream)"),
     ("--lr", "lrs", lambda t: _lr_map(t, False), "fixed lr per optimizer, e.g. adamw=3e-3 (no sweep)"),
     ("--lr-grid", "lr_grid", lambda t: _lr_map(t, True), "lr sweep, e.g. adamw=1e-3/3e-3,muon=1e-2/3e-2"),
+    ("--sweep-extend", "sweep_extend", int, "times the lr sweep may look one step past an edge best"),
     ("--lr-rules", "lr_rules", _names, "pipedream's lr rules: per-update, per-token"),
     ("--probe-scale", "probe_scale", float, "lr probe: also run probe optimizers at lr x this"),
     ("--probe-optimizers", "probe_variants", _names, "variants of the lr probe (among --optimizers)"),
@@ -175,10 +176,14 @@ def check(study: StudyConfig, args: argparse.Namespace) -> None:
         raise UsageError(
             f"--schedules: the first, {study.reference}, is the reference and must be synchronous"
         )
-    for name, low in (("--steps", 1), ("--val-every", 1), ("--timing-steps", 0)):
-        value = getattr(study, {"--steps": "steps", "--val-every": "val_every"}.get(name, "timing_steps"))
-        if value < low:
-            raise UsageError(f"{name} must be at least {low}, got {value}")
+    for name, field, low in (
+        ("--steps", "steps", 1),
+        ("--val-every", "val_every", 1),
+        ("--timing-steps", "timing_steps", 0),
+        ("--sweep-extend", "sweep_extend", 0),
+    ):
+        if getattr(study, field) < low:
+            raise UsageError(f"{name} must be at least {low}, got {getattr(study, field)}")
     _check_lists(study, LR_RULES)
     for name in base_optimizers(study):
         if name not in study.lrs and not study.lr_grid.get(name):
@@ -231,27 +236,45 @@ def run_pool(tasks: list, jobs: int, label: str) -> None:
 
 
 def sweep_phase(study: StudyConfig, folder, jobs: int) -> dict[str, float]:
-    """Run the lr sweep's missing runs; choose each optimizer's lr (lowest final validation loss)."""
-    from executor.study.grid import run_config, sweep_cells
+    """Run the lr sweep (extended past an edge optimum, executor.study.sweep); each optimizer's lr."""
     from executor.study.store import write_json
+    from executor.study.sweep import best, extension, initial_grid
+
+    grid, extended = initial_grid(study), []
+    for round_ in range(study.sweep_extend + 1):
+        results = sweep_round(study, folder, grid, jobs)
+        more = {name: extension(found) for name, found in results.items()}
+        more = {name: lr for name, lr in more.items() if lr is not None}
+        if not more or round_ == study.sweep_extend:
+            break
+        for name, lr in more.items():
+            grid[name].append(lr)
+            extended.append(f"{name}={lr:g}")
+    chosen = {**study.lrs, **{name: best(found) for name, found in results.items()}}
+    tried = {name: {f"{lr:g}": loss for lr, loss in sorted(found.items())} for name, found in results.items()}
+    write_json(folder.lrs, {"chosen": chosen, "tried": tried, "extended": extended, "given": dict(study.lrs)})
+    return chosen
+
+
+def sweep_round(study: StudyConfig, folder, grid: dict[str, list[float]], jobs: int) -> dict:
+    """Run the sweep's missing runs; {optimizer: {lr: final validation loss}}."""
+    from executor.study.grid import run_config
+    from executor.study.sweep import sweep_cell
     from pipesim.commands.study_tasks import TrainTask
 
     tasks = []
-    for cell, lr in sweep_cells(study):
-        config, path = run_config(study, cell, lr), folder.sweep_path(cell.name, lr)
-        if not folder.finished(path, plain(config)):
-            tasks.append(TrainTask(path=str(path), header=header(study, cell, config), config=config))
+    for name, lrs in grid.items():
+        cell = sweep_cell(study, name)
+        for lr in lrs:
+            config, path = run_config(study, cell, lr), folder.sweep_path(cell.name, lr)
+            if not folder.finished(path, plain(config)):
+                tasks.append(TrainTask(path=str(path), header=header(study, cell, config), config=config))
     run_pool(tasks, jobs, "lr sweep")
-    tried: dict[str, dict[float, float | None]] = {}
-    for cell, lr in sweep_cells(study):
-        end = folder.read_run(folder.sweep_path(cell.name, lr)).end
-        tried.setdefault(cell.variant, {})[lr] = end["final_val_loss"]
-    chosen = dict(study.lrs)
-    for name, results in tried.items():  # lowest loss; a diverged run last; a tie goes to the smaller lr
-        chosen[name] = min(results, key=lambda lr: (results[lr] is None, results[lr] or 0.0, lr))
-    tried_text = {name: {f"{lr:g}": loss for lr, loss in results.items()} for name, results in tried.items()}
-    write_json(folder.lrs, {"chosen": chosen, "tried": tried_text, "given": dict(study.lrs)})
-    return chosen
+    return {
+        name: {lr: folder.read_run(folder.sweep_path(sweep_cell(study, name).name, lr)).end["final_val_loss"]
+               for lr in lrs}
+        for name, lrs in grid.items()
+    }  # fmt: skip
 
 
 def grid_phase(study: StudyConfig, folder, lrs: dict[str, float], jobs: int) -> int:

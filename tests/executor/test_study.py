@@ -17,10 +17,11 @@ import pytest
 from executor.errors import ExecutorConfigError
 from executor.optim import OptimizerConfig
 from executor.study.analysis import iters_to, summary_rows, target_step, verdict
-from executor.study.grid import Cell, StudyConfig, cells, depth_free, run_config, runs, source, sweep_cells
+from executor.study.grid import Cell, StudyConfig, cells, depth_free, run_config, runs, source
 from executor.study.pool import run_tasks
 from executor.study.presets import paper, quick
 from executor.study.store import StudyFolder, first_difference
+from executor.study.sweep import best, extension, initial_grid, sweep_cell
 from executor.study.train import Curve, train
 from tests.executor.pool_tasks import slow_square
 
@@ -79,9 +80,28 @@ def test_pipedream_per_token_rule_divides_lr_and_counts_the_schedule_in_updates(
 
 def test_sweep_runs_the_reference_at_the_smallest_depth_and_first_seed() -> None:
     study = dataclasses.replace(quick(), lrs={"muon": 1e-2})
-    sweep = sweep_cells(study)
-    assert {cell.variant for cell, _ in sweep} == {"adamw", "nadamw", "basis-rotation"}
-    assert {(cell.schedule, cell.stages, cell.seed) for cell, _ in sweep} == {("1f1b", 2, 0)}
+    assert initial_grid(study) == {
+        "adamw": [1e-3, 3e-3],
+        "nadamw": [1e-3, 3e-3],
+        "basis-rotation": [1e-3, 3e-3],
+    }
+    cell = sweep_cell(study, "adamw")
+    assert (cell.schedule, cell.stages, cell.seed) == ("1f1b", 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("results", "chosen", "beyond"),
+    [
+        ({1e-3: 2.6, 3e-3: 2.5, 1e-2: 2.7}, 3e-3, None),  # the best inside the grid: done
+        ({1e-3: 2.6, 3e-3: 2.7, 1e-2: 2.9}, 1e-3, 3e-4),  # at the low edge: look below
+        ({3e-3: 2.3, 1e-2: 2.0, 3e-2: 1.9}, 3e-2, 1e-1),  # at the high edge: look above
+        ({1e-2: 2.0, 3e-2: None}, 1e-2, 3e-3),  # diverged counts as worst: 1e-2 is the low edge
+        ({1e-3: 2.0, 3e-3: 2.0}, 1e-3, 3e-4),  # a tie goes to the smaller lr
+        ({1e-3: 2.0}, 1e-3, None),  # one lr is a given lr, not a sweep
+    ],
+)
+def test_the_sweep_picks_the_lowest_loss_and_looks_past_an_edge(results, chosen, beyond) -> None:
+    assert best(results) == chosen and extension(results) == beyond
 
 
 # --- one run ----------------------------------------------------------------------------------------
