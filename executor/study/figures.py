@@ -80,9 +80,7 @@ def curve_figure(
     names = [f"{_panel_name(v, s)}, P = {p}" for v, s in rows for p in depths]
     figure = make_subplots(rows=len(rows), cols=len(depths), subplot_titles=names, shared_yaxes=True)
     shown: set[str] = set()
-    for cell in cells(study):
-        if cell.seed != study.seeds[0]:
-            continue
+    for cell, row in _lines(study, rows):
         points = [(x_of(cell, step), loss) for step, loss in mean_curve(study, records, cell)]
         points = [(x, y) for x, y in points if x is not None]
         name = label(cell)
@@ -96,7 +94,7 @@ def curve_figure(
                 showlegend=name not in shown,
                 line={"color": COLORS.get(cell.schedule), "dash": "dash" if "token" in name else None},
             ),
-            row=rows.index((cell.variant, cell.lr_scale)) + 1,
+            row=row + 1,
             col=depths.index(cell.stages) + 1,
         )
         shown.add(name)
@@ -104,6 +102,16 @@ def curve_figure(
     figure.update_yaxes(title_text="val loss", col=1)
     figure.update_layout(title=title, height=PANEL_HEIGHT * len(rows) + 120, width=360 * len(depths) + 200)
     return figure
+
+
+def _lines(study: StudyConfig, rows: list[tuple[str, float]]) -> list[tuple[Cell, int]]:
+    """(cell of the first seed, panel row) of every line; a correction's panel also shows the reference
+    with the base optimizer, so its gap can be read off the panel."""
+    lines = [(c, rows.index((c.variant, c.lr_scale))) for c in cells(study) if c.seed == study.seeds[0]]
+    for cell, row in list(lines):
+        if cell.variant != cell.optimizer:
+            lines.append((cell.reference(study.reference), row))
+    return list(dict.fromkeys(lines))
 
 
 def _panel_name(variant: str, scale: float) -> str:
