@@ -13,8 +13,10 @@ Definitions (docs/study/README.md states them for readers):
   at or below the target; None when never. Resolution: val_every steps.
 - time_to_target_s = iters_to_target x the step time predicted at scale; cpu_time_to_target_s the same
   with this CPU's step time.
-- Over seeds: mean and sample standard deviation. The seed spread of a cell is the larger standard
-  deviation of its final_val_loss and its reference's; a |mean gap| within it reads "no gap".
+- Over seeds: mean and sample standard deviation. The seed spread of a gap is the standard deviation
+  of its per-seed values (each a paired difference: same batches, same initial weights); a |mean gap|
+  within it reads "no gap". The spread of the loss itself over seeds (final_val_loss_std) is larger:
+  it also holds the seeds' different initial weights and validation batches, which the pairing removes.
 """
 
 from __future__ import annotations
@@ -61,7 +63,6 @@ SUMMARY_COLUMNS = (
     "final_val_loss_mean",
     "final_val_loss_std",
     "gap_mean",
-    "gap_std",
     "seed_spread",
     "verdict",
     "reached",
@@ -173,35 +174,31 @@ def summary_rows(rows: list[dict[str, Any]], reference: str) -> list[dict[str, A
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row[key] for key in CELL_KEY), []).append(row)
-    finals = {key: [r["final_val_loss"] for r in group] for key, group in groups.items()}
-    summary = []
-    for key, group in groups.items():
-        cell = dict(zip(CELL_KEY, key, strict=True))
-        reference_key = (reference, Variant.parse(cell["optimizer"]).optimizer, "both", *key[3:])
-        spread = max(_std(finals[key]) or 0.0, _std(finals.get(reference_key, [])) or 0.0)
-        gaps = [r["gap_to_sync"] for r in group]
-        reached = [r for r in group if r["iters_to_target"] is not None]
-        summary.append(
-            {
-                **cell,
-                "seeds": len(group),
-                "final_val_loss_mean": _mean(finals[key]),
-                "final_val_loss_std": _std(finals[key]),
-                "gap_mean": _mean(gaps),
-                "gap_std": _std(gaps),
-                "seed_spread": spread,
-                "verdict": verdict(cell["schedule"] == reference, gaps, spread),
-                "reached": f"{len(reached)}/{len(group)}",
-                "iters_to_target_mean": _mean([r["iters_to_target"] for r in reached]),
-                "time_to_target_s_mean": _mean([r["time_to_target_s"] for r in reached]),
-                "cpu_time_to_target_s_mean": _mean([r["cpu_time_to_target_s"] for r in reached]),
-            }
-        )
-    return summary
+    return [
+        summary_row(dict(zip(CELL_KEY, key, strict=True)), group, reference) for key, group in groups.items()
+    ]
 
 
-def verdict(is_reference: bool, gaps: list[float | None], spread: float) -> str:
-    """reference, diverged, one seed, no gap (|mean| within the seed spread), worse or better."""
+def summary_row(cell: dict[str, Any], group: list[dict[str, Any]], reference: str) -> dict[str, Any]:
+    finals, gaps = [r["final_val_loss"] for r in group], [r["gap_to_sync"] for r in group]
+    reached = [r for r in group if r["iters_to_target"] is not None]
+    return {
+        **cell,
+        "seeds": len(group),
+        "final_val_loss_mean": _mean(finals),
+        "final_val_loss_std": _std(finals),
+        "gap_mean": _mean(gaps),
+        "seed_spread": _std(gaps),
+        "verdict": verdict(cell["schedule"] == reference, gaps),
+        "reached": f"{len(reached)}/{len(group)}",
+        "iters_to_target_mean": _mean([r["iters_to_target"] for r in reached]),
+        "time_to_target_s_mean": _mean([r["time_to_target_s"] for r in reached]),
+        "cpu_time_to_target_s_mean": _mean([r["cpu_time_to_target_s"] for r in reached]),
+    }
+
+
+def verdict(is_reference: bool, gaps: list[float | None]) -> str:
+    """reference, diverged, one seed, no gap (|mean| within the gaps' standard deviation), worse or better."""
     if is_reference:
         return "reference"
     if any(gap is None for gap in gaps):
@@ -209,7 +206,7 @@ def verdict(is_reference: bool, gaps: list[float | None], spread: float) -> str:
     if len(gaps) < 2:
         return "one seed"
     mean = statistics.fmean(gaps)
-    if abs(mean) <= spread:
+    if abs(mean) <= statistics.stdev(gaps):
         return "no gap"
     return "worse" if mean > 0 else "better"
 

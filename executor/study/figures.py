@@ -7,7 +7,7 @@
   variant (rows) and depth (columns), one line per schedule (dashed: PipeDream's per-token lr rule).
 - loss_vs_time: the same against the time the steps take at the predicted step time at scale.
 - gap_vs_depth: mean gap to the synchronous run against P, one panel per variant; the error bars are
-  the seed spread (a gap inside them reads as no gap).
+  the seed spread, the gap's standard deviation over seeds (a gap inside them reads as no gap).
 
 A dashboard page can call these functions on a study folder's files (executor.study.store).
 """

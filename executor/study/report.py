@@ -12,7 +12,7 @@ import io
 from typing import Any
 
 LOSS_COLUMNS = {"final_val_loss", "best_val_loss", "final_val_loss_mean", "final_val_loss_std", "seed_spread"}
-GAP_COLUMNS = {"gap_to_sync", "gap_mean", "gap_std"}
+GAP_COLUMNS = {"gap_to_sync", "gap_mean"}
 TIME_COLUMNS = {
     "step_time_s",
     "time_to_target_s",
@@ -76,7 +76,6 @@ SUMMARY_TABLE = (
     "final_val_loss_mean",
     "final_val_loss_std",
     "gap_mean",
-    "gap_std",
     "seed_spread",
     "verdict",
     "reached",
@@ -89,8 +88,7 @@ SUMMARY_TITLES = {
     "final_val_loss_mean": "final val loss",
     "final_val_loss_std": "(std)",
     "gap_mean": "gap to 1F1B",
-    "gap_std": "(std)",
-    "seed_spread": "seed spread",
+    "seed_spread": "(seed spread)",
     "reached": "reached target",
     "iters_to_target_mean": "steps to target",
     "time_to_target_s_mean": "time to target (predicted)",

@@ -88,16 +88,24 @@ def header_lines(study: StudyConfig, args, target: float, how: str) -> list[str]
         "",
         f"Target validation loss: {target:.4f} ({how}).",
         "",
-        "Gap: final validation loss minus the reference's with the same base optimizer, depth and seed. "
-        "Seed spread: the larger standard deviation over seeds of the cell's and the reference's final "
-        "loss; a mean gap within it reads `no gap`. Steps and times to target: means over the seeds "
-        "that reached it.",
+        "Gap: final validation loss minus the reference's with the same base optimizer, depth and seed "
+        "(paired: the same batches and initial weights). Seed spread: the standard deviation of the gap "
+        "over seeds; a mean gap within it reads `no gap`. Steps and times to target: means over the "
+        "seeds that reached it.",
         "",
         f"Time to target = steps to target x step time: predicted by the simulator for {machine(args)} "
         f"({args.predict_devices} / P data-parallel copies of the P-stage pipeline, m = "
-        f"{study.microbatches}); on this CPU from costs fitted to a short single-process run of each "
-        f"schedule ({study.timing_steps} steps), simulated with one core per rank.",
+        f"{study.microbatches}); " + _cpu_words(study),
     ]
+
+
+def _cpu_words(study: StudyConfig) -> str:
+    if not study.timing_steps:
+        return "not timed on this CPU (--timing-steps 0)."
+    return (
+        f"on this CPU from costs fitted to a short single-process run of each schedule "
+        f"({study.timing_steps} steps), simulated with one core per rank."
+    )
 
 
 def _seq_len(study: StudyConfig) -> int:
