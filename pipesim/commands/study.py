@@ -166,9 +166,21 @@ def run(args: argparse.Namespace) -> int:
 def check(study: StudyConfig, args: argparse.Namespace) -> None:
     """Everything a user can get wrong, before any run starts (one line, exit 2)."""
     from executor.runconfig import validate
-    from executor.study.grid import LR_RULES, Cell, Variant, base_optimizers, run_config
+    from executor.study.grid import Cell, run_config
+
+    _check_names(study)
+    _check_counts(study)
+    _check_predict(args, study.depths)
+    for schedule in study.schedules:
+        for stages in study.depths:
+            cell = Cell(schedule=schedule, variant=study.variants[0], stages=stages, seed=study.seeds[0])
+            validate(run_config(study, cell, 1e-3))
+
+
+def _check_names(study: StudyConfig) -> None:
+    from executor.optim import OPTIMIZERS
+    from executor.study.grid import LR_RULES, Variant, base_optimizers
     from schedules import get_info
-    from simulator.request import CostRequest
 
     for variant in (*study.variants, *study.probe_variants):
         Variant.parse(variant)
@@ -176,6 +188,19 @@ def check(study: StudyConfig, args: argparse.Namespace) -> None:
         raise UsageError(
             f"--schedules: the first, {study.reference}, is the reference and must be synchronous"
         )
+    unknown = [r for r in study.lr_rules if r not in LR_RULES]
+    if unknown:
+        raise UsageError(f"--lr-rules: unknown {unknown[0]!r}; choose from {', '.join(LR_RULES)}")
+    for name, lrs in [*((n, (lr,)) for n, lr in study.lrs.items()), *study.lr_grid.items()]:
+        if name not in OPTIMIZERS or not all(lr > 0 for lr in lrs):
+            shown = "/".join(f"{lr:g}" for lr in lrs)
+            raise UsageError(f"--lr or --lr-grid: {name}={shown}: not an optimizer, or an lr <= 0")
+    for name in base_optimizers(study):
+        if name not in study.lrs and not study.lr_grid.get(name):
+            raise UsageError(f"--lr or --lr-grid: no learning rate for {name}")
+
+
+def _check_counts(study: StudyConfig) -> None:
     for name, field, low in (
         ("--steps", "steps", 1),
         ("--val-every", "val_every", 1),
@@ -184,30 +209,21 @@ def check(study: StudyConfig, args: argparse.Namespace) -> None:
     ):
         if getattr(study, field) < low:
             raise UsageError(f"{name} must be at least {low}, got {getattr(study, field)}")
-    _check_lists(study, LR_RULES)
-    for name in base_optimizers(study):
-        if name not in study.lrs and not study.lr_grid.get(name):
-            raise UsageError(f"--lr or --lr-grid: no learning rate for {name}")
-    for stages in study.depths:
+    if study.probe_scale is not None and not study.probe_scale > 0:
+        raise UsageError(f"--probe-scale must be positive, got {study.probe_scale}")
+    if not 0 < study.target_fraction <= 1:
+        raise UsageError(f"--target-fraction must be in (0, 1], got {study.target_fraction}")
+
+
+def _check_predict(args: argparse.Namespace, depths: tuple[int, ...]) -> None:
+    from simulator.request import CostRequest
+
+    for stages in depths:
         if args.predict_devices % stages:
             raise UsageError(f"--predict-devices {args.predict_devices} is not a multiple of P = {stages}")
     CostRequest(model=args.predict_model, device=args.predict_device)
     if args.plotly_js not in ("directory", "cdn"):
         raise UsageError(f"--plotly-js: directory or cdn, got {args.plotly_js!r}")
-    for schedule in study.schedules:
-        for stages in study.depths:
-            cell = Cell(schedule=schedule, variant=study.variants[0], stages=stages, seed=study.seeds[0])
-            validate(run_config(study, cell, 1e-3))
-
-
-def _check_lists(study: StudyConfig, rules: tuple[str, ...]) -> None:
-    unknown = [r for r in study.lr_rules if r not in rules]
-    if unknown:
-        raise UsageError(f"--lr-rules: unknown {unknown[0]!r}; choose from {', '.join(rules)}")
-    if study.probe_scale is not None and not study.probe_scale > 0:
-        raise UsageError(f"--probe-scale must be positive, got {study.probe_scale}")
-    if not 0 < study.target_fraction <= 1:
-        raise UsageError(f"--target-fraction must be in (0, 1], got {study.target_fraction}")
 
 
 def plain(config) -> dict[str, Any]:

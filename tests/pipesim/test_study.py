@@ -141,6 +141,7 @@ def test_optimizer_flags_reach_every_run_config() -> None:
         (["--lr-rules", "per-byte"], "--lr-rules: unknown 'per-byte'"),
         (["--lr-grid", "adamw=1e-3/x"], "argument --lr-grid: expected NAME=LR, got 'adamw=1e-3/x'"),
         (["--optimizers", "muon", "--lr-grid", "adamw=1e-3"], "--lr or --lr-grid: no learning rate for muon"),
+        (["--lr", "adamx=1e-3"], "--lr or --lr-grid: adamx=0.001: not an optimizer, or an lr <= 0"),
         (["-p", "2,8"], "--stages 8"),  # quick's 4-layer model cannot be cut into 8 stages
         (["--steps", "2"], "--total-steps 2 must exceed --warmup-steps 2"),
     ],
