@@ -16,11 +16,21 @@ import pytest
 
 from executor.errors import ExecutorConfigError
 from executor.optim import OptimizerConfig
-from executor.study.analysis import iters_to, summary_rows, target_step, verdict
+from executor.study.analysis import (
+    COLUMNS,
+    find_target,
+    iters_to,
+    result_rows,
+    summary_rows,
+    target_step,
+    verdict,
+)
+from executor.study.figures import study_figures
 from executor.study.grid import Cell, StudyConfig, cells, depth_free, run_config, runs, source
 from executor.study.pool import run_tasks
 from executor.study.presets import paper, quick
-from executor.study.store import StudyFolder, first_difference
+from executor.study.report import cell_text, csv_text, markdown_table
+from executor.study.store import RunRecord, StudyFolder, first_difference
 from executor.study.sweep import best, extension, initial_grid, sweep_cell
 from executor.study.train import Curve, train
 from tests.executor.pool_tasks import slow_square
@@ -237,3 +247,57 @@ def test_tasks_run_in_a_pool_and_report_each_result() -> None:
     results: list[int] = []
     run_tasks([0, 1, 2, 3], slow_square, jobs=2, done=results.append)
     assert sorted(results) == [0, 1, 4, 9]
+
+
+# --- the figures and tables -------------------------------------------------------------------------
+
+
+def synthetic_records(study: StudyConfig) -> dict[str, RunRecord]:
+    """Every cell's record with a made-up curve: the schedule's index shifts the loss up a little."""
+    records = {}
+    for cell in cells(study):
+        shift = study.schedules.index(cell.schedule) * 0.01 + cell.seed * 0.001
+        steps = tuple(
+            {
+                "step": k,
+                "loss": 3.0 - k * 0.1 + shift,
+                **({"val_loss": 3.0 - k * 0.1 + shift} if k % 2 else {}),
+            }
+            for k in range(study.steps)
+        )
+        end = {"final_val_loss": steps[-1]["val_loss"], "best_val_loss": steps[-1]["val_loss"], "wall_s": 1.0,
+               "diverged_at": None}  # fmt: skip
+        records[cell.name] = RunRecord(header={"tokens_per_step": 256}, steps=steps, end=end)
+    return records
+
+
+def test_figures_show_a_panel_per_variant_and_depth_and_a_line_per_schedule() -> None:
+    study = dataclasses.replace(
+        TINY, schedules=("1f1b", "pipedream", "2bw"), variants=("adamw", "adamw+pipemare")
+    )
+    records = synthetic_records(study)
+    target = find_target(study, records)
+    times = {(c.schedule, c.stages, c.variant): 0.5 for c in cells(study)}
+    rows = result_rows(study, records, {"adamw": 1e-3}, target, times, {})
+    summary = summary_rows(rows, study.reference)
+    figures = study_figures(study, records, summary, times, "a machine")
+    panels = [a.text for a in figures["loss_vs_step"].layout.annotations]
+    assert panels == ["adamw, P = 2", "adamw, P = 4", "adamw+pipemare, P = 2", "adamw+pipemare, P = 4"]
+    names = {trace.name for trace in figures["loss_vs_step"].data}
+    assert names == {"1f1b", "pipedream", "pipedream (lr per token)", "2bw"}
+    pipedream = [t for t in figures["gap_vs_depth"].data if t.name == "pipedream"]
+    assert [list(t.x) for t in pipedream] == [[2, 4], [2, 4]]  # adamw and adamw+pipemare
+    assert list(pipedream[0].y) == pytest.approx([0.01, 0.01])
+    time_axis = next(t for t in figures["loss_vs_time"].data if t.name == "2bw")
+    assert list(time_axis.x) == pytest.approx([1.0, 2.0])  # steps 2 and 4 done x 0.5 s
+
+
+def test_tables_are_csv_and_markdown_of_the_same_rows() -> None:
+    study = dataclasses.replace(TINY, variants=("adamw",))
+    records = synthetic_records(study)
+    rows = result_rows(study, records, {"adamw": 1e-3}, find_target(study, records), {}, {})
+    text = csv_text(rows, COLUMNS)
+    assert text.splitlines()[0] == ",".join(COLUMNS) and len(text.splitlines()) == len(rows) + 1
+    table = markdown_table(rows, COLUMNS)
+    assert table.count("\n") == len(rows) + 2 and "| 2bw | adamw | both |" in table
+    assert cell_text("gap_to_sync", 0.0123) == "+0.0123" and cell_text("time_to_target_s", 90.0) == "1.5 min"
