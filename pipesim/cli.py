@@ -29,6 +29,7 @@ COMMANDS = (
     "replay",
     "import_profile",
     "dashboard",
+    "study",
     "demo",
 )
 

@@ -111,6 +111,9 @@ FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 
 
+FLAG_SWITCHES = ["optimizer.nesterov_per_stage"]
+"""Optimizer settings that are on/off switches (store_true flags), beside FLAGS."""
+
 ALIASES = {"--stages": ("-p", "--ranks"), "--microbatches": ("-m",)}
 """More names of a flag, as the other commands spell them (-p and -m everywhere)."""
 
@@ -136,6 +139,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--notation", choices=NOTATIONS, default="auto", help="with --schedule-file: its notation (auto)"
     )
     parser.add_argument(
+        "--nesterov-per-stage",
+        dest="optimizer.nesterov_per_stage",
+        action="store_true",
+        default=None,
+        help="nadamw: beta1 of stage s is beta1 + (P-s-1)(0.99 - beta1)/P",
+    )
+    parser.add_argument(
         "--single-process", action="store_true", default=None, help="all ranks in this process"
     )
     parser.add_argument("--out", default=None, help="run folder (default runs/<schedule>-p<P>-m<m>)")
@@ -148,7 +158,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def given(args: argparse.Namespace) -> dict[str, Any]:
     """The flags the user gave, as RunConfig / optimizer field names."""
-    names = [field for _, field, _, _ in FLAGS] + ["single_process", "out", "resume"]
+    names = [field for _, field, _, _ in FLAGS] + FLAG_SWITCHES + ["single_process", "out", "resume"]
     values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if "schedule_file" in values:
         values.update(_from_file(values.pop("schedule_file"), values, args))
