@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import ExecutorConfigError
+from executor.runconfig import RunConfig
 from executor.study.train import Curve
 from schedules.fileio import write_atomic
 
@@ -95,7 +96,7 @@ class StudyFolder:
         if not path.exists():
             return False
         header = self.read_run(path).header
-        difference = first_difference(header.get("config", {}), config, "")
+        difference = first_difference(training_identity(header.get("config", {})), training_identity(config), "")
         if difference:
             raise ExecutorConfigError(f"{path} was run with other settings ({difference}); remove it")
         return True
@@ -134,6 +135,15 @@ def run_text(header: dict[str, Any], curve: Curve) -> str:
     }
     lines = [{"kind": "run", **header}, *steps, end]
     return "".join(json.dumps(line, sort_keys=True, allow_nan=False) + "\n" for line in lines)
+
+
+def training_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What decides a run's numbers: the config without where it wrote and how it was launched, with
+    fields added since the file was written at their defaults (so an older study still resumes)."""
+    try:
+        return RunConfig.from_dict(config).identity()
+    except (ExecutorConfigError, TypeError, ValueError):
+        return config
 
 
 def first_difference(old: Any, new: Any, where: str) -> str:
