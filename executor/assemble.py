@@ -115,7 +115,8 @@ class Assembly:
                 return torch.empty(sizes[message.dst], device=device)
             return torch.empty(shape, device=device)
 
-        mailman = Mailman(rank, transport, self.orders, lambda stage: layout.placement[stage], buffer_of)
+        rank_of = layout.placement.__getitem__
+        mailman = Mailman(rank, transport, self.orders, rank_of, buffer_of, self.plans[rank].settles)
         mailman.eager = device.type == "cpu"
         extra = {"clock": clock} if clock is not None else {}
         return Runtime(

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -30,18 +31,7 @@ from executor.gradnorm import GlobalNorm
 from executor.ledger import Ledger
 from executor.memory import SavedBytes, held_bytes
 from executor.model import loss_fn
-from executor.program import (
-    CUT,
-    EVAL_F,
-    EVAL_RECV,
-    EVAL_SEND,
-    NORM,
-    Extra,
-    Message,
-    Op,
-    RankPlan,
-    message_of,
-)
+from executor.program import CUT, EVAL_F, EVAL_RECV, EVAL_SEND, NORM, Extra, Message, Op, RankPlan
 from executor.versions import VersionStore, accumulate, flatten, unflatten
 from executor.weightgrad import WeightGrads
 from schedules.ir import COMM_KINDS, Kind, Layout
@@ -50,6 +40,25 @@ Key = tuple[int, int, int | None]  # (stage, step, microbatch)
 RECV_OPS = frozenset({Kind.RECV_F, Kind.RECV_B, Kind.RECV_G, Kind.RECV_W, EVAL_RECV})
 ALL_COMM = frozenset(COMM_KINDS | {EVAL_RECV, EVAL_SEND})
 TIMED_KINDS = frozenset({Kind.F, Kind.B, Kind.I, Kind.W, Kind.OPT})
+GRAD_KINDS = frozenset({Kind.B, Kind.I, Kind.W, Kind.OPT, Kind.SEND_G, Kind.RECV_G})
+"""Ops that may change a stage's gradient buffer (param.grad): the memory count looks again after them."""
+
+
+class Entry(NamedTuple):
+    """One op of the program with what the interpreter decides about it before the run starts."""
+
+    op: Op
+    handler: Callable[[Op], int | None]
+    traced: bool
+    """An action of the schedule (recorded), not one of the executor's own ops."""
+    timed: bool
+    """A compute op: timed by the device timer where there is one."""
+    comm_end: int
+    """For a communication op, the end of its run of consecutive communication ops (one batch); else 0."""
+    releases: tuple[tuple[int, int], ...]
+    """(stage, version) pairs no longer read once the op has run."""
+    grads: bool
+    """The op may change a gradient buffer."""
 
 
 @dataclass
@@ -132,6 +141,9 @@ class Runtime:
         self.sent_bytes: dict[int, int] = {}
         self.skip_sends: frozenset[int] = frozenset()
         self.index = 0
+        self.entries: list[Entry] | None = None
+        self.grad_bytes: int | None = None
+        """Bytes of the gradient buffers, counted again after an op that may change them (see memory)."""
         self.before_op: Callable[[int, Op], None] | None = None
         self.timer = None  # a device timer (executor.worker.CudaTimer) for the compute ops on CUDA
         self.on_update: Callable[[StageState, Op], None] | None = None
@@ -168,63 +180,87 @@ class Runtime:
 
     def run(self) -> None:
         """Run the rest of the program; consecutive communication ops start as one batch."""
-        ops = self.plan.ops
-        while self.index < len(ops):
-            if ops[self.index].kind in ALL_COMM and self.index not in self.started:
-                end = self.index
-                while end < len(ops) and ops[end].kind in ALL_COMM:
-                    end += 1
-                self._start_batch(self.index, end)
-            self._execute(self.index)
+        program, execute, started = self._program(), self._execute, self.started
+        while self.index < len(program):
+            index = self.index
+            end = program[index].comm_end
+            if end and index not in started:
+                self._start_batch(index, end)
+            execute(index)
 
     def step_once(self) -> bool:
         """Run the next op if it can run without waiting; False if it would wait (or nothing is left)."""
         if self.done:
             return False
-        op = self.plan.ops[self.index]
-        if op.kind in RECV_OPS and not self.mailman.ready(self._message(op)):
+        op = self._program()[self.index].op
+        if op.kind in RECV_OPS and not self.mailman.ready(self.plan.messages[self.index]):
             return False
         if op.kind == NORM and not self.global_norm.ready(op.step):
             return False
         self._execute(self.index)
         return True
 
+    def _program(self) -> list[Entry]:
+        """The plan's ops with their handlers and flags, built when the first op runs (so a test may still
+        swap a handler or the plan before that)."""
+        if self.entries is None:
+            self.entries = [self._entry(index, op) for index, op in enumerate(self.plan.ops)]
+        return self.entries
+
+    def _entry(self, index: int, op: Op) -> Entry:
+        ops, end = self.plan.ops, 0
+        if op.kind in ALL_COMM:
+            end = index + 1
+            while end < len(ops) and ops[end].kind in ALL_COMM:
+                end += 1
+        return Entry(
+            op=op,
+            handler=self.handlers[op.kind],
+            traced=not isinstance(op, Extra),
+            timed=op.kind in TIMED_KINDS,
+            comm_end=end,
+            releases=self.plan.releases.get(index, ()),
+            grads=op.kind in GRAD_KINDS,
+        )
+
     def _execute(self, index: int) -> None:
-        op = self.plan.ops[index]
+        entry = self.entries[index]
+        op = entry.op
         if self.before_op is not None:
             self.before_op(index, op)
-        timed = self.timer is not None and op.kind in TIMED_KINDS
-        start = self.timer.begin() if timed else self.clock()
-        moved = self.handlers[op.kind](op) or self.sent_bytes.pop(index, 0)
-        self.started.discard(index)
-        end = self.timer.begin() if timed else self.clock()
-        for stage, version in self.plan.releases.get(index, ()):
+        timer = self.timer if entry.timed else None
+        start = self.clock() if timer is None else timer.begin()
+        moved = entry.handler(op) or (self.sent_bytes.pop(index, 0) if entry.comm_end else 0)
+        end = self.clock() if timer is None else timer.begin()
+        if entry.comm_end:
+            self.started.discard(index)
+        for stage, version in entry.releases:
             self.stages[stage].store.release(version)
         self.index = index + 1
-        if self.recorder is not None and not isinstance(op, Extra):
+        if entry.grads:
+            self.grad_bytes = None
+        if self.recorder is not None and entry.traced:
             memory = self.held_bytes()
-            if timed:  # device times are known later (CUDA events): the event is written then
-                self.timer.later(start, end, lambda s, e: self.recorder.event(index, op, s, e, moved, memory))
+            if timer is not None:  # device times are known later (CUDA events): the event is written then
+                timer.later(start, end, lambda s, e: self.recorder.event(index, op, s, e, moved, memory))
             else:
                 self.recorder.event(index, op, start, end, moved, memory)
 
     def _start_batch(self, begin: int, end: int) -> None:
         sends, recvs = [], []
+        messages = self.plan.messages
         for index in range(begin, end):
-            op = self.plan.ops[index]
+            op = self.entries[index].op
             if op.kind in RECV_OPS:
-                recvs.append(self._message(op))
+                recvs.append(messages[index])
             else:
                 payload = self._payload(op)  # always: a SEND_G also empties the gradient buffer
                 if index not in self.skip_sends:
-                    sends.append((self._message(op), payload))
+                    sends.append((messages[index], payload))
                     self.sent_bytes[index] = payload.nbytes
                     self._keep(*sends[-1])
             self.started.add(index)
         self.mailman.exchange(sends=sends, recvs=recvs)
-
-    def _message(self, op: Op) -> Message:
-        return message_of(op, self.layout)
 
     # ---- compute -------------------------------------------------------------------------------
 
@@ -368,8 +404,9 @@ class Runtime:
         payload = self._payload(op)
         if self.index in self.skip_sends:  # received before the receiver's checkpoint: resumed past it
             return 0
-        self.mailman.exchange(sends=[(self._message(op), payload)], recvs=[])
-        self._keep(self._message(op), payload)
+        message = self.plan.messages[self.index]
+        self.mailman.exchange(sends=[(message, payload)], recvs=[])
+        self._keep(message, payload)
         return payload.nbytes
 
     def _keep(self, message: Message, payload: torch.Tensor) -> None:
@@ -378,7 +415,7 @@ class Runtime:
             self.kept[message] = payload.detach().clone()
 
     def _take(self, op: Op) -> torch.Tensor:
-        return self.mailman.take(self._message(op), timeout=self.settings.timeout)
+        return self.mailman.take(self.plan.messages[self.index], timeout=self.settings.timeout)
 
     def _recv_activation(self, op: Op) -> int:
         tensor = self._take(op)
