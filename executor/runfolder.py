@@ -124,8 +124,6 @@ class RankLog:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         self.pending: list[tuple | dict | str] = []
         """Records not written yet, in order: event tuples and objects (formatted when written), lines."""
-        self.texts: dict[int, tuple[object, str]] = {}
-        """index -> (op, its text as a JSON string): an op is named once, not at every record."""
         if os.fstat(self.fd).st_size > 0 and not _ends_with_newline(path):
             self.pending.append("\n")  # the last segment died mid-line: keep that line apart
         start: dict[str, Any] = {"t": "start", "rank": rank, "pid": os.getpid(), "wall": time.time()}
@@ -169,12 +167,12 @@ class RankLog:
         if isinstance(record, dict):
             return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
         index, op, start, end, moved, memory = record
-        named = self.texts.get(index)
-        if named is None or named[0] is not op:
-            named = self.texts[index] = (op, json.dumps(str(op)))
+        text = str(op)
+        plain = text.isprintable() and '"' not in text and "\\" not in text  # the IR's text always is
+        text = f'"{text}"' if plain else json.dumps(text)
         memory = "null" if memory is None else int(memory)
         return (
-            f'{{"t":"event","i":{int(index)},"a":{named[1]},"s":{float(start)!r},"e":{float(end)!r},'
+            f'{{"t":"event","i":{int(index)},"a":{text},"s":{float(start)!r},"e":{float(end)!r},'
             f'"b":{int(moved)},"m":{memory}}}\n'
         )
 

@@ -73,10 +73,41 @@ class StageState:
     last: bool
     saved_bytes: int | None = None
     """Bytes autograd saves per forward, excluding weights (measured on the first forward)."""
+    slots: list[tuple[dict, str]] | None = None
+    """Where each parameter sits: (its module's _parameters, its name there), in store order."""
 
     @property
     def params(self) -> list[torch.Tensor]:
         return self.store.params
+
+    def call(self, x: torch.Tensor, leaves: list[torch.Tensor]) -> torch.Tensor:
+        """The module on `x` with its parameters replaced by `leaves` for this call: what
+        torch.func.functional_call does (the same swap, the same ops and graph) without its setup, which
+        doubled the cost of a small stage's forward."""
+        if self.slots is None:
+            self.slots = _parameter_slots(self.module, self.store.names)
+        live = [table[name] for table, name in self.slots]
+        for (table, name), leaf in zip(self.slots, leaves, strict=True):
+            table[name] = leaf
+        try:
+            return self.module(x)
+        finally:
+            for (table, name), param in zip(self.slots, live, strict=True):
+                table[name] = param
+
+
+def _parameter_slots(module: nn.Module, names: list[str]) -> list[tuple[dict, str]]:
+    """(module._parameters, name) for each named parameter; refuses tied (shared) parameters, which a
+    swap by name would replace in one place only."""
+    slots = []
+    for full in names:
+        owner, _, name = full.rpartition(".")
+        slots.append((module.get_submodule(owner)._parameters, name))
+    held = [id(table[name]) for table, name in slots]
+    every = [id(p) for m in module.modules() for p in m._parameters.values() if p is not None]
+    if sorted(held) != sorted(every):
+        raise RuntimeError("a stage with tied parameters cannot run on a stashed version")
+    return slots
 
 
 @dataclass
@@ -298,10 +329,7 @@ class Runtime:
 
     @staticmethod
     def _call(state: StageState, x: torch.Tensor, leaves: list[torch.Tensor] | None) -> torch.Tensor:
-        if leaves is None:
-            return state.module(x)
-        weights = dict(zip(state.store.names, leaves, strict=True))
-        return torch.func.functional_call(state.module, weights, (x,))
+        return state.module(x) if leaves is None else state.call(x, leaves)
 
     def _backward(self, op: Op, *, want_input: bool, want_weights: bool) -> None:
         state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
@@ -335,7 +363,12 @@ class Runtime:
         if not targets:  # the first stage's I: nothing to compute, the W does it all
             return None
         if record.leaves is None and want_weights:
-            torch.autograd.backward(record.out, record.grad, inputs=targets, retain_graph=keep)
+            # every leaf of the graph wanted (the input unless it holds token ids, and all weights): no
+            # `inputs`, whose per-tensor set-up costs a tenth of a small stage's backward
+            every = want_input or state.first
+            torch.autograd.backward(
+                record.out, record.grad, inputs=None if every else targets, retain_graph=keep
+            )
             grad_x = record.x.grad if want_input else None
         else:
             grads = torch.autograd.grad(
