@@ -101,6 +101,7 @@ class Assembly:
             val_microbatches=self.config.val_microbatches,
             timeout=self.config.timeout,
             device=device,
+            trace=self.config.trace,
         )
 
     def runtime(self, rank: int, transport: Transport, recorder=None, clock=None) -> Runtime:

@@ -53,11 +53,27 @@ class Transport(Protocol):
 
 
 class DistTransport:
-    """torch.distributed p2p: several ops due together go out as one batch_isend_irecv."""
+    """torch.distributed p2p: several ops due together go out as one batch_isend_irecv (NCCL coalesces
+    them into one launch). gloo has no coalescing: batch_isend_irecv only loops over isend and irecv,
+    so the ops go straight to the process group's send and recv, as isend and irecv would pass them
+    after their argument checks (a tenth of a small send's cost)."""
+
+    def __init__(self) -> None:
+        self.world = None  # the default process group where it is gloo (ranks are its own ranks)
 
     def start(self, ops: list[P2P]) -> list[Handle]:
         import torch.distributed as dist
 
+        if self.world is None:
+            world = dist.group.WORLD
+            self.world = world if dist.get_backend(world) == "gloo" else False
+        if self.world:
+            return [
+                self.world.send([op.tensor], op.peer, op.tag)
+                if op.send
+                else self.world.recv([op.tensor], op.peer, op.tag)
+                for op in ops
+            ]
         if len(ops) == 1:
             op = ops[0]
             call = dist.isend if op.send else dist.irecv

@@ -22,7 +22,9 @@ def held_bytes(runtime: Runtime) -> int:
         return torch.cuda.memory_allocated(runtime.settings.device)
     stages = runtime.stages
     if runtime.grad_bytes is None:  # after an op that may have changed a gradient buffer (or at the start)
-        runtime.grad_bytes = sum(p.grad.nbytes for s in stages.values() for p in s.params if p.grad is not None)
+        runtime.grad_bytes = sum(
+            p.grad.nbytes for s in stages.values() for p in s.params if p.grad is not None
+        )
     total = runtime.optimizer_bytes + runtime.grad_bytes
     for state in stages.values():
         total += state.store.held_bytes()

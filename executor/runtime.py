@@ -50,7 +50,7 @@ class Entry(NamedTuple):
     op: Op
     handler: Callable[[Op], int | None]
     traced: bool
-    """An action of the schedule (recorded), not one of the executor's own ops."""
+    """Recorded: an action of the schedule (not one of the executor's own ops), in a traced run."""
     timed: bool
     """A compute op: timed by the device timer where there is one."""
     comm_end: int
@@ -59,6 +59,9 @@ class Entry(NamedTuple):
     """(stage, version) pairs no longer read once the op has run."""
     grads: bool
     """The op may change a gradient buffer."""
+    prefetch: tuple[str, int, int] | None = None
+    """For a receive: the batch (split, step, microbatch) the rank's next forward on data needs, made
+    while the receive waits rather than on the forward's critical path."""
 
 
 @dataclass
@@ -133,6 +136,8 @@ class Settings:
     timeout: float | None = None
     """Seconds a receive may wait (None: forever)."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    trace: bool = True
+    """Record every action's event (False: losses, validation and step boundaries only)."""
 
 
 class Runtime:
@@ -235,7 +240,19 @@ class Runtime:
         """The plan's ops with their handlers and flags, built when the first op runs (so a test may still
         swap a handler or the plan before that)."""
         if self.entries is None:
-            self.entries = [self._entry(index, op) for index, op in enumerate(self.plan.ops)]
+            entries = [self._entry(index, op) for index, op in enumerate(self.plan.ops)]
+            upcoming = None
+            for index in range(len(entries) - 1, -1, -1):
+                op = entries[index].op
+                if op.kind in RECV_OPS:
+                    entries[index] = entries[index]._replace(prefetch=upcoming)
+                elif op.kind in (Kind.F, EVAL_F) and (
+                    self.stages[op.stage].first or self.stages[op.stage].last
+                ):
+                    upcoming = (
+                        ("train", op.step, op.microbatch) if op.kind is Kind.F else ("val", 0, op.microbatch)
+                    )
+            self.entries = entries
         return self.entries
 
     def _entry(self, index: int, op: Op) -> Entry:
@@ -247,7 +264,7 @@ class Runtime:
         return Entry(
             op=op,
             handler=self.handlers[op.kind],
-            traced=not isinstance(op, Extra),
+            traced=self.settings.trace and not isinstance(op, Extra),
             timed=op.kind in TIMED_KINDS,
             comm_end=end,
             releases=self.plan.releases.get(index, ()),
@@ -448,6 +465,9 @@ class Runtime:
             self.kept[message] = payload.detach().clone()
 
     def _take(self, op: Op) -> torch.Tensor:
+        prefetch = self.entries[self.index].prefetch
+        if prefetch is not None:
+            self.batch(*prefetch)  # kept by batch's cache for the forward
         return self.mailman.take(self.plan.messages[self.index], timeout=self.settings.timeout)
 
     def _recv_activation(self, op: Op) -> int:
