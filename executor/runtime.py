@@ -18,8 +18,8 @@ Note: what each backward computes, per kind (x: the stage's input, out: its outp
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -138,6 +138,22 @@ class Settings:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     trace: bool = True
     """Record every action's event (False: losses, validation and step boundaries only)."""
+
+
+@contextmanager
+def _lent(params: list[torch.Tensor], leaves: list[torch.Tensor] | None) -> Iterator[None]:
+    """Lend each parameter's gradient buffer to the leaf a forward read instead of it, for one backward:
+    autograd adds into it in place (or makes it, where there was none), as it would into the parameter's."""
+    if leaves is None:
+        yield
+        return
+    for leaf, param in zip(leaves, params, strict=True):
+        leaf.grad = param.grad
+    try:
+        yield
+    finally:
+        for leaf, param in zip(leaves, params, strict=True):
+            param.grad, leaf.grad = leaf.grad, None
 
 
 class Runtime:
@@ -372,31 +388,23 @@ class Runtime:
         self, state: StageState, key: Key, record: Forward, want_input: bool, want_weights: bool
     ) -> torch.Tensor | None:
         """B (or a W whose I deferred nothing): one autograd pass; returns d out / d x where wanted."""
-        keep = not want_weights  # an I without a sink keeps the graph for its W
         want_input = want_input and not state.first
         targets = ([record.x] if want_input else []) + (
             (record.leaves or state.params) if want_weights else []
         )
         if not targets:  # the first stage's I: nothing to compute, the W does it all
             return None
-        if record.leaves is None and want_weights:
-            # every leaf of the graph wanted (the input unless it holds token ids, and all weights): no
-            # `inputs`, whose per-tensor set-up costs a tenth of a small stage's backward
-            every = want_input or state.first
-            torch.autograd.backward(
-                record.out, record.grad, inputs=None if every else targets, retain_graph=keep
-            )
-            grad_x = record.x.grad if want_input else None
-        else:
-            grads = torch.autograd.grad(
-                record.out, targets, record.grad, retain_graph=keep, allow_unused=True
-            )
-            grad_x = grads[0] if want_input else None
-            if want_weights:
-                accumulate(state.params, grads[1:] if want_input else grads)
-        if want_weights:
-            del self.forwards[key]
-        return grad_x
+        if not want_weights:  # an I without a sink: d out / d x, the graph kept for its W
+            return torch.autograd.grad(record.out, targets, record.grad, retain_graph=True)[0]
+        # Autograd accumulates into the gradient buffer itself: a forward on leaves (a stashed or frozen
+        # version) gets the buffer lent to its leaves for the pass. Without `inputs` where every leaf of
+        # the graph is wanted (the input unless it holds token ids, and all weights): its per-tensor
+        # set-up, or autograd.grad's and a Python loop of additions, cost a tenth of a small backward.
+        every = want_input or state.first
+        with _lent(state.params, record.leaves):
+            torch.autograd.backward(record.out, record.grad, inputs=None if every else targets)
+        del self.forwards[key]
+        return record.x.grad if want_input else None
 
     def _hand_off(self, stage: int | None, key: Key, tensor, local: dict, *, grad: bool) -> None:
         """Give a neighbour stage its tensor: in place if it lives here, else keep it for the send."""
