@@ -78,10 +78,28 @@ class StageState:
     """Bytes autograd saves per forward, excluding weights (measured on the first forward)."""
     slots: list[tuple[dict, str]] | None = None
     """Where each parameter sits: (its module's _parameters, its name there), in store order."""
+    shared: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    """version -> the leaves every forward on it reads (copy-on-write stores: see `leaves`)."""
 
     @property
     def params(self) -> list[torch.Tensor]:
         return self.store.params
+
+    def leaves(self, version: int, *, frozen: bool) -> list[torch.Tensor] | None:
+        """What a forward of `version` runs on (VersionStore.leaves). With copy on write a version's
+        storage is never written, so its forwards share one set of leaves (and their gradient
+        accumulators) until it is released, instead of making their own."""
+        store = self.store
+        if not store.copy_on_write or (version == store.live and not frozen):
+            return store.leaves(version, frozen=frozen)
+        shared = self.shared.get(version)
+        if shared is None:
+            shared = self.shared[version] = store.leaves(version, frozen=frozen)
+        return shared
+
+    def release(self, version: int) -> None:
+        self.store.release(version)
+        self.shared.pop(version, None)
 
     def call(self, x: torch.Tensor, leaves: list[torch.Tensor]) -> torch.Tensor:
         """The module on `x` with its parameters replaced by `leaves` for this call: what
@@ -299,7 +317,7 @@ class Runtime:
         if entry.comm_end:
             self.started.discard(index)
         for stage, version in entry.releases:
-            self.stages[stage].store.release(version)
+            self.stages[stage].release(version)
         self.index = index + 1
         if entry.grads:
             self.grad_bytes = None
@@ -348,7 +366,7 @@ class Runtime:
 
     def forward_graph(self, state: StageState, op: Op, x: torch.Tensor, *, frozen: bool) -> Forward:
         """Run the stage on the version `op` reads: live weights, or leaves over a kept / aliased copy."""
-        leaves = state.store.leaves(op.version, frozen=frozen)
+        leaves = state.leaves(op.version, frozen=frozen)
         split = (op.stage, op.step, op.microbatch) in self.split_keys
         sink = WeightGrads(leaves or state.params) if split else None
         with sink.recording(state.module) if sink is not None else nullcontext():
