@@ -80,24 +80,55 @@ class StageState:
     """Where each parameter sits: (its module's _parameters, its name there), in store order."""
     shared: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     """version -> the leaves every forward on it reads (copy-on-write stores: see `leaves`)."""
+    live: list[torch.Tensor] | None = None
+    """While the parameters wear an older version (see `wear`): the live version's tensors."""
+    worn: int | None = None
+    """The older version the parameters wear, or None: they hold the live one."""
 
     @property
     def params(self) -> list[torch.Tensor]:
         return self.store.params
+
+    @property
+    def holds(self) -> int:
+        """The version the parameters hold now."""
+        return self.store.live if self.worn is None else self.worn
 
     def leaves(self, version: int, *, frozen: bool) -> list[torch.Tensor] | None:
         """What a forward of `version` runs on (VersionStore.leaves). With copy on write a version's
         storage is never written, so its forwards share one set of leaves (and their gradient
         accumulators) until it is released, instead of making their own."""
         store = self.store
-        if not store.copy_on_write or (version == store.live and not frozen):
+        if not store.copy_on_write or (version == store.live and not frozen and self.worn is None):
             return store.leaves(version, frozen=frozen)
         shared = self.shared.get(version)
         if shared is None:
-            shared = self.shared[version] = store.leaves(version, frozen=frozen)
+            if version == store.live and self.live is not None:  # worn: the live tensors are put aside
+                shared = [tensor.data.requires_grad_() for tensor in self.live]
+            else:
+                shared = store.leaves(version, frozen=frozen)
+            self.shared[version] = shared
         return shared
 
+    def wear(self, version: int) -> None:
+        """Make the parameters hold `version` (the live one, or a kept older one of a copy-on-write
+        store, never written), so forwards on it run on the module itself: autograd then accumulates
+        straight into the gradient buffer, as for the live version. Only while no graph reads the
+        parameters (they would see the swap)."""
+        live = self.live if self.live is not None else [param.data for param in self.params]
+        target = live if version == self.store.live else self.store.old[version]
+        for param, tensor in zip(self.params, target, strict=True):
+            param.data = tensor
+        self.live, self.worn = (None, None) if version == self.store.live else (live, version)
+
+    def unwear(self) -> None:
+        """Give the parameters back their live version (before anything that reads or writes it)."""
+        if self.worn is not None:
+            self.wear(self.store.live)
+
     def release(self, version: int) -> None:
+        if self.worn == version:
+            self.unwear()
         self.store.release(version)
         self.shared.pop(version, None)
 
@@ -366,7 +397,7 @@ class Runtime:
 
     def forward_graph(self, state: StageState, op: Op, x: torch.Tensor, *, frozen: bool) -> Forward:
         """Run the stage on the version `op` reads: live weights, or leaves over a kept / aliased copy."""
-        leaves = state.leaves(op.version, frozen=frozen)
+        leaves = self._weights(state, op.version, frozen)
         split = (op.stage, op.step, op.microbatch) in self.split_keys
         sink = WeightGrads(leaves or state.params) if split else None
         with sink.recording(state.module) if sink is not None else nullcontext():
@@ -377,6 +408,30 @@ class Runtime:
             else:
                 out = self._call(state, x, leaves)
         return Forward(x=x, out=out, leaves=leaves, version=op.version, sink=sink)
+
+    def _weights(self, state: StageState, version: int, frozen: bool) -> list[torch.Tensor] | None:
+        """Leaves for a forward of `version`, or None: run on the parameters, made to hold it if they
+        may (2BW: the older buffer, worn for the rest of the minibatch, see StageState.wear). A frozen
+        forward always gets leaves: an update comes before its backward."""
+        if frozen:
+            return state.leaves(version, frozen=True)
+        wearable = version == state.store.live or version in state.store.old
+        if version != state.holds and state.store.copy_on_write and wearable and not self._reading(state):
+            state.wear(version)
+        return None if version == state.holds else state.leaves(version, frozen=False)
+
+    def _reading(self, state: StageState) -> bool:
+        """Whether a graph in flight reads the stage's parameters themselves (not leaves)."""
+        return any(key[0] == state.stage and r.leaves is None for key, r in self.forwards.items())
+
+    def _unwear(self, state: StageState) -> None:
+        if state.worn is not None:
+            if self._reading(state):
+                raise RuntimeError(
+                    f"stage {state.stage}: its live weights are needed while a graph reads "
+                    f"version {state.worn}"
+                )
+            state.unwear()
 
     @staticmethod
     def _call(state: StageState, x: torch.Tensor, leaves: list[torch.Tensor] | None) -> torch.Tensor:
@@ -441,6 +496,7 @@ class Runtime:
 
     def _optimizer_step(self, op: Op) -> None:
         state = self.stages[op.stage]
+        self._unwear(state)  # the update writes the live version
         self.ledger.applied(op)
         if self.on_update is not None:
             self.on_update(state, op)
@@ -472,6 +528,7 @@ class Runtime:
                 param.grad = None
             return flat
         _expect_version(op, state.store.live)  # SEND_W
+        self._unwear(state)
         return flatten([p.detach() for p in state.params])
 
     def _send(self, op: Op) -> int:
@@ -514,6 +571,7 @@ class Runtime:
     def _recv_weights(self, op: Op) -> int:
         flat = self._take(op)
         state = self.stages[op.stage]
+        self._unwear(state)
         self.ledger.applied(op)
 
         @torch.no_grad()
@@ -535,6 +593,7 @@ class Runtime:
     def _eval_forward(self, op: Op) -> None:
         state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
         x = self.batch("val", 0, op.microbatch)[0] if state.first else self.eval_inputs.pop(key)
+        self._unwear(state)  # validation reads the live weights
         out = state.module(x)
         if state.last:
             self.eval_losses.append(loss_fn(out, self.batch("val", 0, op.microbatch)[1]).item())
@@ -552,6 +611,8 @@ class Runtime:
 
     def _cut(self, op: Op) -> None:
         self.global_norm.forget(op.step)
+        for state in self.stages.values():  # a checkpoint, or whatever follows the step, sees live weights
+            self._unwear(state)
         if self.timer is not None:
             self.timer.flush()
         if self.recorder is not None:
@@ -566,9 +627,11 @@ class Runtime:
         return held_bytes(self)
 
     def finish(self) -> None:
-        """After the last op: emit the events still waiting for their device times."""
+        """After the last op: emit the events still waiting for their device times; live weights."""
         if self.timer is not None:
             self.timer.flush()
+        for state in self.stages.values():
+            self._unwear(state)
 
 
 def _expect_version(op: Op, version: int) -> None:
