@@ -387,13 +387,21 @@ class Runtime:
         record = self.forward_graph(state, op, x, frozen=self.index in self.plan.frozen_forward)
         if state.last:
             loss = loss_fn(record.out, targets)
-            self.losses.append((op.step, op.microbatch, loss.item(), self.clock()))
-            if self.recorder is not None:
-                self.recorder.loss(*self.losses[-1])
+            if self.timer is None:
+                self._note_loss(op.step, op.microbatch, loss.item(), self.clock())
+            else:  # on a device: read back with the step's event times (timer.flush), no wait here
+                done, value = self.timer.begin(), loss.detach()
+                note = lambda _, end: self._note_loss(op.step, op.microbatch, value.item(), end)  # noqa: E731
+                self.timer.later(done, done, note)
             record.out = loss * self.settings.loss_scale
         else:
             self._hand_off(self.layout.next_stage(op.stage), key, record.out, self.inputs, grad=True)
         self.forwards[key] = record
+
+    def _note_loss(self, step: int, microbatch: int, loss: float, time: float) -> None:
+        self.losses.append((step, microbatch, loss, time))
+        if self.recorder is not None:
+            self.recorder.loss(step, microbatch, loss, time)
 
     def forward_graph(self, state: StageState, op: Op, x: torch.Tensor, *, frozen: bool) -> Forward:
         """Run the stage on the version `op` reads: live weights, or leaves over a kept / aliased copy."""
