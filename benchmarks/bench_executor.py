@@ -95,6 +95,7 @@ class Ours:
 
         recorder = RankLog(self.log, self.rank)  # as in a real run: every action logged (unless untraced)
         self.runtime = self.assembly.runtime(self.rank, DistTransport(), recorder=recorder)
+        self.runtime.program()  # built once per run (as PyTorch's schedule is, on its first step)
 
     def run(self) -> None:
         self.runtime.run()
