@@ -22,9 +22,9 @@ def held_bytes(runtime: Runtime) -> int:
         return torch.cuda.memory_allocated(runtime.settings.device)
     stages = runtime.stages
     if runtime.grad_bytes is None:  # after an op that may have changed a gradient buffer (or at the start)
-        runtime.grad_bytes = sum(
-            p.grad.nbytes for s in stages.values() for p in s.params if p.grad is not None
-        )
+        grads = [p.grad for state in stages.values() for p in state.params]
+        runtime.grad_bytes = sum(grad.nbytes for grad in grads if grad is not None)
+        runtime.grads_complete = all(grad is not None for grad in grads)
     total = runtime.optimizer_bytes + runtime.grad_bytes
     for state in stages.values():
         total += state.store.held_bytes()

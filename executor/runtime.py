@@ -40,8 +40,10 @@ Key = tuple[int, int, int | None]  # (stage, step, microbatch)
 RECV_OPS = frozenset({Kind.RECV_F, Kind.RECV_B, Kind.RECV_G, Kind.RECV_W, EVAL_RECV})
 ALL_COMM = frozenset(COMM_KINDS | {EVAL_RECV, EVAL_SEND})
 TIMED_KINDS = frozenset({Kind.F, Kind.B, Kind.I, Kind.W, Kind.OPT})
-GRAD_KINDS = frozenset({Kind.B, Kind.I, Kind.W, Kind.OPT, Kind.SEND_G, Kind.RECV_G})
-"""Ops that may change a stage's gradient buffer (param.grad): the memory count looks again after them."""
+ADDING_KINDS = frozenset({Kind.B, Kind.I, Kind.W, Kind.RECV_G})
+"""Ops that add into the gradient buffers (param.grad), making the ones still missing."""
+RESETTING_KINDS = frozenset({Kind.OPT, Kind.SEND_G})
+"""Ops that empty the gradient buffers."""
 
 
 class Entry(NamedTuple):
@@ -57,8 +59,9 @@ class Entry(NamedTuple):
     """For a communication op, the end of its run of consecutive communication ops (one batch); else 0."""
     releases: tuple[tuple[int, int], ...]
     """(stage, version) pairs no longer read once the op has run."""
-    grads: bool
-    """The op may change a gradient buffer."""
+    grads: int
+    """0: the op leaves the gradient buffers alone; 1: it adds into them; 2: it empties them (the memory
+    count looks at the buffers again after a 2, and after a 1 while some were missing)."""
     prefetch: tuple[tuple[int, int], ...] | None = None
     """For a receive: the training batches (step, microbatch) that the rank's forwards on data need
     from the next one to the end of its step, made together while the receive waits rather than one
@@ -248,6 +251,8 @@ class Runtime:
         self.entries: list[Entry] | None = None
         self.grad_bytes: int | None = None
         """Bytes of the gradient buffers, counted again after an op that may change them (see memory)."""
+        self.grads_complete = False
+        """Every parameter had a gradient buffer when they were last counted (adding changes no size)."""
         self.before_op: Callable[[int, Op], None] | None = None
         self.timer = None  # a device timer (executor.worker.CudaTimer) for the compute ops on CUDA
         self.on_update: Callable[[StageState, Op], None] | None = None
@@ -333,7 +338,7 @@ class Runtime:
             timed=op.kind in TIMED_KINDS,
             comm_end=end,
             releases=self.plan.releases.get(index, ()),
-            grads=op.kind in GRAD_KINDS,
+            grads=2 if op.kind in RESETTING_KINDS else int(op.kind in ADDING_KINDS),
         )
 
     def _execute(self, index: int) -> None:
@@ -350,7 +355,7 @@ class Runtime:
         for stage, version in entry.releases:
             self.stages[stage].release(version)
         self.index = index + 1
-        if entry.grads:
+        if entry.grads > self.grads_complete:
             self.grad_bytes = None
         if self.recorder is not None and entry.traced:
             memory = self.held_bytes()
