@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from executor.runtime import Runtime, StageState
+    from executor.runtime import Runtime
+    from executor.stage import StageState
 
 
 def held_bytes(runtime: Runtime) -> int:
