@@ -10,6 +10,10 @@ executor.program.pair_orders). A receiver posts its receives in that order, toge
 message of the pair it has not posted yet; the tag of a message is 1 + its position in the pair's order.
 Transports that match by tag (gloo) and those that match by order (NCCL) both see the same pairs.
 
+A sent tensor is held until its send is known delivered: when a later message from its receiver arrives
+that proves it (executor.program.settled_sends), or at the end. gloo's send handles report completion
+only once waited for, so asking them (as the runtime once did, every batch) never let one go.
+
 Sums over all ranks (the global gradient norm of a step, see executor.gradnorm) are an all-reduce in
 distributed mode, and in single-process mode contributions left in the shared post office, summed in rank
 order once every rank has left its own (the round-robin scheduler waits on them like on a receive).

@@ -6,7 +6,13 @@
 
 State is keyed by (stage, step, microbatch): the forward's graph until its backward, received
 activations and gradients until they are consumed. Weight versions live in executor.versions; the
-decisions about them (frozen forwards, kept versions) were taken statically in executor.program.
+decisions about them (frozen forwards, kept versions) were taken statically in executor.program, and
+what a forward of a version runs on (the parameters, worn or live, or leaves) is executor.stage.
+
+What the interpreter does per op is decided once, before the first op runs (`program()`: the handler,
+whether the op is recorded or timed, the batch of sends and receives it starts, the versions it
+releases, the batches to make while a receive waits), so the loop itself only looks things up: where
+each action is cheap (a small model, a fast device), the interpreter's own cost is the step time.
 
 Note: what each backward computes, per kind (x: the stage's input, out: its output or scaled loss):
 
