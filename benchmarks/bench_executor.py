@@ -56,8 +56,27 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="measurements per variant (alternating)")
+    parser.add_argument(
+        "--variants",
+        type=_variants,
+        default=VARIANTS,
+        help="who:schedule,... to run (default all: ours, torch and untraced with gpipe, 1f1b, 2bw as above)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def _variants(text: str) -> list[tuple[str, str]]:
+    """'ours:1f1b,ours:2bw' -> the variants it names, in the table's order (fewer: more rounds a minute)."""
+    named = {tuple(item.split(":", 1)) for item in text.split(",")}
+    unknown = sorted(named - set(VARIANTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variant {':'.join(unknown[0])}; choose from {_names()}")
+    return [variant for variant in VARIANTS if variant in named]
+
+
+def _names() -> str:
+    return ", ".join(f"{who}:{schedule}" for who, schedule in VARIANTS)
 
 
 def run_config(args: argparse.Namespace, schedule: str, *, trace: bool = True):
@@ -166,14 +185,15 @@ def worker(args: argparse.Namespace) -> None:
     rank = dist.get_rank()
     corpus = load_corpus()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-executor-"))
-    runners = {(who, s): make_runner(args, who, s, corpus, rank, log_dir) for who, s in VARIANTS}
+    variants = args.variants
+    runners = {(who, s): make_runner(args, who, s, corpus, rank, log_dir) for who, s in variants}
     for runner in runners.values():  # warm-up: first-call costs, torch's shape inference
         runner.prepare()
         runner.run()
-    times: dict[tuple[str, str], list[float]] = {variant: [] for variant in VARIANTS}
-    cpu: dict[tuple[str, str], list[float]] = {variant: [] for variant in VARIANTS}
+    times: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
+    cpu: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
     for round_ in range(args.rounds):
-        order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
+        order = variants if round_ % 2 == 0 else variants[::-1]
         for variant in order:
             runners[variant].prepare()
             dist.barrier()
