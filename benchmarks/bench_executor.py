@@ -1,16 +1,25 @@
 """Speed of the real executor on gloo CPU: our GPipe and 1F1B against torch.distributed.pipelining's
-ScheduleGPipe and Schedule1F1B, and our 2BW against our 1F1B. Prints a table.
+ScheduleGPipe and Schedule1F1B, our 2BW against our 1F1B, and each of ours without its trace. Prints a table.
 
     .venv/bin/python benchmarks/bench_executor.py
     .venv/bin/python benchmarks/bench_executor.py --stages 2 --microbatches 8 --steps 6 --rounds 5
+    .venv/bin/python benchmarks/bench_executor.py --hidden 16 --layers 2 --seq-len 8 \\
+        --microbatch-size 1 --microbatches 32 --steps 8 --rounds 15      # where each action is cheap
 
 Same model split, same ranks, same microbatches, one thread per rank. The variants alternate inside every
-round (so a slow patch of the machine hits them all) and the table gives the median over rounds of the
-time per optimizer step (forwards, backwards, optimizer step). Goals: ours no slower than PyTorch's;
-2BW at least 90% of the ideal improvement over 1F1B, (gain - 1) / (ideal - 1), where the ideal gain over S
-steps is S(m + P - 1) / (S m + P - 1): 2BW fills and drains the pipeline once, 1F1B once per step (it
-tends to (m + P - 1) / m in steady state). The share of the improvement, not gain / ideal: with the
-ideal near 1, gain / ideal is near 90% even for a 2BW that gains nothing.
+round (so a slow patch of the machine hits them all), and every comparison is the median over rounds of
+the ratio measured within each round (its spread, the quartiles of those ratios, says how far to trust
+it); the step times are medians over rounds. Goals: ours no slower than PyTorch's; 2BW at least 90% of
+the ideal improvement over 1F1B, (gain - 1) / (ideal - 1), where the ideal gain over S steps is
+S(m + P - 1) / (S m + P - 1): 2BW fills and drains the pipeline once, 1F1B once per step (it tends to
+(m + P - 1) / m in steady state). The share of the improvement, not gain / ideal: with the ideal near 1,
+gain / ideal is near 90% even for a 2BW that gains nothing. Recording the trace should add under 5%.
+
+"untraced" is our runtime as `pipesim run --no-trace` runs it: losses and step boundaries logged, no
+per-action events. "CPU us/action" is the processor time a rank spends per action of its schedule
+(forwards, backwards, sends, receives, updates: the mean over ranks), which the machine's load disturbs
+far less than the wall clock: the untraced and traced columns differ by what recording costs, ours and
+PyTorch's by what one runtime does per action beyond the other.
 """
 
 from __future__ import annotations
@@ -25,7 +34,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = [("ours", "gpipe"), ("torch", "gpipe"), ("ours", "1f1b"), ("torch", "1f1b"), ("ours", "2bw")]
+VARIANTS = [
+    ("ours", "gpipe"),
+    ("torch", "gpipe"),
+    ("ours", "1f1b"),
+    ("torch", "1f1b"),
+    ("ours", "2bw"),
+    ("untraced", "gpipe"),
+    ("untraced", "1f1b"),
+    ("untraced", "2bw"),
+]
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,15 +56,35 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="measurements per variant (alternating)")
+    parser.add_argument(
+        "--variants",
+        type=_variants,
+        default=VARIANTS,
+        help="who:schedule,... to run (default all: ours, torch and untraced with gpipe, 1f1b, 2bw as above)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def run_config(args: argparse.Namespace, schedule: str):
+def _variants(text: str) -> list[tuple[str, str]]:
+    """'ours:1f1b,ours:2bw' -> the variants it names, in the table's order (fewer: more rounds a minute)."""
+    named = {tuple(item.split(":", 1)) for item in text.split(",")}
+    unknown = sorted(named - set(VARIANTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variant {':'.join(unknown[0])}; choose from {_names()}")
+    return [variant for variant in VARIANTS if variant in named]
+
+
+def _names() -> str:
+    return ", ".join(f"{who}:{schedule}" for who, schedule in VARIANTS)
+
+
+def run_config(args: argparse.Namespace, schedule: str, *, trace: bool = True):
     from executor.optim import OptimizerConfig
     from executor.runconfig import RunConfig
 
     return RunConfig(
+        trace=trace,
         schedule=schedule,
         stages=args.stages,
         microbatches=args.microbatches,
@@ -63,18 +101,20 @@ def run_config(args: argparse.Namespace, schedule: str):
 class Ours:
     """Our runtime for one schedule, rebuilt for every measurement (the build is not timed)."""
 
-    def __init__(self, args, schedule: str, corpus, rank: int, log_dir: Path) -> None:
+    def __init__(self, args, schedule: str, corpus, rank: int, log_dir: Path, *, trace: bool = True) -> None:
         from executor.assemble import Assembly
 
-        self.assembly = Assembly(run_config(args, schedule), corpus=corpus)
-        self.rank, self.log = rank, log_dir / f"{schedule}-rank{rank}.jsonl"
+        self.assembly = Assembly(run_config(args, schedule, trace=trace), corpus=corpus)
+        self.rank, self.log = rank, log_dir / f"{schedule}-{trace}-rank{rank}.jsonl"
+        self.actions = len(self.assembly.schedule.actions[rank]) / args.steps
 
     def prepare(self):
         from executor.comm import DistTransport
         from executor.runfolder import RankLog
 
-        recorder = RankLog(self.log, self.rank)  # as in a real run: every op logged
+        recorder = RankLog(self.log, self.rank)  # as in a real run: every action logged (unless untraced)
         self.runtime = self.assembly.runtime(self.rank, DistTransport(), recorder=recorder)
+        self.runtime.program()  # built once per run (as PyTorch's schedule is, on its first step)
 
     def run(self) -> None:
         self.runtime.run()
@@ -99,6 +139,7 @@ class Torch:
         kind = ScheduleGPipe if schedule == "gpipe" else Schedule1F1B
         self.schedule = kind(stage, args.microbatches, loss_fn=loss_fn)
         self.optimizer = make_optimizer(config.optimizer, module, stage=rank, stages=args.stages)
+        self.actions = len(config.build_schedule().actions[rank]) / args.steps  # the same actions as ours
 
     def prepare(self) -> None:
         return None
@@ -144,50 +185,104 @@ def worker(args: argparse.Namespace) -> None:
     rank = dist.get_rank()
     corpus = load_corpus()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-executor-"))
-    runners = {
-        (who, s): (Ours if who == "ours" else Torch)(args, s, corpus, rank, log_dir) for who, s in VARIANTS
-    }
+    variants = args.variants
+    runners = {(who, s): make_runner(args, who, s, corpus, rank, log_dir) for who, s in variants}
     for runner in runners.values():  # warm-up: first-call costs, torch's shape inference
         runner.prepare()
         runner.run()
-    times: dict[tuple[str, str], list[float]] = {variant: [] for variant in VARIANTS}
+    times: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
+    cpu: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
     for round_ in range(args.rounds):
-        order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
+        order = variants if round_ % 2 == 0 else variants[::-1]
         for variant in order:
             runners[variant].prepare()
             dist.barrier()
-            start = time.perf_counter()
+            start, busy = time.perf_counter(), time.process_time()
             runners[variant].run()
+            busy = time.process_time() - busy
             dist.barrier()
             times[variant].append((time.perf_counter() - start) / args.steps)
+            per_action = torch.tensor([busy / args.steps / runners[variant].actions], dtype=torch.float64)
+            dist.all_reduce(per_action)
+            cpu[variant].append(float(per_action) / dist.get_world_size())
     if rank == 0:
-        print_table(args, {variant: statistics.median(values) for variant, values in times.items()})
-        spread = ", ".join(f"{w} {s} {min(v) * 1e3:.0f}-{max(v) * 1e3:.0f}" for (w, s), v in times.items())
-        print(f"range over rounds (ms): {spread}")
+        print_table(args, Measured(times=times, cpu=cpu))
     dist.destroy_process_group()
 
 
-def print_table(args: argparse.Namespace, median: dict[tuple[str, str], float]) -> None:
+def make_runner(args, who: str, schedule: str, corpus, rank: int, log_dir: Path):
+    if who == "torch":
+        return Torch(args, schedule, corpus, rank, log_dir)
+    return Ours(args, schedule, corpus, rank, log_dir, trace=who == "ours")
+
+
+class Measured:
+    """Every round's step time (s) and CPU time per action (s, mean over ranks), per variant."""
+
+    def __init__(self, *, times: dict, cpu: dict | None = None) -> None:
+        self.times, self.cpu = times, cpu or {}
+
+    def step(self, variant) -> float:
+        return statistics.median(self.times[variant])
+
+    def ratio(self, slower, faster) -> tuple[float, float, float]:
+        """The median and quartiles over rounds of time(slower) / time(faster), paired by round."""
+        ratios = sorted(a / b for a, b in zip(self.times[slower], self.times[faster], strict=True))
+        if len(ratios) < 2:
+            return ratios[0], ratios[0], ratios[0]
+        low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
+        return statistics.median(ratios), low, high
+
+
+def print_table(args: argparse.Namespace, measured: Measured | dict) -> None:
+    """The table; `measured` may also be {variant: step seconds} (one round: no spread)."""
+    if not isinstance(measured, Measured):
+        measured = Measured(times={variant: [value] for variant, value in measured.items()})
     P, m = args.stages, args.microbatches
     tokens = m * args.microbatch_size * args.seq_len
     print(
         f"gloo CPU, P={P}, m={m}, microbatch {args.microbatch_size}x{args.seq_len} tokens, "
         f"layers {args.layers}, hidden {args.hidden}, {args.steps} steps x {args.rounds} rounds (median)"
     )
-    print(f"{'variant':<14} {'step ms':>9} {'tokens/s':>10}  comparison")
-    for who, schedule in VARIANTS:
-        value = median[who, schedule]
-        note = ""
-        if who == "ours" and schedule != "2bw":
-            note = f"{median['torch', schedule] / value:.2f}x PyTorch's speed (goal >= 1)"
-        if schedule == "2bw":
-            gain, ideal = median["ours", "1f1b"] / value, ideal_gain(m, P, args.steps)
-            note = (
-                f"gain over 1F1B {gain:.3f}; ideal over {args.steps} steps S(m+P-1)/(Sm+P-1) = {ideal:.3f} "
-                f"((m+P-1)/m = {(m + P - 1) / m:.3f} in steady state): {improvement_share(gain, ideal):.0%} "
-                "of the ideal improvement, (gain-1)/(ideal-1) (goal >= 90%)"
-            )
-        print(f"{who + ' ' + schedule:<14} {value * 1e3:>9.1f} {tokens / value:>10,.0f}  {note}")
+    print(
+        f"{'variant':<16} {'step ms':>9} {'range ms':>11} {'tokens/s':>10} {'CPU us/action':>14}  comparison"
+    )
+    for variant in (v for v in VARIANTS if v in measured.times):
+        who, schedule = variant
+        value, values = measured.step(variant), measured.times[variant]
+        spread = f"{min(values) * 1e3:.0f}-{max(values) * 1e3:.0f}"
+        busy = f"{statistics.median(measured.cpu[variant]) * 1e6:.0f}" if variant in measured.cpu else "-"
+        row = (
+            f"{who + ' ' + schedule:<16} {value * 1e3:>9.1f} {spread:>11} {tokens / value:>10,.0f} {busy:>14}"
+        )
+        print(f"{row}  {comparison(args, measured, variant)}")
+
+
+def comparison(args: argparse.Namespace, measured: Measured, variant: tuple[str, str]) -> str:
+    who, schedule = variant
+    times = measured.times
+    if who == "ours" and schedule != "2bw" and ("torch", schedule) in times:
+        ratio, low, high = measured.ratio(("torch", schedule), variant)
+        return f"{ratio:.2f}x PyTorch's speed (goal >= 1; quartiles over rounds {low:.2f}-{high:.2f})"
+    if who == "ours" and ("ours", "1f1b") in times:
+        (gain, low, high), m, P = measured.ratio(("ours", "1f1b"), variant), args.microbatches, args.stages
+        ideal = ideal_gain(m, P, args.steps)
+        return (
+            f"gain over 1F1B {gain:.3f}; ideal over {args.steps} steps S(m+P-1)/(Sm+P-1) = {ideal:.3f} "
+            f"((m+P-1)/m = {(m + P - 1) / m:.3f} in steady state): {improvement_share(gain, ideal):.0%} of "
+            f"the ideal improvement, (gain-1)/(ideal-1) (goal >= 90%; gain's quartiles {low:.3f}-{high:.3f})"
+        )
+    if who == "untraced" and ("ours", schedule) in times:
+        ratio, low, high = measured.ratio(("ours", schedule), variant)
+        cost = ""
+        if variant in measured.cpu:
+            traced, bare = (statistics.median(measured.cpu[w, schedule]) for w in ("ours", "untraced"))
+            cost = f"; {(traced - bare) * 1e6:+.1f} us CPU per action"
+        return (
+            f"recording the trace adds {ratio - 1:+.1%} to the step time (goal < 5%; quartiles "
+            f"{low - 1:+.1%}, {high - 1:+.1%}){cost}"
+        )
+    return ""
 
 
 def ideal_gain(microbatches: int, stages: int, steps: int) -> float:

@@ -101,6 +101,7 @@ class Assembly:
             val_microbatches=self.config.val_microbatches,
             timeout=self.config.timeout,
             device=device,
+            trace=self.config.trace,
         )
 
     def runtime(self, rank: int, transport: Transport, recorder=None, clock=None) -> Runtime:
@@ -115,7 +116,8 @@ class Assembly:
                 return torch.empty(sizes[message.dst], device=device)
             return torch.empty(shape, device=device)
 
-        mailman = Mailman(rank, transport, self.orders, lambda stage: layout.placement[stage], buffer_of)
+        rank_of = layout.placement.__getitem__
+        mailman = Mailman(rank, transport, self.orders, rank_of, buffer_of, self.plans[rank].settles)
         mailman.eager = device.type == "cpu"
         extra = {"clock": clock} if clock is not None else {}
         return Runtime(

@@ -137,7 +137,7 @@ def restore(runtime: Runtime, assembly: Assembly, path: Path) -> None:
     for key, saved in sorted(state["forwards"].items(), key=lambda item: _forward_index(runtime, item[0])):
         runtime.forwards[key] = _recompute(runtime, key, saved)
     for stage, version in runtime.plan.releases.get(state["index"], ()):
-        runtime.stages[stage].store.release(version)
+        runtime.stages[stage].release(version)
     plans, rank_of = assembly.plans, assembly.schedule.layout.placement.__getitem__
     resend, skip = crossing(plans, rank_of, step)
     runtime.mailman.set_orders(resume_orders(plans, rank_of, step, resend))

@@ -10,6 +10,10 @@ executor.program.pair_orders). A receiver posts its receives in that order, toge
 message of the pair it has not posted yet; the tag of a message is 1 + its position in the pair's order.
 Transports that match by tag (gloo) and those that match by order (NCCL) both see the same pairs.
 
+A sent tensor is held until its send is known delivered: when a later message from its receiver arrives
+that proves it (executor.program.settled_sends), or at the end. gloo's send handles report completion
+only once waited for, so asking them (as the runtime once did, every batch) never let one go.
+
 Sums over all ranks (the global gradient norm of a step, see executor.gradnorm) are an all-reduce in
 distributed mode, and in single-process mode contributions left in the shared post office, summed in rank
 order once every rank has left its own (the round-robin scheduler waits on them like on a receive).
@@ -53,11 +57,27 @@ class Transport(Protocol):
 
 
 class DistTransport:
-    """torch.distributed p2p: several ops due together go out as one batch_isend_irecv."""
+    """torch.distributed p2p: several ops due together go out as one batch_isend_irecv (NCCL coalesces
+    them into one launch). gloo has no coalescing: batch_isend_irecv only loops over isend and irecv,
+    so the ops go straight to the process group's send and recv, as isend and irecv would pass them
+    after their argument checks (a tenth of a small send's cost)."""
+
+    def __init__(self) -> None:
+        self.world = None  # the default process group where it is gloo (ranks are its own ranks)
 
     def start(self, ops: list[P2P]) -> list[Handle]:
         import torch.distributed as dist
 
+        if self.world is None:
+            world = dist.group.WORLD
+            self.world = world if dist.get_backend(world) == "gloo" else False
+        if self.world:
+            return [
+                self.world.send([op.tensor], op.peer, op.tag)
+                if op.send
+                else self.world.recv([op.tensor], op.peer, op.tag)
+                for op in ops
+            ]
         if len(ops) == 1:
             op = ops[0]
             call = dist.isend if op.send else dist.irecv
@@ -157,15 +177,20 @@ class Mailman:
         orders: dict[tuple[int, int], list[Message]],
         rank_of: Callable[[int], int],
         buffer_of: Callable[[Message], torch.Tensor],
+        settles: dict[Message, tuple[Message, ...]] | None = None,
     ) -> None:
         self.rank = rank
         self.transport = transport
         self.rank_of = rank_of
         self.buffer_of = buffer_of
+        self.settles = settles or {}
+        """A received message -> this rank's sends its arrival proves delivered (program.settled_sends)."""
         self.set_orders(orders)
         self.posted: dict[Message, tuple[P2P, Handle]] = {}
-        self.in_flight: list[tuple[Handle, torch.Tensor]] = []
+        self.in_flight: dict[Message, tuple[Handle, torch.Tensor]] = {}
+        """Sends not known to be delivered (their tensors must stay alive until then)."""
         self.summing: dict[int, tuple[torch.Tensor, Handle]] = {}
+        self.limits: dict[float, timedelta] = {}
         self.bytes_sent = 0
         self.eager = False
         """Post each peer's next receive as soon as the previous one is taken (gloo; NCCL would hold
@@ -183,25 +208,28 @@ class Mailman:
                 self.incoming[src] = messages
                 self.next_post[src] = 0
         self.position = {m: i for src, ms in self.incoming.items() for i, m in enumerate(ms)}
+        self.waiting_from: dict[int, int] = dict.fromkeys(self.incoming, 0)
+        """Per sending rank, how many of its messages are posted and not yet taken (none are, here:
+        orders are installed before the first receive, and again on resume before any)."""
 
     def exchange(self, *, sends: list[tuple[Message, torch.Tensor]], recvs: list[Message]) -> None:
         """Start the sends and post the receives (and their predecessors) together."""
-        ops: list[tuple[Message | None, P2P]] = []
+        ops: list[tuple[Message, P2P]] = []
         for message, tensor in sends:
             tensor = tensor.detach().contiguous()
-            ops.append((None, P2P(True, tensor, self.rank_of(message.dst), self.tags[message])))
+            ops.append((message, P2P(True, tensor, self.rank_of(message.dst), self.tags[message])))
         for message in recvs:
             ops += self._to_post(message)
         if not ops:
             return
         handles = self.transport.start([op for _, op in ops])
         for (message, op), handle in zip(ops, handles, strict=True):
-            if message is None:
-                self.in_flight.append((handle, op.tensor))
+            if op.send:
+                self.in_flight[message] = (handle, op.tensor)
                 self.bytes_sent += op.tensor.nbytes
             else:
                 self.posted[message] = (op, handle)
-        self._prune()
+                self.waiting_from[op.peer] += 1
 
     def _to_post(self, message: Message) -> list[tuple[Message, P2P]]:
         src = self.rank_of(message.src)
@@ -225,19 +253,32 @@ class Mailman:
         if message not in self.posted:
             self.exchange(sends=[], recvs=[message])
         op, handle = self.posted.pop(message)
-        if timeout is not None:
-            try:
-                handle.wait(timedelta(seconds=timeout))
-            except RuntimeError as error:
-                raise CommError(
-                    f"receive of {message.kind}{message.microbatch} from rank {op.peer} failed: "
-                    f"{_reason(error)}"
-                ) from None
-        else:
-            handle.wait()
+        self.waiting_from[op.peer] -= 1
+        try:
+            handle.wait(self._limit(timeout)) if timeout is not None else handle.wait()
+        except RuntimeError as error:
+            if timeout is None:
+                raise
+            raise CommError(
+                f"receive of {message.kind}{message.microbatch} from rank {op.peer} failed: {_reason(error)}"
+            ) from None
         if self.eager:
             self._post_next(op.peer)
+        for sent in self.settles.get(message, ()):
+            self._settle(sent, timeout)
         return self.transport.result(op, handle)
+
+    def _settle(self, message: Message, timeout: float | None) -> None:
+        """Let go of a send known to be delivered (its wait returns at once; see program.settled_sends)."""
+        done = self.in_flight.pop(message, None)
+        if done is not None:
+            done[0].wait(self._limit(timeout)) if timeout is not None else done[0].wait()
+
+    def _limit(self, timeout: float) -> timedelta:
+        limit = self.limits.get(timeout)
+        if limit is None:
+            limit = self.limits[timeout] = timedelta(seconds=timeout)
+        return limit
 
     def start_sum(self, key: int, tensor: torch.Tensor) -> None:
         """Add this rank's `tensor` to the sum `key` over all ranks (once; later calls do nothing)."""
@@ -261,21 +302,14 @@ class Mailman:
     def _post_next(self, src: int) -> None:
         """Post the peer's next message now, so its bytes arrive while this rank computes."""
         order, start = self.incoming[src], self.next_post[src]
-        if start < len(order) and not any(self.rank_of(m.src) == src for m in self.posted):
+        if start < len(order) and not self.waiting_from[src]:
             self.exchange(sends=[], recvs=[order[start]])
-
-    def _prune(self) -> None:
-        if len(self.in_flight) > 16:
-            self.in_flight = [(h, t) for h, t in self.in_flight if not h.is_completed()]
 
     def finish(self, timeout: float | None = None) -> None:
         """Wait for every send still in flight (before the process group goes away)."""
-        for handle, _ in self.in_flight:
-            if timeout is None:
-                handle.wait()
-            else:
-                handle.wait(timedelta(seconds=timeout))
-        self.in_flight = []
+        for handle, _ in self.in_flight.values():
+            handle.wait(self._limit(timeout)) if timeout is not None else handle.wait()
+        self.in_flight = {}
 
 
 def _reason(error: BaseException) -> str:

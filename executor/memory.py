@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from executor.runtime import Runtime, StageState
+    from executor.runtime import Runtime
+    from executor.stage import StageState
 
 
 def held_bytes(runtime: Runtime) -> int:
@@ -20,14 +21,23 @@ def held_bytes(runtime: Runtime) -> int:
     saved for the backwards still to come, and received tensors not yet consumed."""
     if runtime.settings.device.type == "cuda":
         return torch.cuda.memory_allocated(runtime.settings.device)
-    total = runtime.optimizer_bytes
-    for state in runtime.stages.values():
+    stages = runtime.stages
+    if runtime.grad_bytes is None:  # after an op that may have changed a gradient buffer (or at the start)
+        grads = [p.grad for state in stages.values() for p in state.params]
+        runtime.grad_bytes = sum(grad.nbytes for grad in grads if grad is not None)
+        runtime.grads_complete = all(grad is not None for grad in grads)
+    total = runtime.optimizer_bytes + runtime.grad_bytes
+    for state in stages.values():
         total += state.store.held_bytes()
-        total += sum(p.grad.nbytes for p in state.params if p.grad is not None)
-    for stage, _, _ in runtime.forwards:
-        total += runtime.stages[stage].saved_bytes or 0
+    if len(stages) == 1:  # the common case: every forward in flight is the one stage's
+        (state,) = stages.values()
+        total += (state.saved_bytes or 0) * len(runtime.forwards)
+    else:
+        for stage, _, _ in runtime.forwards:
+            total += stages[stage].saved_bytes or 0
     for pending in (runtime.inputs, runtime.grads, runtime.grad_out):
-        total += sum(t.nbytes for t in pending.values())
+        for tensor in pending.values():
+            total += tensor.nbytes
     return total
 
 

@@ -147,10 +147,12 @@ class Monitor:
         if not state.segments:  # a log without its start line: take it as one segment
             state.segments.append(Segment(id=None, resume=None))
             state.merged.append(False)
-        segment, first = state.segments[-1], False
+        segment = state.segments[-1]
         if kind == "event":
-            state.last_index, first = record["i"], not segment.ran
-            segment.ran = True
+            state.last_index = record["i"]
+        ran = kind == "event" or not self.config.trace  # untraced (--no-trace): losses and cuts tell
+        first = ran and not segment.ran
+        segment.ran = segment.ran or ran
         segment.records.append(record)
         if state.merged[-1]:
             state.records.append(record)
@@ -222,9 +224,11 @@ class Monitor:
 
     @property
     def completed(self) -> bool:
-        """Every rank ended well and every action of the schedule ran (once)."""
+        """Every rank ended well and every action of the schedule ran (once); untraced (--no-trace),
+        every step's metrics are there."""
         ended = all(s.end is not None and s.end.get("status") == "ok" for s in self.ranks)
-        return ended and all(s.merged and s.merged[-1] for s in self.ranks) and self.events == self.actions
+        ran = self.events == self.actions if self.config.trace else len(self.metrics) == self.config.steps
+        return ended and all(s.merged and s.merged[-1] for s in self.ranks) and ran
 
     def trace(self, meta: dict[str, Any]) -> Trace:
         events = []

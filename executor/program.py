@@ -113,6 +113,11 @@ class RankPlan:
     recv_index: dict[Message, int] = field(default_factory=dict)
     joins: dict[int, int | None] = field(default_factory=dict)
     """B/W index -> the version written by the update its weight gradient joins (schedules.semantics)."""
+    messages: tuple[Message | None, ...] = ()
+    """index -> the message the op sends or receives (None for ops that move nothing)."""
+    settles: dict[Message, tuple[Message, ...]] = field(default_factory=dict)
+    """A message this rank receives -> its own earlier sends that are surely delivered once it has
+    arrived (see settled_sends): their buffers can be let go without waiting."""
 
 
 def eval_ops(layout: Layout, rank: int, step: int, microbatches: int) -> list[Extra]:
@@ -264,18 +269,22 @@ def build_plans(
     """One RankPlan per rank, with the message indices filled in for every rank. grad_clip > 0 on a
     synchronous schedule adds the NORM ops (see clips_globally)."""
     joined = _joins(schedule)
-    plans = []
+    built = []
     for rank in range(schedule.ranks):
         ops, cuts = build_ops(
             schedule, rank, val_steps=val_steps, val_microbatches=val_microbatches, grad_clip=grad_clip
         )
-        checkpoint_cuts = sorted(index for step, index in cuts.items() if step in checkpoint_steps)
-        frozen, graph_end, keep, releases = _version_analysis(ops, schedule.versioning, checkpoint_cuts)
+        messages = tuple(message_of(op, schedule.layout) for op in ops)
         sends, recvs = {}, {}
-        for index, op in enumerate(ops):
-            message = message_of(op, schedule.layout)
+        for index, (op, message) in enumerate(zip(ops, messages, strict=True)):
             if message is not None:
                 (sends if is_send(op) else recvs)[message] = index
+        built.append((ops, cuts, messages, sends, recvs))
+    settles = settled_sends([(b[3], b[4]) for b in built], schedule.layout.placement)
+    plans = []
+    for rank, (ops, cuts, messages, sends, recvs) in enumerate(built):
+        checkpoint_cuts = sorted(index for step, index in cuts.items() if step in checkpoint_steps)
+        frozen, graph_end, keep, releases = _version_analysis(ops, schedule.versioning, checkpoint_cuts)
         plans.append(
             RankPlan(
                 rank=rank,
@@ -288,9 +297,44 @@ def build_plans(
                 send_index=sends,
                 recv_index=recvs,
                 joins={i: joined[rank, op.key] for i, op in enumerate(ops) if op.kind in WEIGHT_GRAD_KINDS},
+                messages=messages,
+                settles=settles[rank],
             )
         )
     return plans
+
+
+def settled_sends(
+    indices: list[tuple[dict[Message, int], dict[Message, int]]], placement: tuple[int, ...]
+) -> list[dict[Message, tuple[Message, ...]]]:
+    """Per rank: received message Y -> the rank's sends X that Y's arrival proves delivered.
+
+    `indices[rank]` is (send index, receive index) of that rank's program. X, sent by rank a to rank b,
+    is settled by the first message Y that b sends back to a after its receive of X: b posts X's
+    receive no later than it starts Y's send, so once a holds Y, X's transfer needs nothing more from
+    b's program (waiting for it cannot deadlock) and its buffer can go. (gloo's send handles complete
+    only when waited for: without this, every send of a run would stay held until its end.)
+
+        rank a:  SEND X ............ RECV Y: X settled
+        rank b:  ...... RECV X .. SEND Y
+    """
+    back: dict[tuple[int, int], list[tuple[int, Message]]] = defaultdict(list)  # (from, to) -> sends
+    for rank, (sends, _) in enumerate(indices):
+        for message, index in sends.items():
+            back[rank, placement[message.dst]].append((index, message))
+    starts = {pair: sorted(index for index, _ in sent) for pair, sent in back.items()}
+    replies = {pair: [m for _, m in sorted(sent, key=lambda item: item[0])] for pair, sent in back.items()}
+    settles: list[dict[Message, list[Message]]] = [defaultdict(list) for _ in indices]
+    for rank, (sends, _) in enumerate(indices):
+        for message in sorted(sends, key=sends.__getitem__):
+            peer = placement[message.dst]
+            received = indices[peer][1].get(message)
+            if received is None or (peer, rank) not in starts:
+                continue
+            position = bisect.bisect_right(starts[peer, rank], received)
+            if position < len(starts[peer, rank]):
+                settles[rank][replies[peer, rank][position]].append(message)
+    return [{reply: tuple(sent) for reply, sent in mine.items()} for mine in settles]
 
 
 def _joins(schedule: Schedule) -> dict[tuple[int, tuple], int | None]:

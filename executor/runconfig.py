@@ -86,6 +86,10 @@ class RunConfig:
     """Keep this many of the newest complete checkpoints; older ones are deleted as new ones are written."""
     single_process: bool = False
     """Run every rank in this one process (round robin, local hand-offs) instead of torchrun."""
+    trace: bool = True
+    """Record every action's start, end, bytes and memory (trace.json). False (`--no-trace`) records
+    only losses, validation and step boundaries: a measurement aid, to see what recording costs; the
+    run's trace.json then holds no events (nothing to calibrate or compare)."""
     out: str = "runs/run"
     """The run folder (config.json, trace.json, metrics.jsonl, checkpoints/)."""
     resume: str | None = None

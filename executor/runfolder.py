@@ -3,8 +3,9 @@
     runs/NAME/config.json       the RunConfig and a description of the training data, atomic
     runs/NAME/metrics.jsonl     one object per optimizer step (executor.monitor)
     runs/NAME/trace.json        the measured trace (traces/ format), atomic
-    runs/NAME/ranks/rank*.jsonl each rank's own log, appended and flushed as it goes; a resumed run
-                                appends to it (a new "start" record), so nothing that ran is lost
+    runs/NAME/ranks/rank*.jsonl each rank's own log, appended in batches as it goes (every step and
+                                every quarter second); a resumed run appends to it (a new "start"
+                                record), so nothing that ran is lost
     runs/NAME/checkpoints/      see executor.checkpoint_files
     runs/NAME/launcher.log      torchrun's own output (pipesim run only)
     runs/NAME/lock              held (flock) while a run owns the folder
@@ -107,37 +108,73 @@ def op_text(op) -> str:
 
 
 class RankLog:
-    """A rank's append-only log (the Runtime's recorder). Every line is flushed when written; writes
-    may come from two threads (the watchdog ends the log when it stops the rank)."""
+    """A rank's append-only log (the Runtime's recorder).
+
+    Records are kept in memory and written in batches, one write each: at every step boundary (the
+    runtime's CUT op), at every beat of the rank's watchdog (executor.watchdog, a quarter of a second at
+    most), and on every way out that runs Python (`end`, which every stop calls, and `flush`). A rank
+    killed outright loses at most the records since the last of these; every line written is whole.
+    Writes may come from two threads (the watchdog flushes, and ends the log when it stops the rank).
+    """
 
     def __init__(self, path: Path, rank: int, *, resume: int | None = None, segment: str | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.rank = path, rank
         self.guard = threading.Lock()
-        self.handle = path.open("a", encoding="utf-8")
-        if self.handle.tell() > 0 and not _ends_with_newline(path):
-            self.handle.write("\n")  # the last segment died mid-line: keep that line apart
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self.pending: list[tuple | dict | str] = []
+        """Records not written yet, in order: event tuples and objects (formatted when written), lines."""
+        if os.fstat(self.fd).st_size > 0 and not _ends_with_newline(path):
+            self.pending.append("\n")  # the last segment died mid-line: keep that line apart
         start: dict[str, Any] = {"t": "start", "rank": rank, "pid": os.getpid(), "wall": time.time()}
         if resume is not None:
             start["resume"] = resume  # the step index of the checkpoint this segment starts from
         if segment is not None:
             start["segment"] = segment  # the launch, the same on every rank (executor.monitor)
         self.write(start)
+        self.flush()  # the launcher follows the rank's pid from here on
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+        """Keep a record (a JSON object; its values finite) for the next flush."""
+        self.pending.append(record)
+
+    def flush(self) -> None:
+        """Write every record kept so far, in one write."""
         with self.guard:
-            if not self.handle.closed:
-                self.handle.write(line)
-                self.handle.flush()
+            count = len(self.pending)  # the main thread may append meanwhile: those stay for the next
+            if not count or self.fd < 0:
+                return
+            lines = [self._line(record) for record in self.pending[:count]]
+            del self.pending[:count]
+            data = "".join(lines).encode()
+            while data:
+                data = data[os.write(self.fd, data) :]
 
     def beat(self) -> None:
-        """A sign of life without a line: the launcher reads the log's modification time."""
-        with contextlib.suppress(OSError):
+        """A sign of life (the launcher reads the log's modification time), with what ran meanwhile."""
+        with contextlib.suppress(OSError, ValueError):
+            self.flush()
             os.utime(self.path)
 
     def event(self, index: int, op, start: float, end: float, moved: int, memory: int | None) -> None:
-        self.write({"t": "event", "i": index, "a": str(op), "s": start, "e": end, "b": moved, "m": memory})
+        self.pending.append((index, op, start, end, moved, memory))
+
+    def _line(self, record: tuple | dict | str) -> str:
+        """A kept record as its line: what json.dumps writes for {"t": "event", "i", "a", "s", "e", "b",
+        "m"}, built directly."""
+        if isinstance(record, str):
+            return record
+        if isinstance(record, dict):
+            return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+        index, op, start, end, moved, memory = record
+        text = str(op)
+        plain = text.isprintable() and '"' not in text and "\\" not in text  # the IR's text always is
+        text = f'"{text}"' if plain else json.dumps(text)
+        memory = "null" if memory is None else int(memory)
+        return (
+            f'{{"t":"event","i":{int(index)},"a":{text},"s":{float(start)!r},"e":{float(end)!r},'
+            f'"b":{int(moved)},"m":{memory}}}\n'
+        )
 
     def loss(self, step: int, microbatch: int, loss: float, time: float) -> None:
         _check_finite("loss", loss, step, f", microbatch {microbatch}")
@@ -149,11 +186,15 @@ class RankLog:
 
     def cut(self, step: int, time: float) -> None:
         self.write({"t": "cut", "step": step, "time": time})
+        self.flush()
 
     def end(self, status: str, **details: Any) -> None:
         self.write({"t": "end", "status": status, "wall": time.time(), **details})
+        self.flush()
         with self.guard:
-            self.handle.close()
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
 
 def _check_finite(what: str, value: float, step: int, where: str) -> None:

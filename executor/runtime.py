@@ -6,7 +6,13 @@
 
 State is keyed by (stage, step, microbatch): the forward's graph until its backward, received
 activations and gradients until they are consumed. Weight versions live in executor.versions; the
-decisions about them (frozen forwards, kept versions) were taken statically in executor.program.
+decisions about them (frozen forwards, kept versions) were taken statically in executor.program, and
+what a forward of a version runs on (the parameters, worn or live, or leaves) is executor.stage.
+
+What the interpreter does per op is decided once, before the first op runs (`program()`: the handler,
+whether the op is recorded or timed, the batch of sends and receives it starts, the versions it
+releases, the batches to make while a receive waits), so the loop itself only looks things up: where
+each action is cheap (a small model, a fast device), the interpreter's own cost is the step time.
 
 Note: what each backward computes, per kind (x: the stage's input, out: its output or scaled loss):
 
@@ -21,28 +27,18 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from executor.comm import Mailman
 from executor.gradnorm import GlobalNorm
 from executor.ledger import Ledger
 from executor.memory import SavedBytes, held_bytes
 from executor.model import loss_fn
-from executor.program import (
-    CUT,
-    EVAL_F,
-    EVAL_RECV,
-    EVAL_SEND,
-    NORM,
-    Extra,
-    Message,
-    Op,
-    RankPlan,
-    message_of,
-)
-from executor.versions import VersionStore, accumulate, flatten, unflatten
+from executor.program import CUT, EVAL_F, EVAL_RECV, EVAL_SEND, NORM, Extra, Message, Op, RankPlan
+from executor.stage import StageState, lent
+from executor.versions import accumulate, flatten, unflatten
 from executor.weightgrad import WeightGrads
 from schedules.ir import COMM_KINDS, Kind, Layout
 
@@ -50,24 +46,32 @@ Key = tuple[int, int, int | None]  # (stage, step, microbatch)
 RECV_OPS = frozenset({Kind.RECV_F, Kind.RECV_B, Kind.RECV_G, Kind.RECV_W, EVAL_RECV})
 ALL_COMM = frozenset(COMM_KINDS | {EVAL_RECV, EVAL_SEND})
 TIMED_KINDS = frozenset({Kind.F, Kind.B, Kind.I, Kind.W, Kind.OPT})
+ADDING_KINDS = frozenset({Kind.B, Kind.I, Kind.W, Kind.RECV_G})
+"""Ops that add into the gradient buffers (param.grad), making the ones still missing."""
+RESETTING_KINDS = frozenset({Kind.OPT, Kind.SEND_G})
+"""Ops that empty the gradient buffers."""
 
 
-@dataclass
-class StageState:
-    """One stage held by this rank: its module, weight versions and (owner only) optimizer."""
+class Entry(NamedTuple):
+    """One op of the program with what the interpreter decides about it before the run starts."""
 
-    stage: int
-    module: nn.Module
-    store: VersionStore
-    optimizer: object | None
-    first: bool
-    last: bool
-    saved_bytes: int | None = None
-    """Bytes autograd saves per forward, excluding weights (measured on the first forward)."""
-
-    @property
-    def params(self) -> list[torch.Tensor]:
-        return self.store.params
+    op: Op
+    handler: Callable[[Op], int | None]
+    traced: bool
+    """Recorded: an action of the schedule (not one of the executor's own ops), in a traced run."""
+    timed: bool
+    """A compute op: timed by the device timer where there is one."""
+    comm_end: int
+    """For a communication op, the end of its run of consecutive communication ops (one batch); else 0."""
+    releases: tuple[tuple[int, int], ...]
+    """(stage, version) pairs no longer read once the op has run."""
+    grads: int
+    """0: the op leaves the gradient buffers alone; 1: it adds into them; 2: it empties them (the memory
+    count looks at the buffers again after a 2, and after a 1 while some were missing)."""
+    prefetch: tuple[tuple[int, int], ...] | None = None
+    """For a receive: the training batches (step, microbatch) that the rank's forwards on data need
+    from the next one to the end of its step, made together while the receive waits rather than one
+    by one on the forwards' critical path (made in one go, each also costs a quarter as much)."""
 
 
 @dataclass
@@ -93,6 +97,8 @@ class Settings:
     timeout: float | None = None
     """Seconds a receive may wait (None: forever)."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    trace: bool = True
+    """Record every action's event (False: losses, validation and step boundaries only)."""
 
 
 class Runtime:
@@ -121,6 +127,8 @@ class Runtime:
         self.split_keys = frozenset(
             (op.stage, op.step, op.microbatch) for op in plan.ops if op.kind is Kind.I
         )
+        self.batches: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        """Training batches made ahead (see Entry.prefetch), until their forward takes them."""
         self.eval_inputs: dict[Key, torch.Tensor] = {}
         self.eval_out: dict[Key, torch.Tensor] = {}
         self.eval_losses: list[float] = []
@@ -132,6 +140,11 @@ class Runtime:
         self.sent_bytes: dict[int, int] = {}
         self.skip_sends: frozenset[int] = frozenset()
         self.index = 0
+        self.entries: list[Entry] | None = None
+        self.grad_bytes: int | None = None
+        """Bytes of the gradient buffers, counted again after an op that may change them (see memory)."""
+        self.grads_complete = False
+        """Every parameter had a gradient buffer when they were last counted (adding changes no size)."""
         self.before_op: Callable[[int, Op], None] | None = None
         self.timer = None  # a device timer (executor.worker.CudaTimer) for the compute ops on CUDA
         self.on_update: Callable[[StageState, Op], None] | None = None
@@ -171,87 +184,127 @@ class Runtime:
 
     def run(self) -> None:
         """Run the rest of the program; consecutive communication ops start as one batch."""
-        ops = self.plan.ops
-        while self.index < len(ops):
-            if ops[self.index].kind in ALL_COMM and self.index not in self.started:
-                end = self.index
-                while end < len(ops) and ops[end].kind in ALL_COMM:
-                    end += 1
-                self._start_batch(self.index, end)
-            self._execute(self.index)
+        program, execute, started = self.program(), self._execute, self.started
+        while self.index < len(program):
+            index = self.index
+            end = program[index].comm_end
+            if end and index not in started:
+                self._start_batch(index, end)
+            execute(index)
 
     def step_once(self) -> bool:
         """Run the next op if it can run without waiting; False if it would wait (or nothing is left)."""
         if self.done:
             return False
-        op = self.plan.ops[self.index]
-        if op.kind in RECV_OPS and not self.mailman.ready(self._message(op)):
+        op = self.program()[self.index].op
+        if op.kind in RECV_OPS and not self.mailman.ready(self.plan.messages[self.index]):
             return False
         if op.kind == NORM and not self.global_norm.ready(op.step):
             return False
         self._execute(self.index)
         return True
 
+    def program(self) -> list[Entry]:
+        """The plan's ops with their handlers and flags, built once, when the first op runs (so a test may
+        still swap a handler or the plan before that) or when asked for."""
+        if self.entries is None:
+            entries = [self._entry(index, op) for index, op in enumerate(self.plan.ops)]
+            upcoming: tuple[tuple[int, int], ...] | None = None
+            for index in range(len(entries) - 1, -1, -1):
+                op = entries[index].op
+                if op.kind in RECV_OPS:
+                    entries[index] = entries[index]._replace(prefetch=upcoming)
+                elif op.kind is Kind.F and (self.stages[op.stage].first or self.stages[op.stage].last):
+                    same_step = upcoming is not None and upcoming[0][0] == op.step
+                    upcoming = ((op.step, op.microbatch),) + (upcoming if same_step else ())
+            self.entries = entries
+        return self.entries
+
+    def _entry(self, index: int, op: Op) -> Entry:
+        ops, end = self.plan.ops, 0
+        if op.kind in ALL_COMM:
+            end = index + 1
+            while end < len(ops) and ops[end].kind in ALL_COMM:
+                end += 1
+        return Entry(
+            op=op,
+            handler=self.handlers[op.kind],
+            traced=self.settings.trace and not isinstance(op, Extra),
+            timed=op.kind in TIMED_KINDS,
+            comm_end=end,
+            releases=self.plan.releases.get(index, ()),
+            grads=2 if op.kind in RESETTING_KINDS else int(op.kind in ADDING_KINDS),
+        )
+
     def _execute(self, index: int) -> None:
-        op = self.plan.ops[index]
+        entry = self.entries[index]
+        op = entry.op
         if self.before_op is not None:
             self.before_op(index, op)
-        timed = self.timer is not None and op.kind in TIMED_KINDS
-        start = self.timer.begin() if timed else self.clock()
-        moved = self.handlers[op.kind](op) or self.sent_bytes.pop(index, 0)
-        self.started.discard(index)
-        end = self.timer.begin() if timed else self.clock()
-        for stage, version in self.plan.releases.get(index, ()):
-            self.stages[stage].store.release(version)
+        timer = self.timer if entry.timed else None
+        start = self.clock() if timer is None else timer.begin()
+        moved = entry.handler(op) or (self.sent_bytes.pop(index, 0) if entry.comm_end else 0)
+        end = self.clock() if timer is None else timer.begin()
+        if entry.comm_end:
+            self.started.discard(index)
+        for stage, version in entry.releases:
+            self.stages[stage].release(version)
         self.index = index + 1
-        if self.recorder is not None and not isinstance(op, Extra):
+        if entry.grads > self.grads_complete:
+            self.grad_bytes = None
+        if self.recorder is not None and entry.traced:
             memory = self.held_bytes()
-            if timed:  # device times are known later (CUDA events): the event is written then
-                self.timer.later(start, end, lambda s, e: self.recorder.event(index, op, s, e, moved, memory))
+            if timer is not None:  # device times are known later (CUDA events): the event is written then
+                timer.later(start, end, lambda s, e: self.recorder.event(index, op, s, e, moved, memory))
             else:
                 self.recorder.event(index, op, start, end, moved, memory)
 
     def _start_batch(self, begin: int, end: int) -> None:
         sends, recvs = [], []
+        messages = self.plan.messages
         for index in range(begin, end):
-            op = self.plan.ops[index]
+            op = self.entries[index].op
             if op.kind in RECV_OPS:
-                recvs.append(self._message(op))
+                recvs.append(messages[index])
             else:
                 payload = self._payload(op)  # always: a SEND_G also empties the gradient buffer
                 if index not in self.skip_sends:
-                    sends.append((self._message(op), payload))
+                    sends.append((messages[index], payload))
                     self.sent_bytes[index] = payload.nbytes
                     self._keep(*sends[-1])
             self.started.add(index)
         self.mailman.exchange(sends=sends, recvs=recvs)
 
-    def _message(self, op: Op) -> Message:
-        return message_of(op, self.layout)
-
     # ---- compute -------------------------------------------------------------------------------
 
     def _forward(self, op: Op) -> None:
         state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
-        if state.first:
-            x, targets = self.batch("train", op.step, op.microbatch)
-        else:
-            x = self.inputs.pop(key)
-            targets = self.batch("train", op.step, op.microbatch)[1] if state.last else None
+        data = None
+        if state.first or state.last:
+            data = self.batches.pop(key[1:], None) or self.batch("train", op.step, op.microbatch)
+        x, targets = data if state.first else (self.inputs.pop(key), data[1] if state.last else None)
         record = self.forward_graph(state, op, x, frozen=self.index in self.plan.frozen_forward)
         if state.last:
             loss = loss_fn(record.out, targets)
-            self.losses.append((op.step, op.microbatch, loss.item(), self.clock()))
-            if self.recorder is not None:
-                self.recorder.loss(*self.losses[-1])
+            if self.timer is None:
+                self._note_loss(op.step, op.microbatch, loss.item(), self.clock())
+            else:  # on a device: read back with the step's event times (timer.flush), no wait here
+                done, value = self.timer.begin(), loss.detach()
+                note = lambda _, end: self._note_loss(op.step, op.microbatch, value.item(), end)  # noqa: E731
+                self.timer.later(done, done, note)
             record.out = loss * self.settings.loss_scale
         else:
             self._hand_off(self.layout.next_stage(op.stage), key, record.out, self.inputs, grad=True)
         self.forwards[key] = record
 
+    def _note_loss(self, step: int, microbatch: int, loss: float, time: float) -> None:
+        self.losses.append((step, microbatch, loss, time))
+        if self.recorder is not None:
+            self.recorder.loss(step, microbatch, loss, time)
+
     def forward_graph(self, state: StageState, op: Op, x: torch.Tensor, *, frozen: bool) -> Forward:
         """Run the stage on the version `op` reads: live weights, or leaves over a kept / aliased copy."""
-        leaves = state.store.leaves(op.version, frozen=frozen)
+        leaves = self._weights(state, op.version, frozen)
         split = (op.stage, op.step, op.microbatch) in self.split_keys
         sink = WeightGrads(leaves or state.params) if split else None
         with sink.recording(state.module) if sink is not None else nullcontext():
@@ -263,12 +316,33 @@ class Runtime:
                 out = self._call(state, x, leaves)
         return Forward(x=x, out=out, leaves=leaves, version=op.version, sink=sink)
 
+    def _weights(self, state: StageState, version: int, frozen: bool) -> list[torch.Tensor] | None:
+        """Leaves for a forward of `version`, or None: run on the parameters, made to hold it if they
+        may (2BW: the older buffer, worn for the rest of the minibatch, see StageState.wear). A frozen
+        forward always gets leaves: an update comes before its backward."""
+        if frozen:
+            return state.leaves(version, frozen=True)
+        wearable = version == state.store.live or version in state.store.old
+        if version != state.holds and state.store.copy_on_write and wearable and not self._reading(state):
+            state.wear(version)
+        return None if version == state.holds else state.leaves(version, frozen=False)
+
+    def _reading(self, state: StageState) -> bool:
+        """Whether a graph in flight reads the stage's parameters themselves (not leaves)."""
+        return any(key[0] == state.stage and r.leaves is None for key, r in self.forwards.items())
+
+    def _unwear(self, state: StageState) -> None:
+        if state.worn is not None:
+            if self._reading(state):
+                raise RuntimeError(
+                    f"stage {state.stage}: its live weights are needed while a graph reads "
+                    f"version {state.worn}"
+                )
+            state.unwear()
+
     @staticmethod
     def _call(state: StageState, x: torch.Tensor, leaves: list[torch.Tensor] | None) -> torch.Tensor:
-        if leaves is None:
-            return state.module(x)
-        weights = dict(zip(state.store.names, leaves, strict=True))
-        return torch.func.functional_call(state.module, weights, (x,))
+        return state.module(x) if leaves is None else state.call(x, leaves)
 
     def _backward(self, op: Op, *, want_input: bool, want_weights: bool) -> None:
         state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
@@ -294,26 +368,23 @@ class Runtime:
         self, state: StageState, key: Key, record: Forward, want_input: bool, want_weights: bool
     ) -> torch.Tensor | None:
         """B (or a W whose I deferred nothing): one autograd pass; returns d out / d x where wanted."""
-        keep = not want_weights  # an I without a sink keeps the graph for its W
         want_input = want_input and not state.first
         targets = ([record.x] if want_input else []) + (
             (record.leaves or state.params) if want_weights else []
         )
         if not targets:  # the first stage's I: nothing to compute, the W does it all
             return None
-        if record.leaves is None and want_weights:
-            torch.autograd.backward(record.out, record.grad, inputs=targets, retain_graph=keep)
-            grad_x = record.x.grad if want_input else None
-        else:
-            grads = torch.autograd.grad(
-                record.out, targets, record.grad, retain_graph=keep, allow_unused=True
-            )
-            grad_x = grads[0] if want_input else None
-            if want_weights:
-                accumulate(state.params, grads[1:] if want_input else grads)
-        if want_weights:
-            del self.forwards[key]
-        return grad_x
+        if not want_weights:  # an I without a sink: d out / d x, the graph kept for its W
+            return torch.autograd.grad(record.out, targets, record.grad, retain_graph=True)[0]
+        # Autograd accumulates into the gradient buffer itself: a forward on leaves (a stashed or frozen
+        # version) gets the buffer lent to its leaves for the pass. Without `inputs` where every leaf of
+        # the graph is wanted (the input unless it holds token ids, and all weights): its per-tensor
+        # set-up, or autograd.grad's and a Python loop of additions, cost a tenth of a small backward.
+        every = want_input or state.first
+        with lent(state.params, record.leaves):
+            torch.autograd.backward(record.out, record.grad, inputs=None if every else targets)
+        del self.forwards[key]
+        return record.x.grad if want_input else None
 
     def _hand_off(self, stage: int | None, key: Key, tensor, local: dict, *, grad: bool) -> None:
         """Give a neighbour stage its tensor: in place if it lives here, else keep it for the send."""
@@ -332,6 +403,7 @@ class Runtime:
 
     def _optimizer_step(self, op: Op) -> None:
         state = self.stages[op.stage]
+        self._unwear(state)  # the update writes the live version
         self.ledger.applied(op)
         if self.on_update is not None:
             self.on_update(state, op)
@@ -363,6 +435,7 @@ class Runtime:
                 param.grad = None
             return flat
         _expect_version(op, state.store.live)  # SEND_W
+        self._unwear(state)
         return flatten([p.detach() for p in state.params])
 
     def _send(self, op: Op) -> int:
@@ -371,8 +444,9 @@ class Runtime:
         payload = self._payload(op)
         if self.index in self.skip_sends:  # received before the receiver's checkpoint: resumed past it
             return 0
-        self.mailman.exchange(sends=[(self._message(op), payload)], recvs=[])
-        self._keep(self._message(op), payload)
+        message = self.plan.messages[self.index]
+        self.mailman.exchange(sends=[(message, payload)], recvs=[])
+        self._keep(message, payload)
         return payload.nbytes
 
     def _keep(self, message: Message, payload: torch.Tensor) -> None:
@@ -381,7 +455,12 @@ class Runtime:
             self.kept[message] = payload.detach().clone()
 
     def _take(self, op: Op) -> torch.Tensor:
-        return self.mailman.take(self._message(op), timeout=self.settings.timeout)
+        prefetch = self.entries[self.index].prefetch
+        if prefetch is not None and prefetch[0] not in self.batches:  # (the next one is never used yet)
+            for step, microbatch in prefetch:
+                if (step, microbatch) not in self.batches:
+                    self.batches[step, microbatch] = self.batch("train", step, microbatch)
+        return self.mailman.take(self.plan.messages[self.index], timeout=self.settings.timeout)
 
     def _recv_activation(self, op: Op) -> int:
         tensor = self._take(op)
@@ -401,6 +480,7 @@ class Runtime:
     def _recv_weights(self, op: Op) -> int:
         flat = self._take(op)
         state = self.stages[op.stage]
+        self._unwear(state)
         self.ledger.applied(op)
 
         @torch.no_grad()
@@ -422,6 +502,7 @@ class Runtime:
     def _eval_forward(self, op: Op) -> None:
         state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
         x = self.batch("val", 0, op.microbatch)[0] if state.first else self.eval_inputs.pop(key)
+        self._unwear(state)  # validation reads the live weights
         out = state.module(x)
         if state.last:
             self.eval_losses.append(loss_fn(out, self.batch("val", 0, op.microbatch)[1]).item())
@@ -439,6 +520,8 @@ class Runtime:
 
     def _cut(self, op: Op) -> None:
         self.global_norm.forget(op.step)
+        for state in self.stages.values():  # a checkpoint, or whatever follows the step, sees live weights
+            self._unwear(state)
         if self.timer is not None:
             self.timer.flush()
         if self.recorder is not None:
@@ -453,9 +536,11 @@ class Runtime:
         return held_bytes(self)
 
     def finish(self) -> None:
-        """After the last op: emit the events still waiting for their device times."""
+        """After the last op: emit the events still waiting for their device times; live weights."""
         if self.timer is not None:
             self.timer.flush()
+        for state in self.stages.values():
+            self._unwear(state)
 
 
 def _expect_version(op: Op, version: int) -> None:

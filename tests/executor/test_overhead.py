@@ -1,0 +1,195 @@
+"""What keeps the interpreter's own cost per action small, and that none of it changes what a run
+computes or records.
+
+Run: .venv/bin/pytest tests/executor/test_overhead.py
+
+- the rank log keeps records in memory and writes them in batches: nothing reaches the file between two
+  step boundaries (or beats), every line is what json.dumps writes, and every way out writes the rest;
+- every send is let go once a later message from its receiver proves it delivered (program.settled_sends):
+  a rank holds a bounded number of sent tensors, not every one of the run;
+- 2BW's forwards on the older buffer run on the module itself (its parameters wear that version), with
+  the same losses as on leaves, and the live weights are back in place at the end;
+- losses read back in batches (the device path: one synchronisation per step, not per microbatch) are
+  the same numbers, and `--no-trace` trains the same losses with no events in its trace.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from executor.assemble import Assembly
+from executor.data import load_corpus
+from executor.local import run_local
+from executor.program import build_plans, settled_sends
+from executor.runconfig import RunConfig
+from executor.runfolder import RankLog
+from executor.runtime import Runtime
+from pipesim.cli import main
+from schedules import SCHEDULES, build, parse_action
+
+SMALL = dict(microbatch_size=1, seq_len=16, layers=2, hidden=16, val_every=0)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus()
+
+
+def lines(path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_the_rank_log_writes_in_batches_the_lines_json_would_write(tmp_path):
+    path = tmp_path / "rank0.jsonl"
+    log = RankLog(path, 0)
+    assert [json.loads(line)["t"] for line in lines(path)] == ["start"]  # at once: the launcher needs the pid
+    events = [
+        (3, parse_action("1F2@s3v3"), 1.25, 1.5000000001, 0, 123),
+        (4, 'we"ird\\', 1e-07, 2.0, 4096, None),
+    ]
+    for record in events:
+        log.event(*record)
+    log.loss(3, 2, 4.5, 1.75)
+    assert len(lines(path)) == 1  # kept until the step boundary
+    log.cut(3, 2.5)
+    written = lines(path)[1:]
+    for (index, op, start, end, moved, memory), line in zip(events, written, strict=False):
+        record = {"t": "event", "i": index, "a": str(op), "s": start, "e": end, "b": moved, "m": memory}
+        assert line == json.dumps(record, separators=(",", ":"))
+    assert [json.loads(line)["t"] for line in written] == ["event", "event", "loss", "cut"]
+    log.event(5, parse_action("1B2@s3v3"), 3.0, 3.5, 0, 1)
+    log.beat()  # the watchdog's beat writes what ran meanwhile
+    assert json.loads(lines(path)[-1])["i"] == 5
+    log.event(6, parse_action("1OPT@s3v4"), 4.0, 4.5, 0, 1)
+    log.end("ok")
+    assert [json.loads(line)["t"] for line in lines(path)[-2:]] == ["event", "end"]
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_every_send_is_settled_by_a_later_message_from_its_receiver(name):
+    """The settling message comes back after the receiver took the send; only a rank's last sends to a
+    peer (nothing comes back after them) are left to the end of the run."""
+    schedule = build(name, 4, 8, 3, 2 if name == "interleaved" else 1)
+    plans = build_plans(schedule, val_steps=frozenset({1}))
+    placement = schedule.layout.placement
+    settles = settled_sends([(p.send_index, p.recv_index) for p in plans], placement)
+    for plan, mine in zip(plans, settles, strict=True):
+        settled = {sent: reply for reply, sents in mine.items() for sent in sents}
+        for message, index in plan.send_index.items():
+            peer = plans[placement[message.dst]]
+            if message not in settled:  # none of the peer's later sends comes back here
+                after = [m for m, i in peer.send_index.items() if i > peer.recv_index[message]]
+                assert all(placement[m.dst] != plan.rank for m in after), (name, message)
+                continue
+            reply = settled[message]
+            assert peer.send_index[reply] > peer.recv_index[message]  # sent after the peer took ours
+            assert plan.recv_index[reply] > index
+
+
+def test_a_rank_holds_a_bounded_number_of_sent_tensors(corpus):
+    cfg = RunConfig(schedule="1f1b", stages=2, microbatches=8, steps=6, **SMALL)
+    most = [0, 0]
+
+    def configure(runtimes):
+        for runtime in runtimes:
+            runtime.before_op = lambda index, op, r=runtime: most.__setitem__(
+                r.rank, max(most[r.rank], len(r.mailman.in_flight))
+            )
+
+    runtimes = run_local(Assembly(cfg, corpus=corpus), configure=configure)
+    sends = [sum(1 for op in r.plan.ops if op.kind.startswith("SEND")) for r in runtimes]
+    assert sends == [48, 48] and max(most) <= 4  # P = 2: a message or two in each direction
+
+
+def test_2bw_runs_its_older_buffer_on_the_module_itself(corpus, monkeypatch):
+    cfg = RunConfig(schedule="2bw", stages=2, microbatches=4, steps=4, **SMALL)
+    seen = []
+
+    def configure(runtimes):
+        for runtime in runtimes:
+            original = runtime.forward_graph
+
+            def recorded(state, op, x, *, frozen, original=original):
+                record = original(state, op, x, frozen=frozen)
+                seen.append((op.step, record.leaves is None, state.holds == op.version))
+                return record
+
+            runtime.forward_graph = recorded
+
+    worn = run_local(Assembly(cfg, corpus=corpus), configure=configure)
+    later = [(plain, holds) for step, plain, holds in seen if step > 0]
+    assert len(later) == 2 * 4 * 3 and sum(plain for plain, _ in later) == len(later) - 3  # w_0 = 1 frozen
+    assert all(holds for plain, holds in later if plain)  # the parameters held the version it read
+    # Never worn: every forward on an older version runs on leaves, as before wearing existed.
+    monkeypatch.setattr(
+        Runtime,
+        "_weights",
+        lambda self, state, version, frozen: (
+            None if version == state.store.live and not frozen else state.leaves(version, frozen=frozen)
+        ),
+    )
+    leaves = run_local(Assembly(cfg, corpus=corpus))
+    assert [[loss[:3] for loss in r.losses] for r in worn] == [
+        [loss[:3] for loss in r.losses] for r in leaves
+    ]
+    for a, b in zip(worn, leaves, strict=True):
+        for stage, state in a.stages.items():
+            assert state.worn is None and state.store.live == cfg.steps  # the live weights are back
+            assert all(torch.equal(p, q) for p, q in zip(state.params, b.stages[stage].params, strict=True))
+
+
+class StepTimer:
+    """A device timer's interface on the CPU: 'events' are clock readings, read back at flush."""
+
+    def __init__(self) -> None:
+        self.pending, self.flushes, self.clock = [], 0, 0.0
+
+    def begin(self) -> float:
+        self.clock += 1.0
+        return self.clock
+
+    def later(self, start, end, emit) -> None:
+        self.pending.append((start, end, emit))
+
+    def flush(self) -> None:
+        self.flushes += 1
+        for start, end, emit in self.pending:
+            emit(start, end)
+        self.pending = []
+
+
+def test_losses_read_back_once_a_step_are_the_same(corpus):
+    cfg = RunConfig(schedule="1f1b", stages=2, microbatches=4, steps=3, **SMALL)
+    timers = []
+
+    def configure(runtimes):
+        for runtime in runtimes:
+            runtime.timer = StepTimer()
+            timers.append(runtime.timer)
+
+    timed = run_local(Assembly(cfg, corpus=corpus), configure=configure)
+    plain = run_local(Assembly(cfg, corpus=corpus))
+    assert [(s, j, v) for s, j, v, _ in timed[1].losses] == [(s, j, v) for s, j, v, _ in plain[1].losses]
+    assert len(timed[1].losses) == 12 and timers[1].flushes == cfg.steps + 1  # every cut, and the end
+    assert all(isinstance(t, float) and t == int(t) for *_, t in timed[1].losses)  # the timer's times
+
+
+def test_an_untraced_run_trains_the_same_losses_and_records_no_events(tmp_path, capsys):
+    flags = ["--schedule", "2bw", "-p", "2", "-m", "4", "--steps", "3", "--microbatch-size", "1"]
+    flags += ["--seq-len", "16", "--val-every", "2", "--single-process"]
+    assert main(["run", *flags, "--out", str(tmp_path / "traced")]) == 0
+    assert main(["run", *flags, "--no-trace", "--out", str(tmp_path / "untraced")]) == 0
+    assert "step 3/3" in capsys.readouterr().err
+    metrics = [lines(tmp_path / name / "metrics.jsonl") for name in ("traced", "untraced")]
+    strip = [[{k: v for k, v in json.loads(line).items() if k not in ("time", "tokens_per_s")} for line in m]
+             for m in metrics]  # fmt: skip
+    assert len(strip[0]) == 3 and strip[0] == strip[1]
+    traces = [json.loads((tmp_path / name / "trace.json").read_text()) for name in ("traced", "untraced")]
+    assert traces[0]["events"] and traces[1]["events"] == []
+    assert traces[0]["meta"]["completed"] and traces[1]["meta"]["completed"]
+    assert not RunConfig.from_dict(
+        json.loads((tmp_path / "untraced" / "config.json").read_text())["config"]
+    ).trace
