@@ -96,7 +96,9 @@ class StudyFolder:
         if not path.exists():
             return False
         header = self.read_run(path).header
-        difference = first_difference(training_identity(header.get("config", {})), training_identity(config), "")
+        difference = first_difference(
+            training_identity(header.get("config", {})), training_identity(config), ""
+        )
         if difference:
             raise ExecutorConfigError(f"{path} was run with other settings ({difference}); remove it")
         return True

@@ -19,11 +19,13 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from executor.study.grid import StudyConfig
 from pipesim.commands.run import FLAG_SWITCHES, FLAGS
 from pipesim.errors import UsageError
+
+if TYPE_CHECKING:  # the grid imports torch, which `pipesim schedules` must not pay for
+    from executor.study.grid import StudyConfig
 
 PER_CELL = {"--optimizer", "--lr", "--correction", "--warmup-steps", "--total-steps", "--pipemare-steps"}
 """Optimizer flags of `pipesim run` that the study sets per cell (or in steps, as its own flags)."""
