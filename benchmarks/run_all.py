@@ -20,6 +20,8 @@ BENCHMARKS = {
     "executor": (["bench_executor.py"], ["--rounds", "2", "--steps", "3"]),
     "published": (["bench_published.py"], []),
     "dashboard": (["bench_dashboard.py"], ["--quick"]),
+    "traces": (["bench_traces.py"], ["--quick"]),
+    "accuracy": (["bench_accuracy.py"], ["--quick"]),
 }
 
 
