@@ -105,7 +105,8 @@ def read_study(folder: Path) -> StudyState:
         return StudyState(
             path=folder,
             status="not a study",
-            problem=f"{folder} is not a study folder: it has no {SETTINGS} (`pipesim study --out DIR` makes one)",
+            problem=f"{folder} is not a study folder: it has no {SETTINGS} "
+            "(`pipesim study --out DIR` makes one)",
         )
     saved = _json(folder / SETTINGS)
     if not isinstance(saved, dict) or not isinstance(saved.get("study"), dict):

@@ -148,19 +148,20 @@ def _settings_line(state: StudyState) -> str:
 
 def _in_progress(state: StudyState) -> None:
     total = loaders.study_size(json.dumps(state.settings, sort_keys=True))
-    of = f" of {total}" if total else ""
+    done = len(state.runs)
     if state.status == "empty":
         st.info(
-            f"In progress: no run has finished yet{of}. The learning-rate sweep has finished "
-            f"{state.sweep_runs} run(s). The tables and plots appear when `pipesim study` has written {RESULTS}."
+            f"In progress: none of the {f'{total} ' if total else ''}runs has finished yet; the "
+            f"learning-rate sweep has finished {state.sweep_runs} run(s). The tables and plots appear "
+            f"when `pipesim study` has written {RESULTS}."
         )
     else:
         st.info(
-            f"In progress: {len(state.runs)}{of} runs have finished. The tables and plots appear when "
-            f"`pipesim study` has written {RESULTS}; below, the runs finished so far."
+            f"In progress: {done}{f' of {total}' if total else ''} runs have finished. The tables and plots "
+            f"appear when `pipesim study` has written {RESULTS}; below, the runs finished so far."
         )
     if total:
-        st.progress(min(1.0, len(state.runs) / total), text=f"{len(state.runs)} of {total} runs")
+        st.progress(min(1.0, done / total), text=f"{done} of {total} runs")
     _lrs(state)
     if state.runs:
         st.dataframe(state.runs, hide_index=True, width="stretch", key="study-runs")

@@ -51,8 +51,8 @@ def curve(study: StudyConfig, cell: Cell) -> Curve:
 def write_study(path: Path, *, finished: bool = True, study: StudyConfig = STUDY) -> StudyFolder:
     folder = StudyFolder(path)
     folder.claim({"study": study.to_dict(), "preset": "synthetic"})
-    write_json(folder.lrs, {"chosen": LRS, "tried": {"adamw": {"0.001": 2.5, "0.003": 2.7}, "muon": {"0.02": 2.4}},
-                            "extended": [], "given": {}})  # fmt: skip
+    tried = {"adamw": {"0.001": 2.5, "0.003": 2.7}, "muon": {"0.02": 2.4}}
+    write_json(folder.lrs, {"chosen": LRS, "tried": tried, "extended": [], "given": {}})
     grid = runs(study)
     for cell in grid if finished else grid[: len(grid) // 2]:
         header = {"name": cell.name, "cell": dataclasses.asdict(cell), "config": {}, "tokens_per_step": 256,
