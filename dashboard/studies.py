@@ -21,19 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from dashboard.rundirs import STUDY
+
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
     from executor.study.grid import StudyConfig
     from executor.study.store import RunRecord
 
-SETTINGS, LRS, RESULTS, SUMMARY, PREDICTED = (
-    "study.json",
-    "lrs.json",
-    "results.csv",
-    "summary.csv",
-    "predicted.json",
-)
+SETTINGS = STUDY  # study.json: its settings, and what makes a folder a study
+LRS, RESULTS, SUMMARY, PREDICTED = "lrs.json", "results.csv", "summary.csv", "predicted.json"
 Status = Literal["missing", "not a study", "empty", "in progress", "finished"]
 
 

@@ -21,7 +21,6 @@ from dashboard.params import Param
 from dashboard.sidebar import runs_folder
 from dashboard.studies import RESULTS, SUMMARY, StudyState, find_studies, lr_rows, stamp
 from dashboard.widgets import key, publish, restore, value
-from executor.study.report import SUMMARY_TITLES
 from schedules.errors import UserError
 
 PAGE = "study"
@@ -32,35 +31,24 @@ PARAMS = (
     Param(key="optimizers", default=[], kind="strs"),
     Param(key="depths", default=[], kind="ints"),
 )
-# summary.csv's columns in the page's order, titled as summary.md titles them (a comment, not a bare
-# string: Streamlit would show it)
-TABLE = (
-    "schedule",
-    "optimizer",
-    "lr_rule",
-    "lr_scale",
-    "stages",
-    "seeds",
-    "final_val_loss_mean",
-    "final_val_loss_std",
-    "gap_mean",
-    "seed_spread",
-    "verdict",
-    "reached",
-    "iters_to_target_mean",
-    "time_to_target_s_mean",
-    "cpu_time_to_target_s_mean",
-)
-TITLES = {**SUMMARY_TITLES, "lr_scale": "lr x", "stages": "P"}
-FORMATS = {
-    "final_val_loss_mean": "%.4f",
-    "final_val_loss_std": "%.4f",
-    "gap_mean": "%+.4f",
-    "seed_spread": "%.4f",
-    "iters_to_target_mean": "%.1f",
-    "time_to_target_s_mean": "%.2f s",
-    "cpu_time_to_target_s_mean": "%.1f s",
-    "lr_scale": "%.3g",
+# summary.csv's columns in the page's order (the seeds are in the settings line; the lr scale only in a
+# study with an lr probe), with short titles and what each means on hover. (Comments, not bare strings:
+# Streamlit would show them.)
+TABLE = {
+    "schedule": ("schedule", None, ""),
+    "optimizer": ("optimizer", None, "the optimizer variant: an optimizer, maybe + a staleness correction"),
+    "lr_rule": ("lr rule", None, "PipeDream: per-update (the reference's lr) or per-token (lr / m)"),
+    "lr_scale": ("lr x", "%.3g", "the lr probe: the swept lr times this"),
+    "stages": ("P", None, "pipeline depth"),
+    "final_val_loss_mean": ("final val loss", "%.4f", "validation loss after the last step, mean over seeds"),
+    "final_val_loss_std": ("(std)", "%.4f", "its standard deviation over seeds"),
+    "gap_mean": ("gap", "%+.4f", "final val loss minus the reference's (same optimizer, P, seed), mean"),
+    "seed_spread": ("(spread)", "%.4f", "the gap's standard deviation over seeds"),
+    "verdict": ("verdict", None, "a mean gap within the seed spread reads no gap"),
+    "reached": ("reached", None, "seeds that reached the target validation loss"),
+    "iters_to_target_mean": ("steps to target", "%.1f", "mean over the seeds that reached it"),
+    "time_to_target_s_mean": ("time, predicted", "%.2f s", "steps to target x the predicted step time"),
+    "cpu_time_to_target_s_mean": ("time, this CPU", "%.1f s", "steps to target x this CPU's step time"),
 }
 PLOTS = (
     ("loss_vs_step", "Loss against steps"),
@@ -186,21 +174,25 @@ def _filters(settings: dict[str, Any]) -> tuple[tuple, tuple, tuple]:
 
 def _summary(state: StudyState, schedules: tuple, variants: tuple, depths: tuple) -> None:
     st.subheader("Summary per cell, over seeds")
+    probe = any(row["lr_scale"] != 1.0 for row in state.summary)
+    columns = [column for column in TABLE if probe or column != "lr_scale"]
     rows = [
-        {TITLES.get(column, column): row.get(column) for column in TABLE}
+        {TABLE[column][0]: row.get(column) for column in columns}
         for row in state.summary
         if row["schedule"] in schedules and row["optimizer"] in variants and row["stages"] in depths
     ]
     config = {
-        TITLES.get(column, column): st.column_config.NumberColumn(format=fmt)
-        for column, fmt in FORMATS.items()
+        title: st.column_config.NumberColumn(format=fmt, help=help or None)
+        if fmt
+        else st.column_config.Column(help=help or None)
+        for title, fmt, help in (TABLE[column] for column in columns)
     }
     st.dataframe(rows, hide_index=True, width="stretch", column_config=config, key="study-summary")
     st.caption(
-        "Gap: the final validation loss minus that of the reference with the same optimizer, depth and "
-        "seed, averaged over seeds; seed spread: the gap's standard deviation over seeds, and a mean gap "
-        "within it reads `no gap`. Steps and times to target: means over the seeds that reached it "
-        "(reached target: how many did). PipeDream rows: `per-update` gives every update the reference's "
+        f"Gap: the final validation loss minus that of the reference ({state.settings['schedules'][0]}) "
+        "with the same optimizer, depth and seed, averaged over seeds; spread: the gap's standard "
+        "deviation over seeds, and a mean gap within it reads `no gap`. Steps and times to target: means "
+        "over the seeds that reached it. PipeDream rows: `per-update` gives every update the reference's "
         "lr, `per-token` lr / m."
     )
 
