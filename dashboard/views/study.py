@@ -31,24 +31,24 @@ PARAMS = (
     Param(key="optimizers", default=[], kind="strs"),
     Param(key="depths", default=[], kind="ints"),
 )
-# summary.csv's columns in the page's order (the seeds are in the settings line; the lr scale only in a
-# study with an lr probe), with short titles and what each means on hover. (Comments, not bare strings:
-# Streamlit would show them.)
+# summary.csv's columns in the page's order, the study's answers first (the seeds are in the settings
+# line; the lr scale only in a study with an lr probe), with short titles and what each means on hover.
+# (Comments, not bare strings: Streamlit would show them.)
 TABLE = {
     "schedule": ("schedule", None, ""),
     "optimizer": ("optimizer", None, "the optimizer variant: an optimizer, maybe + a staleness correction"),
     "lr_rule": ("lr rule", None, "PipeDream: per-update (the reference's lr) or per-token (lr / m)"),
     "lr_scale": ("lr x", "%.3g", "the lr probe: the swept lr times this"),
     "stages": ("P", None, "pipeline depth"),
-    "final_val_loss_mean": ("final val loss", "%.4f", "validation loss after the last step, mean over seeds"),
-    "final_val_loss_std": ("(std)", "%.4f", "its standard deviation over seeds"),
     "gap_mean": ("gap", "%+.4f", "final val loss minus the reference's (same optimizer, P, seed), mean"),
     "seed_spread": ("(spread)", "%.4f", "the gap's standard deviation over seeds"),
     "verdict": ("verdict", None, "a mean gap within the seed spread reads no gap"),
-    "reached": ("reached", None, "seeds that reached the target validation loss"),
     "iters_to_target_mean": ("steps to target", "%.1f", "mean over the seeds that reached it"),
     "time_to_target_s_mean": ("time, predicted", "%.2f s", "steps to target x the predicted step time"),
     "cpu_time_to_target_s_mean": ("time, this CPU", "%.1f s", "steps to target x this CPU's step time"),
+    "reached": ("reached", None, "seeds that reached the target validation loss"),
+    "final_val_loss_mean": ("final val loss", "%.4f", "validation loss after the last step, mean over seeds"),
+    "final_val_loss_std": ("(std)", "%.4f", "the final val loss's standard deviation over seeds"),
 }
 PLOTS = (
     ("loss_vs_step", "Loss against steps"),
@@ -82,11 +82,17 @@ def _pick(root: Path) -> Path | None:
     widget = key(PAGE, "study")
     if st.session_state.get(widget) not in names:
         st.session_state[widget] = names[-1] if names else ""
+    typed = value(PAGE, "path").strip()
     with st.sidebar:
         if names:
-            st.selectbox("Study", options=names, key=widget, help=f"Study folders under `{root}`")
+            st.selectbox(
+                "Study",
+                options=names,
+                key=widget,
+                disabled=bool(typed),
+                help=f"Study folders under `{root}` (the path below, when given, is shown instead)",
+            )
         st.text_input("or a study folder's path", key=key(PAGE, "path"), placeholder="study/paper")
-    typed = value(PAGE, "path").strip()
     if typed:
         return Path(typed).expanduser()
     return found.get(value(PAGE, "study"))
@@ -152,6 +158,7 @@ def _in_progress(state: StudyState) -> None:
         st.progress(min(1.0, done / total), text=f"{done} of {total} runs")
     _lrs(state)
     if state.runs:
+        st.subheader("Runs finished so far")
         st.dataframe(state.runs, hide_index=True, width="stretch", key="study-runs")
 
 
