@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ import pytest
 from dashboard.studies import read_study, typed
 from tests.dashboard.conftest import charts
 from tests.dashboard.studydata import CPU_STEP_TIME, STEP_TIME, write_study
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _summary(path: Path) -> list[dict]:
@@ -128,3 +132,19 @@ def test_without_studies_the_page_says_how_to_make_one(app, runs: Path) -> None:
     (runs / "broken" / "study.json").write_text(json.dumps({"format": 1}))
     test = app("study")
     assert test.warning[0].value == f'{runs / "broken" / "study.json"}: no "study" object'
+
+
+def test_the_page_and_a_folder_read_without_torch(tmp_path: Path) -> None:
+    """Only the analysis of the runs imports the executor's grid (and torch): the dashboard starts, and
+    a study folder is found and read, without it."""
+    folder = write_study(tmp_path / "half", finished=False).path
+    code = (
+        "import sys; from pathlib import Path; import dashboard.loaders, dashboard.views.study; "
+        "from dashboard.studies import find_studies, read_study; "
+        f"(found,) = find_studies(Path({str(tmp_path)!r})); state = read_study(found); "
+        "print(state.status, len(state.runs)); "
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.split() == ["in", "progress", "12", "False"]
+    assert read_study(folder).status == "in progress"
