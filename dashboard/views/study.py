@@ -104,26 +104,34 @@ def _show(state: StudyState) -> None:
         st.warning(state.problem)
         return
     st.markdown(_settings_line(state))
-    if state.status != "finished":
-        _in_progress(state)
-        return
-    schedules, variants, depths = _filters(state.settings)
-    if not (schedules and variants and depths):
+    chosen = _filters(state.settings)
+    if not all(chosen):
         st.info("Pick at least one schedule, one optimizer and one depth.")
         return
-    try:
+    if state.status != "finished":
+        _in_progress(state, *chosen)
+        return
+    try:  # the tables are the CSVs as written; the target and the plots need every run file
         analysis = loaders.study_analysis(str(state.path), stamp(state.path))
     except (UserError, ValueError) as error:
-        st.error(f"{state.path}: {error}")
-        return
-    st.markdown(
-        f"**Target validation loss {analysis.target:.4f}**: {analysis.target_how}. "
-        f"Predicted times are for {analysis.machine}."
-    )
-    _summary(state, schedules, variants, depths)
+        analysis = None
+        st.error(f"{error} (the target and the plots need every run file; the tables are the CSVs)")
+    if analysis is not None:
+        st.markdown(
+            f"**Target validation loss {analysis.target:.4f}**: {analysis.target_how}. "
+            f"Predicted times are for {analysis.machine}."
+        )
+    _summary(state, *chosen)
     _lrs(state)
-    _plots(state, schedules, variants, depths)
+    if analysis is not None:
+        _plots(state, *chosen)
     _downloads(state)
+
+
+def _chosen(row: dict[str, Any], schedules: tuple, variants: tuple, depths: tuple) -> bool:
+    """Whether a row (of summary.csv, or a run's: its variant under `variant`) passes the filters."""
+    variant = row.get("optimizer", row.get("variant"))
+    return row.get("schedule") in schedules and variant in variants and row.get("stages") in depths
 
 
 def _settings_line(state: StudyState) -> str:
@@ -140,7 +148,7 @@ def _settings_line(state: StudyState) -> str:
     )
 
 
-def _in_progress(state: StudyState) -> None:
+def _in_progress(state: StudyState, schedules: tuple, variants: tuple, depths: tuple) -> None:
     total = loaders.study_size(json.dumps(state.settings, sort_keys=True))
     done = len(state.runs)
     if state.status == "empty":
@@ -157,9 +165,14 @@ def _in_progress(state: StudyState) -> None:
     if total:
         st.progress(min(1.0, done / total), text=f"{done} of {total} runs")
     _lrs(state)
-    if state.runs:
+    rows = [row for row in state.runs if _chosen(row, schedules, variants, depths)]
+    if rows:
         st.subheader("Runs finished so far")
-        st.dataframe(state.runs, hide_index=True, width="stretch", key="study-runs")
+        st.dataframe(rows, hide_index=True, width="stretch", key="study-runs")
+        st.caption(
+            "A schedule whose numbers do not depend on the depth (1F1B; 2BW without gradient clipping) "
+            "runs once, at the smallest depth (docs/study/README.md)."
+        )
 
 
 def _filters(settings: dict[str, Any]) -> tuple[tuple, tuple, tuple]:
@@ -186,7 +199,7 @@ def _summary(state: StudyState, schedules: tuple, variants: tuple, depths: tuple
     rows = [
         {TABLE[column][0]: row.get(column) for column in columns}
         for row in state.summary
-        if row["schedule"] in schedules and row["optimizer"] in variants and row["stages"] in depths
+        if _chosen(row, schedules, variants, depths)
     ]
     config = {
         title: st.column_config.NumberColumn(format=fmt, help=help or None)

@@ -109,6 +109,19 @@ def test_a_study_in_progress_shows_its_finished_runs(app, runs: Path) -> None:
     assert len(finished) == 12 and finished[0]["run"] == "1f1b-adamw-p2-s0"
     assert finished[0]["final_val_loss"] == pytest.approx(2.5)
     assert not test.get("plotly_chart") and not test.get("download_button")
+    test.multiselect(key="study.optimizers").set_value(["muon"]).run()
+    assert {row["variant"] for row in test.dataframe[-1].value.to_dict("records")} == {"muon"}
+    assert len(test.dataframe[-1].value) == 5  # seed 0's four muon runs at P = 2, then seed 1's 1f1b
+
+
+def test_a_missing_run_file_keeps_the_tables_and_says_why_there_are_no_plots(app, runs: Path) -> None:
+    study = write_study(runs / "small").path
+    (study / "runs" / "2bw-muon-p2-s1.jsonl").unlink()
+    test = app("study")
+    (error,) = [item.value for item in test.error]
+    assert error.startswith(f"{study / 'runs' / '2bw-muon-p2-s1.jsonl'}: not a study run file")
+    assert len(test.dataframe[0].value) == 16 and not test.get("plotly_chart")
+    assert len(test.get("download_button")) == 2
 
 
 def test_folders_that_are_not_finished_studies_say_so(app, runs: Path, tmp_path: Path) -> None:
