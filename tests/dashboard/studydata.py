@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 
 from executor.study.analysis import COLUMNS, SUMMARY_COLUMNS, find_target, result_rows, summary_rows
-from executor.study.grid import Cell, StudyConfig, cells, runs, source
+from executor.study.grid import Cell, StudyConfig, base_optimizers, cells, runs, source
 from executor.study.report import csv_text
 from executor.study.store import StudyFolder, read_json, write_json
 from executor.study.train import Curve
@@ -24,8 +24,9 @@ STUDY = StudyConfig(
     schedules=("1f1b", "pipedream", "2bw"), variants=("adamw", "muon"), depths=(2, 4), seeds=(0, 1), steps=6,
     microbatches=4, microbatch_size=2, layers=4, val_every=2, val_microbatches=1, warmup_steps=1,
 )  # fmt: skip
-LRS = {"adamw": 1e-3, "muon": 2e-2}
-STEP_TIME = {"1f1b": 0.5, "pipedream": 0.3, "2bw": 0.4}
+LRS = {"adamw": 1e-3, "nadamw": 1e-3, "muon": 2e-2, "basis-rotation": 3e-3}
+"""The lr "chosen" per base optimizer (lrs.json holds those of the study's variants)."""
+STEP_TIME = {"1f1b": 0.5, "pipedream": 0.3, "2bw": 0.4, "amdp": 0.35}
 """Predicted step time in seconds per schedule (any depth and optimizer)."""
 CPU_STEP_TIME = 2.0
 
@@ -52,7 +53,8 @@ def write_study(path: Path, *, finished: bool = True, study: StudyConfig = STUDY
     folder = StudyFolder(path)
     folder.claim({"study": study.to_dict(), "preset": "synthetic"})
     tried = {"adamw": {"0.001": 2.5, "0.003": 2.7}, "muon": {"0.02": 2.4}}
-    write_json(folder.lrs, {"chosen": LRS, "tried": tried, "extended": [], "given": {}})
+    chosen = {name: LRS[name] for name in base_optimizers(study)}
+    write_json(folder.lrs, {"chosen": chosen, "tried": tried, "extended": [], "given": {}})
     grid = runs(study)
     for cell in grid if finished else grid[: len(grid) // 2]:
         header = {"name": cell.name, "cell": dataclasses.asdict(cell), "config": {}, "tokens_per_step": 256,
