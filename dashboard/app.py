@@ -2,7 +2,7 @@
 
     pipesim dashboard --port 8501 --runs runs
 
-st.navigation picks the page from the URL (/explore, /compare, /runs, /sweep); each page is one file
+st.navigation picks the page from the URL (/explore, /compare, /runs, /sweep, /study); each page is one file
 under dashboard/views/ with one render(). The shared sidebar comes first, then the page's own controls.
 
 Note: the folder is not called pages/. Streamlit takes a pages/ folder beside the main script for its
@@ -23,6 +23,7 @@ PAGES = (
     ("views/compare.py", "Compare", ":material/compare_arrows:"),
     ("views/runs.py", "Runs", ":material/monitoring:"),
     ("views/sweep.py", "Sweep", ":material/grid_on:"),
+    ("views/study.py", "Study", ":material/science:"),
 )
 
 

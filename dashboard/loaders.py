@@ -22,6 +22,7 @@ from dashboard.figures.charts import memory_figure, staleness_figure, utilizatio
 from dashboard.figures.timeline import comparison_timeline, timeline_figure
 from dashboard.inputs import CostChoice, cost_model, trace_from_bytes
 from dashboard.rundirs import RunInfo, read_run
+from dashboard.studies import Analysis, StudyState, analyse, grid_size, read_study, study_plots
 from schedules.csv_io import export_csv
 from schedules.imported import schedule_from_text
 from schedules.ir import Schedule
@@ -182,3 +183,36 @@ def sweep_row(schedule: str, ranks: int, microbatches: int, costs: CostChoice) -
     """One point of the simulator's sweep (a row with `error` for sizes the schedule cannot take)."""
     point = SweepPoint(schedule=schedule, ranks=ranks, microbatches=microbatches, request=costs.request())
     return run_point(point)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def study_state(path: str, stamp: tuple) -> StudyState:
+    """A study folder's settings, lrs, finished runs and tables; `stamp` (studies.stamp) is the key."""
+    del stamp  # only part of the key
+    return read_study(Path(path))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def study_size(settings_json: str) -> int | None:
+    """How many runs the study's grid makes (imports the executor: torch)."""
+    import json
+
+    return grid_size(json.loads(settings_json))
+
+
+@st.cache_resource(max_entries=4, show_spinner="reading the study's runs")
+def study_analysis(path: str, stamp: tuple) -> Analysis:
+    """Every run of a finished study, its target and step times (cache_resource: the records are read
+    only, and a copy per rerun would cost as much as reading them)."""
+    del stamp
+    return analyse(Path(path))
+
+
+@st.cache_data(max_entries=32, show_spinner="drawing the study's plots")
+def study_figures(
+    path: str, stamp: tuple, schedules: tuple[str, ...], variants: tuple[str, ...], depths: tuple[int, ...]
+) -> dict[str, go.Figure]:
+    """The three plots of `pipesim study` for the chosen schedules, optimizers and depths."""
+    summary = study_state(path, stamp).summary
+    analysis = study_analysis(path, stamp)
+    return study_plots(analysis, summary, schedules=schedules, variants=variants, depths=depths)

@@ -19,6 +19,8 @@ from typing import Any
 RUNS_VARIABLE = "PIPESIM_RUNS"
 """Environment variable through which `pipesim dashboard --runs DIR` hands the runs folder to the app."""
 CONFIG, METRICS, TRACE = "config.json", "metrics.jsonl", "trace.json"
+STUDY = "study.json"
+"""What marks a study folder (`pipesim study --out DIR`, dashboard/studies.py): not a run folder."""
 LIVE_SECONDS = 600.0
 """A run without trace.json whose metrics.jsonl changed this recently is taken to be still running
 (the executor writes trace.json when a run ends, also when it fails)."""
@@ -170,11 +172,13 @@ def summary(run: RunInfo, now: float | None = None) -> dict[str, Any]:
 def trace_files(runs: Path, recorded: Path | None = None) -> dict[str, Path]:
     """Traces the Compare page offers, by label: every `*.json` under the runs folder and its
     subfolders (a run folder's trace.json among them; config.json and Chrome exports left out), then the
-    recordings under `recorded` (traces/recorded/<name>/measured.json, predicted.json)."""
+    recordings under `recorded` (traces/recorded/<name>/measured.json, predicted.json). A study
+    folder's JSON files (study.json beside them: `pipesim study --out`) are not traces."""
     found: dict[str, Path] = {}
     if runs.is_dir():
         for path in [*sorted(runs.glob("*.json")), *sorted(runs.glob("*/*.json"))]:
-            if path.name != CONFIG and not path.name.endswith(".chrome.json"):
+            study = (path.parent / STUDY).is_file()
+            if path.name != CONFIG and not path.name.endswith(".chrome.json") and not study:
                 found[path.relative_to(runs).as_posix()] = path
     if recorded is not None and recorded.is_dir():
         for path in sorted(recorded.glob("*/*.json")):

@@ -3,7 +3,8 @@
     runs = shared_sidebar()        # in dashboard/app.py, before the page draws its own controls
 
 The runs folder comes from the command line (`--runs DIR`, passed in the PIPESIM_RUNS environment
-variable) and can be changed here for the session; the Runs and Compare pages read it, never write it.
+variable) and can be changed here for the session; the Runs, Compare and Study pages read it, never
+write it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def shared_sidebar() -> Path:
         st.text_input(
             "Runs folder",
             key=RUNS_KEY,
-            help="Run folders of `pipesim run --out DIR`, read only: the Runs and Compare pages list them.",
+            help="Run folders of `pipesim run --out DIR`, read only: the Runs and Compare pages list them; "
+            "the Study page lists the study folders (`pipesim study --out DIR`) in it.",
         )
         st.divider()
     return runs_folder()

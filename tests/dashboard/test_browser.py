@@ -28,6 +28,7 @@ from schedules.registry import build_with_defaults
 from simulator import simulate
 from simulator.request import CostRequest
 from tests.dashboard.conftest import DATA
+from tests.dashboard.studydata import write_study
 from tests.dashboard.test_command import free_port, wait_healthy
 from traces.io import dumps_trace
 
@@ -57,9 +58,11 @@ def recording_labels() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory):
-    """`pipesim dashboard` on a free port, run from a folder holding `runs/` (a copy of the test runs)."""
+    """`pipesim dashboard` on a free port, run from a folder holding `runs/` (a copy of the test runs, and
+    a synthetic study under runs/studies/)."""
     home = tmp_path_factory.mktemp("dashboard")
     shutil.copytree(DATA, home / "runs")
+    write_study(home / "runs" / "studies" / "synthetic")
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "pipesim", "dashboard", "--port", str(port), "--runs", "runs"],
@@ -177,3 +180,10 @@ def test_runs_and_sweep_draw(page, base_url: str, tmp_path: Path) -> None:
         page.locator(".js-plotly-plot .heatmaplayer").count() >= 1 or page.locator(".js-plotly-plot").count()
     )
     screenshot(page, "sweep", tmp_path)
+
+
+def test_study_draws_its_summary_and_plots(page, base_url: str, tmp_path: Path) -> None:
+    open_page(page, f"{base_url}/study?{urlencode({'study': 'studies/synthetic', 'depths': 4})}")
+    page.get_by_text("Target validation loss 2.7005").first.wait_for()
+    assert page.locator(".js-plotly-plot").count() >= 1
+    screenshot(page, "study", tmp_path)

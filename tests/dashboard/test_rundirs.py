@@ -49,6 +49,9 @@ def test_a_broken_config_is_reported_not_raised(runs: Path) -> None:
 
 def test_compare_offers_every_trace_file_and_the_recordings(runs: Path, tmp_path: Path) -> None:
     (runs / "1f1b" / "trace.chrome.json").write_text(json.dumps({"traceEvents": []}))
+    (runs / "study").mkdir()  # a study folder's JSON files are not traces
+    for name in ("study.json", "lrs.json", "predicted.json"):
+        (runs / "study" / name).write_text("{}")
     recorded = tmp_path / "recorded" / "zb"
     recorded.mkdir(parents=True)
     for name in ("measured.json", "predicted.json", "recording.json"):
