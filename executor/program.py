@@ -35,8 +35,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from schedules.ir import COMPUTE_KINDS, WEIGHT_GRAD_KINDS, Action, Kind, Layout, Schedule, Versioning
-from schedules.semantics import contributions
+from schedules.ir import (
+    COMPUTE_KINDS,
+    SEND_KINDS,
+    WEIGHT_GRAD_KINDS,
+    Action,
+    Kind,
+    Layout,
+    Schedule,
+    Versioning,
+)
+from schedules.semantics import Message, contributions, message
 
 EVAL_RECV, EVAL_F, EVAL_SEND, CUT, NORM = "EVAL_RECV", "EVAL_F", "EVAL_SEND", "CUT", "NORM"
 UPDATE_KINDS = frozenset({Kind.OPT, Kind.RECV_W})
@@ -55,41 +64,38 @@ class Extra(NamedTuple):
 Op = Action | Extra
 
 
-class Message(NamedTuple):
-    """One point-to-point transfer: what (F activation, B input gradient, G weight gradient, W weights,
-    E validation activation), from which stage to which, for which step and microbatch."""
+class MicrobatchKey(NamedTuple):
+    """Where the interpreter files one microbatch's tensors and graph: the same for every op (and every
+    kind of op) of that microbatch on that stage, in that step."""
 
-    kind: str
-    src: int
-    dst: int
+    stage: int
     step: int
     microbatch: int | None
 
+    @classmethod
+    def of(cls, op: Op) -> MicrobatchKey:
+        return cls(op.stage, op.step, op.microbatch)
+
+
+EVAL_AS = {EVAL_SEND: Kind.SEND_F, EVAL_RECV: Kind.RECV_F}
+"""A validation activation travels as a training activation does (same ends), under the letter E."""
+SEND_OPS = SEND_KINDS | {EVAL_SEND}
+
 
 def message_of(op: Op, layout: Layout) -> Message | None:
-    """The message an op sends or receives; None for ops that move nothing."""
-    kind, stage = op.kind, op.stage
-    peer = getattr(op, "peer", None)
-    table = {
-        Kind.SEND_F: ("F", stage, layout.next_stage(stage)),
-        Kind.RECV_F: ("F", layout.prev_stage(stage), stage),
-        Kind.SEND_B: ("B", stage, layout.prev_stage(stage)),
-        Kind.RECV_B: ("B", layout.next_stage(stage), stage),
-        Kind.SEND_G: ("G", stage, peer),
-        Kind.RECV_G: ("G", peer, stage),
-        Kind.SEND_W: ("W", stage, peer),
-        Kind.RECV_W: ("W", peer, stage),
-        EVAL_SEND: ("E", stage, layout.next_stage(stage)),
-        EVAL_RECV: ("E", layout.prev_stage(stage), stage),
-    }
-    if kind not in table:
-        return None
-    letter, src, dst = table[kind]
-    return Message(letter, src, dst, op.step, op.microbatch)
+    """The message an op sends or receives (schedules.semantics.message; E for a validation
+    activation); None for ops that move nothing."""
+    if isinstance(op, Extra):
+        kind = EVAL_AS.get(op.kind)
+        if kind is None:
+            return None
+        found = message(layout, Action(op.stage, kind, op.microbatch, op.step))
+        return None if found is None else found._replace(kind="E")
+    return message(layout, op)
 
 
 def is_send(op: Op) -> bool:
-    return op.kind in (Kind.SEND_F, Kind.SEND_B, Kind.SEND_G, Kind.SEND_W, EVAL_SEND)
+    return op.kind in SEND_OPS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,21 +210,17 @@ def build_ops(
     return tuple(ops), cuts
 
 
-def _microbatch_key(op: Op) -> tuple[int, int, int | None]:
-    return (op.stage, op.step, op.microbatch)
-
-
 def _version_analysis(ops: tuple[Op, ...], versioning: Versioning, checkpoint_cuts: list[int]):
     """frozen forwards, graph ends, updates that keep the old version, and release points."""
     graph_end: dict[int, int] = {}
-    forward_at: dict[tuple, int] = {}
+    forward_at: dict[MicrobatchKey, int] = {}
     updates: dict[int, list[int]] = defaultdict(list)  # stage -> update indices, ascending
     last_reader: dict[tuple[int, int], int] = {}  # (stage, version) -> last op reading it
     for index, op in enumerate(ops):
         if op.kind is Kind.F:
-            forward_at[_microbatch_key(op)] = index
+            forward_at[MicrobatchKey.of(op)] = index
         elif op.kind in GRAPH_KINDS:
-            graph_end[forward_at[_microbatch_key(op)]] = index
+            graph_end[forward_at[MicrobatchKey.of(op)]] = index
         if op.kind in UPDATE_KINDS:
             updates[op.stage].append(index)
         if op.kind in COMPUTE_KINDS:
