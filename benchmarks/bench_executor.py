@@ -110,10 +110,11 @@ class Ours:
 
     def prepare(self):
         from executor.comm import DistTransport
+        from executor.hooks import Hooks
         from executor.runfolder import RankLog
 
         recorder = RankLog(self.log, self.rank)  # as in a real run: every action logged (unless untraced)
-        self.runtime = self.assembly.runtime(self.rank, DistTransport(), recorder=recorder)
+        self.runtime = self.assembly.runtime(self.rank, DistTransport(), hooks=Hooks(recorder=recorder))
         self.runtime.program()  # built once per run (as PyTorch's schedule is, on its first step)
 
     def run(self) -> None:

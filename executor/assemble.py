@@ -3,6 +3,8 @@
     from executor.assemble import Assembly
     assembly = Assembly(config)                      # schedule, plans and data, shared by all ranks
     runtime = assembly.runtime(rank, transport)      # the rank's interpreter, ready to run
+    runtime = assembly.runtime(rank, transport, hooks=Hooks(recorder=log), checkpoints=folder.checkpoints,
+                               resume_from=checkpoint)   # logged, saving checkpoints, started from one
 
 Used by both launch modes: executor.worker (one rank per process) and executor.local (all in one).
 """
@@ -11,16 +13,20 @@ from __future__ import annotations
 
 import copy
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
+from executor.checkpoint import load, with_saving
 from executor.comm import Mailman, Transport
 from executor.data import Corpus, load_corpus
+from executor.hooks import Hooks, Settings
 from executor.model import activation_shape, build_stages
 from executor.optim import make_optimizer
 from executor.program import Message, pair_orders
 from executor.runconfig import RunConfig
-from executor.runtime import Runtime, Settings, StageState
+from executor.runtime import Runtime
+from executor.stage import StageState
 from executor.versions import VersionStore
 from schedules import Kind, Schedule, Versioning
 from schedules.semantics import loss_scale, stage_delays
@@ -95,19 +101,62 @@ class Assembly:
 
         return batch
 
-    def settings(self, device: torch.device) -> Settings:
+    def settings(self, device: torch.device, timeout: float | None = None) -> Settings:
         return Settings(
             loss_scale=loss_scale(self.schedule),
             val_microbatches=self.config.val_microbatches,
-            timeout=self.config.timeout,
+            timeout=self.config.timeout if timeout is None else timeout,
             device=device,
             trace=self.config.trace,
         )
 
-    def runtime(self, rank: int, transport: Transport, recorder=None, clock=None) -> Runtime:
+    def runtime(
+        self,
+        rank: int,
+        transport: Transport,
+        *,
+        hooks: Hooks | None = None,
+        stages: dict[int, StageState] | None = None,
+        checkpoints: Path | None = None,
+        resume_from: Path | None = None,
+        timeout: float | None = None,
+    ) -> Runtime:
+        """The rank's interpreter: on `stages` (built here unless given), saving checkpoints under
+        `checkpoints` (if given), started from the checkpoint folder `resume_from` (if given); a receive
+        waits up to `timeout` seconds (default: the config's --timeout)."""
         device = self.device(rank)
-        stages = self.stages(rank, device)
-        layout = self.schedule.layout
+        stages = stages if stages is not None else self.stages(rank, device)
+        mailman = self.mailman(rank, transport, stages, device)
+        hooks = hooks if hooks is not None else Hooks()
+        config, plans, layout = self.config, self.plans, self.schedule.layout
+        if checkpoints is not None:
+            steps, keep = config.checkpoint_steps(), config.keep_checkpoints
+            hooks = with_saving(hooks, plans, layout, rank, steps=steps, keep=keep, root=checkpoints)
+        restore = None
+        if resume_from is not None:
+            restore = load(
+                resume_from,
+                rank=rank,
+                plans=plans,
+                layout=layout,
+                stages=stages,
+                mailman=mailman,
+                device=device,
+            )
+        return Runtime(
+            rank=rank,
+            plan=plans[rank],
+            layout=layout,
+            stages=stages,
+            mailman=mailman,
+            batch=self.batch_fn(device),
+            settings=self.settings(device, timeout),
+            hooks=hooks,
+            restore=restore,
+        )
+
+    def mailman(self, rank: int, transport: Transport, stages: dict[int, StageState], device) -> Mailman:
+        """The rank's sends and receives, with receive buffers shaped for each kind of message."""
         shape = activation_shape(self.model_config, self.config.microbatch_size)
         sizes = {stage: sum(p.numel() for p in state.params) for stage, state in stages.items()}
 
@@ -116,18 +165,7 @@ class Assembly:
                 return torch.empty(sizes[message.dst], device=device)
             return torch.empty(shape, device=device)
 
-        rank_of = layout.placement.__getitem__
-        mailman = Mailman(rank, transport, self.orders, rank_of, buffer_of, self.plans[rank].settles)
-        mailman.eager = device.type == "cpu"
-        extra = {"clock": clock} if clock is not None else {}
-        return Runtime(
-            rank=rank,
-            plan=self.plans[rank],
-            layout=layout,
-            stages=stages,
-            mailman=mailman,
-            batch=self.batch_fn(device),
-            settings=self.settings(device),
-            recorder=recorder,
-            **extra,
-        )
+        rank_of = self.schedule.layout.placement.__getitem__
+        settles = self.plans[rank].settles
+        eager = device.type == "cpu"
+        return Mailman(rank, transport, self.orders, rank_of, buffer_of, settles, eager=eager)

@@ -23,14 +23,18 @@ and the losses measured so far.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from executor.assemble import Assembly
 from executor.checkpoint_files import prune, write_rank_file
-from executor.program import Message, RankPlan
-from executor.runtime import Forward, Runtime
+from executor.comm import Mailman
+from executor.hooks import Hooks, Restore, SavedForward
+from executor.program import Message, MicrobatchKey, RankPlan
+from executor.runtime import Runtime
+from executor.stage import StageState
+from schedules.ir import Layout
 
 
 def crossing(plans: list[RankPlan], rank_of, step: int) -> tuple[set[Message], set[Message]]:
@@ -64,34 +68,30 @@ def resume_orders(plans: list[RankPlan], rank_of, step: int, resend: set[Message
     return orders
 
 
-def attach(runtime: Runtime, assembly: Assembly, root: Path, resume_from: str | None) -> None:
-    """Make `runtime` save checkpoints under `root` (a run folder's checkpoints/) at the configured cuts,
-    rank 0 pruning the old ones, and start it from the checkpoint folder `resume_from` when given."""
-    plans, layout = assembly.plans, assembly.schedule.layout
-    rank_of = layout.placement.__getitem__
-    steps = sorted(assembly.config.checkpoint_steps())
-    mine = {
-        step: {m for m in crossing(plans, rank_of, step)[0] if rank_of(m.src) == runtime.rank}
-        for step in steps
-    }
-    runtime.keep_sent = frozenset().union(*mine.values()) if mine else frozenset()
+def with_saving(
+    hooks: Hooks, plans: list[RankPlan], layout: Layout, rank: int, *, steps, keep: int, root: Path
+):
+    """`hooks` plus saving this rank's checkpoints under `root` (a run folder's checkpoints/) at the cuts
+    of `steps`, rank 0 pruning all but the newest `keep`."""
+    rank_of, steps = layout.placement.__getitem__, sorted(steps)
+    mine = {step: {m for m in crossing(plans, rank_of, step)[0] if rank_of(m.src) == rank} for step in steps}
 
-    def on_cut(step: int, index: int) -> None:
+    def on_cut(runtime: Runtime, step: int) -> None:
         if step in mine:
             save(runtime, root, step, mine[step])
             later = set().union(*(mine[s] for s in steps if s > step))
             for message in mine[step] - later:
                 runtime.kept.pop(message, None)
-            if runtime.rank == 0:
-                prune(root, len(plans), assembly.config.keep_checkpoints)
+            if rank == 0:
+                prune(root, len(plans), keep)
 
-    runtime.on_cut = on_cut
-    if resume_from is not None:
-        restore(runtime, assembly, Path(resume_from))
+    keep_sent = frozenset().union(*mine.values()) if mine else frozenset()
+    return dataclasses.replace(hooks, on_cut=on_cut, keep_sent=keep_sent)
 
 
 def save(runtime: Runtime, root: Path, step: int, resend: set[Message]) -> None:
-    """Write this rank's state at its cut of `step` (the .pt, then the marker that proves it whole)."""
+    """Write this rank's state at its cut of `step` (the .pt, then the marker that proves it whole).
+    Keys are plain tuples: a checkpoint names no class of the executor's but its messages."""
     state = {
         "step": step,
         "index": runtime.index,
@@ -100,7 +100,7 @@ def save(runtime: Runtime, root: Path, step: int, resend: set[Message]) -> None:
         "grads": _detached(runtime.grads),
         "grad_out": _detached(runtime.grad_out),
         "forwards": {
-            key: {"x": r.x.detach().clone(), "version": r.version, "grad": r.grad}
+            tuple(key): {"x": r.x.detach().clone(), "version": r.version, "grad": r.grad}
             for key, r in runtime.forwards.items()
         },
         "resend": {message: runtime.kept[message] for message in resend},
@@ -110,7 +110,7 @@ def save(runtime: Runtime, root: Path, step: int, resend: set[Message]) -> None:
     write_rank_file(root, step, runtime.rank, state, runtime.clock())
 
 
-def _stage_state(state) -> dict:
+def _stage_state(state: StageState) -> dict:
     return {
         "store": state.store.state_dict(),
         "grads": [None if p.grad is None else p.grad.detach().clone() for p in state.params],
@@ -119,67 +119,56 @@ def _stage_state(state) -> dict:
 
 
 def _detached(tensors: dict) -> dict:
-    return {key: tensor.detach().clone() for key, tensor in tensors.items()}
+    return {tuple(key): tensor.detach().clone() for key, tensor in tensors.items()}
 
 
-def restore(runtime: Runtime, assembly: Assembly, path: Path) -> None:
-    """Load this rank's checkpoint, recompute its in-flight forwards, re-send what crosses the cut."""
-    state = torch.load(
-        path / f"rank{runtime.rank}.pt", map_location=runtime.settings.device, weights_only=False
-    )
+def load(
+    path: Path,
+    *,
+    rank: int,
+    plans: list[RankPlan],
+    layout: Layout,
+    stages: dict[int, StageState],
+    mailman: Mailman,
+    device: torch.device,
+) -> Restore:
+    """Load this rank's checkpoint from the folder `path`: its stages' weights, gradients and optimizer
+    state go into `stages`, the mailman gets the pair orders after the cut and sends again what
+    crosses it; the rest is the Restore value the rank's Runtime starts from."""
+    state = torch.load(path / f"rank{rank}.pt", map_location=device, weights_only=False)
     step = state["step"]
     for stage, saved in state["stages"].items():
-        _load_stage(runtime.stages[stage], saved)
-    runtime.optimizer_bytes = sum(s.optimizer.state_bytes() for s in runtime.stages.values() if s.optimizer)
-    runtime.inputs = {k: v.requires_grad_() for k, v in state["inputs"].items()}
-    runtime.grads, runtime.grad_out = state["grads"], state["grad_out"]
-    runtime.losses, runtime.vals = state["losses"], state["vals"]  # the log has them from before the cut
-    for key, saved in sorted(state["forwards"].items(), key=lambda item: _forward_index(runtime, item[0])):
-        runtime.forwards[key] = _recompute(runtime, key, saved)
-    for stage, version in runtime.plan.releases.get(state["index"], ()):
-        runtime.stages[stage].release(version)
-    plans, rank_of = assembly.plans, assembly.schedule.layout.placement.__getitem__
+        _load_stage(stages[stage], saved)
+    rank_of = layout.placement.__getitem__
     resend, skip = crossing(plans, rank_of, step)
-    runtime.mailman.set_orders(resume_orders(plans, rank_of, step, resend))
-    runtime.skip_sends = frozenset(runtime.plan.send_index[m] for m in skip if rank_of(m.src) == runtime.rank)
-    runtime.index = state["index"] + 1
-    again = sorted(state["resend"].items(), key=lambda item: runtime.plan.send_index[item[0]])
+    mailman.set_orders(resume_orders(plans, rank_of, step, resend))
+    plan = plans[rank]
+    restore = Restore(
+        cut=state["index"],
+        inputs=_keyed(state["inputs"]),
+        grads=_keyed(state["grads"]),
+        grad_out=_keyed(state["grad_out"]),
+        forwards={
+            MicrobatchKey(*key): SavedForward(saved["x"], saved["version"], saved["grad"])
+            for key, saved in state["forwards"].items()
+        },
+        losses=state["losses"],
+        vals=state["vals"],
+        skip_sends=frozenset(plan.send_index[m] for m in skip if rank_of(m.src) == rank),
+    )
+    again = sorted(state["resend"].items(), key=lambda item: plan.send_index[item[0]])
     if again:
-        runtime.mailman.exchange(sends=again, recvs=[])
+        mailman.exchange(sends=again, recvs=[])
+    return restore
 
 
-def _load_stage(stage_state, saved: dict) -> None:
+def _keyed(tensors: dict) -> dict[MicrobatchKey, torch.Tensor]:
+    return {MicrobatchKey(*key): tensor for key, tensor in tensors.items()}
+
+
+def _load_stage(stage_state: StageState, saved: dict) -> None:
     stage_state.store.load_state_dict(saved["store"])
     for param, grad in zip(stage_state.params, saved["grads"], strict=True):
         param.grad = grad
     if stage_state.optimizer is not None:
         stage_state.optimizer.load_state_dict(saved["optimizer"])
-
-
-def _forward_index(runtime: Runtime, key) -> int:
-    for index, op in enumerate(runtime.plan.ops):
-        if op.kind == "F" and (op.stage, op.step, op.microbatch) == key:
-            return index
-    raise KeyError(key)
-
-
-def _recompute(runtime: Runtime, key, saved: dict) -> Forward:
-    """Run the forward of an in-flight microbatch again, exactly as it first ran."""
-    index = _forward_index(runtime, key)
-    op, state = runtime.plan.ops[index], runtime.stages[key[0]]
-    x = saved["x"].requires_grad_() if not state.first else saved["x"]
-    frozen = index in runtime.plan.frozen_forward
-    if op.version != state.store.live and not state.store.copy_on_write:
-        live = state.store.swap_in(op.version)  # CURRENT: old values, graph aliasing the live weights
-        record = runtime.forward_graph(state, op._replace(version=state.store.live), x, frozen=True)
-        state.store.swap_out(live)
-        record.version = op.version
-    else:
-        record = runtime.forward_graph(state, op, x, frozen=frozen)
-    if state.last:
-        from executor.model import loss_fn
-
-        targets = runtime.batch("train", op.step, op.microbatch)[1]
-        record.out = loss_fn(record.out, targets) * runtime.settings.loss_scale
-    record.grad = saved["grad"]
-    return record

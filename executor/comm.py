@@ -28,6 +28,7 @@ from datetime import timedelta
 from typing import Protocol
 
 import torch
+import torch.distributed as dist
 
 from executor.program import Message
 
@@ -66,8 +67,6 @@ class DistTransport:
         self.world = None  # the default process group where it is gloo (ranks are its own ranks)
 
     def start(self, ops: list[P2P]) -> list[Handle]:
-        import torch.distributed as dist
-
         if self.world is None:
             world = dist.group.WORLD
             self.world = world if dist.get_backend(world) == "gloo" else False
@@ -94,8 +93,6 @@ class DistTransport:
         return op.tensor
 
     def start_sum(self, key: int, tensor: torch.Tensor) -> Handle:
-        import torch.distributed as dist
-
         return dist.all_reduce(tensor, async_op=True)
 
     def sum_ready(self, key: int, handle: Handle) -> bool:
@@ -178,6 +175,8 @@ class Mailman:
         rank_of: Callable[[int], int],
         buffer_of: Callable[[Message], torch.Tensor],
         settles: dict[Message, tuple[Message, ...]] | None = None,
+        *,
+        eager: bool = False,
     ) -> None:
         self.rank = rank
         self.transport = transport
@@ -192,7 +191,7 @@ class Mailman:
         self.summing: dict[int, tuple[torch.Tensor, Handle]] = {}
         self.limits: dict[float, timedelta] = {}
         self.bytes_sent = 0
-        self.eager = False
+        self.eager = eager
         """Post each peer's next receive as soon as the previous one is taken (gloo; NCCL would hold
         the pair's stream on it)."""
 

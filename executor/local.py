@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from executor.assemble import Assembly
-from executor.checkpoint import attach
 from executor.checkpoint_files import checkpoint_step
 from executor.comm import LocalPostOffice, LocalTransport
+from executor.hooks import Hooks
 from executor.runfolder import RankLog, RunFolder, new_segment, one_line, op_text
 from executor.runtime import Runtime
 from executor.worker import Clock
@@ -36,13 +36,28 @@ class Stopped(Exception):
     """A stop was requested (a signal): raised before the next action; every rank log says so."""
 
 
-def build_local(assembly: Assembly, recorder_for: Callable[[int], object] | None = None) -> list[Runtime]:
-    """One Runtime per rank, all sharing one in-process post office."""
+def build_local(
+    assembly: Assembly,
+    hooks_for: Callable[[int], Hooks] | None = None,
+    *,
+    checkpoints: Path | None = None,
+    resume_from: Path | None = None,
+) -> list[Runtime]:
+    """One Runtime per rank, all sharing one in-process post office (see Assembly.runtime for the
+    checkpoint folders)."""
     office = LocalPostOffice(assembly.schedule.ranks)
     return [
-        assembly.runtime(rank, LocalTransport(rank, office), recorder_for(rank) if recorder_for else None)
+        _build(assembly, rank, office, hooks_for, checkpoints, resume_from)
         for rank in range(assembly.schedule.ranks)
     ]
+
+
+def _build(
+    assembly: Assembly, rank: int, office: LocalPostOffice, hooks_for, checkpoints, resume_from
+) -> Runtime:
+    hooks = hooks_for(rank) if hooks_for is not None else None
+    transport = LocalTransport(rank, office)
+    return assembly.runtime(rank, transport, hooks=hooks, checkpoints=checkpoints, resume_from=resume_from)
 
 
 def round_robin(runtimes: list[Runtime], poll: Callable[[], None] | None = None) -> None:
@@ -61,13 +76,15 @@ def round_robin(runtimes: list[Runtime], poll: Callable[[], None] | None = None)
 
 def run_local(
     assembly: Assembly,
-    recorder_for: Callable[[int], object] | None = None,
+    hooks_for: Callable[[int], Hooks] | None = None,
     poll: Callable[[], None] | None = None,
     configure: Callable[[list[Runtime]], None] | None = None,
 ) -> list[Runtime]:
-    """Build all ranks, run them round robin, return the finished runtimes (for their losses)."""
+    """Build all ranks (each with `hooks_for(rank)`), run them round robin, return the finished runtimes
+    (for their losses). `configure` sees the runtimes before the first op runs (tests: a handler or the
+    plan swapped, the runtimes collected)."""
     torch.set_num_threads(assembly.config.threads)
-    runtimes = build_local(assembly, recorder_for)
+    runtimes = build_local(assembly, hooks_for)
     if configure is not None:
         configure(runtimes)
     round_robin(runtimes, poll)
@@ -92,36 +109,32 @@ def run_in_process(
     resume = checkpoint_step(checkpoint) if checkpoint is not None else None
     segment = new_segment()
     logs = [RankLog(folder.rank_log(r), r, resume=resume, segment=segment) for r in range(config.stages)]
+    clock, current = Clock(), [0]  # the rank whose op runs now
+
+    def hooks_for(rank: int) -> Hooks:
+        def before_op(index: int, op) -> None:
+            current[0] = rank
+            if stop_requested():
+                raise Stopped()
+
+        return Hooks(recorder=logs[rank], clock=clock.now, before_op=before_op)
+
+    office, runtimes = LocalPostOffice(config.stages), []
     phase = "building the stages and optimizers"
     try:
-        runtimes = build_local(assembly, logs.__getitem__)
-        for runtime in runtimes:
+        for rank in range(config.stages):
             if checkpoint is not None:
-                phase = f"rank {runtime.rank} restoring checkpoint {checkpoint.name}"
-            attach(runtime, assembly, folder.checkpoints, str(checkpoint) if checkpoint else None)
+                phase = f"rank {rank} restoring checkpoint {checkpoint.name}"
+            runtimes.append(_build(assembly, rank, office, hooks_for, folder.checkpoints, checkpoint))
     except Exception as error:
         for log in logs:
             log.end("error", op="set-up", message=f"{phase}: {one_line(error)}")
         return f"set-up failed ({phase}): {one_line(error)}"
-    clock = Clock(0, time.perf_counter_ns() - int(time_shift * 1e9))  # step 0 is timed from here on
-    for runtime in runtimes:
-        runtime.clock = clock.now
-    return _interleave(runtimes, logs, poll, stop_requested)
+    clock.zero_ns = time.perf_counter_ns() - int(time_shift * 1e9)  # step 0 is timed from here on
+    return _interleave(runtimes, logs, poll, current)
 
 
-def _interleave(runtimes: list[Runtime], logs: list[RankLog], poll, stop_requested) -> str | None:
-    current = [runtimes[0]]
-
-    def hook_for(runtime: Runtime):
-        def before_op(index: int, op) -> None:
-            current[0] = runtime
-            if stop_requested():
-                raise Stopped()
-
-        return before_op
-
-    for runtime in runtimes:
-        runtime.before_op = hook_for(runtime)
+def _interleave(runtimes: list[Runtime], logs: list[RankLog], poll, current: list[int]) -> str | None:
     try:
         round_robin(runtimes, poll)
     except Stopped:
@@ -131,7 +144,7 @@ def _interleave(runtimes: list[Runtime], logs: list[RankLog], poll, stop_request
         _end(runtimes, logs, "error", str(error))
         return str(error)
     except Exception as error:  # the rank that raised, the op it was on, and the error itself
-        failed = current[0]
+        failed = runtimes[current[0]]
         on = op_text(failed.plan.ops[failed.index])
         logs[failed.rank].end("error", op=on, message=one_line(error))
         _end(runtimes, logs, "stopped", f"rank {failed.rank} failed")

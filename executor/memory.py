@@ -2,43 +2,66 @@
 them: weights x versions, optimizer state, gradients, stashed activations, received tensors). On CUDA the
 allocator's count.
 
-    runtime.held_bytes()        # after every op, into the trace's `memory`
+    memory = MemoryCount(stages, device)
+    memory.held(forwards, (inputs, grads, grad_out))     # after every op, into the trace's `memory`
+    memory.grads_changed(2)                              # after an op that emptied the gradient buffers
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
 
 import torch
 
-if TYPE_CHECKING:
-    from executor.runtime import Runtime
-    from executor.stage import StageState
+from executor.program import MicrobatchKey
+from executor.stage import StageState
 
 
-def held_bytes(runtime: Runtime) -> int:
-    """Bytes `runtime` holds: weights x versions, gradients, optimizer state, the activations autograd
-    saved for the backwards still to come, and received tensors not yet consumed."""
-    if runtime.settings.device.type == "cuda":
-        return torch.cuda.memory_allocated(runtime.settings.device)
-    stages = runtime.stages
-    if runtime.grad_bytes is None:  # after an op that may have changed a gradient buffer (or at the start)
-        grads = [p.grad for state in stages.values() for p in state.params]
-        runtime.grad_bytes = sum(grad.nbytes for grad in grads if grad is not None)
-        runtime.grads_complete = all(grad is not None for grad in grads)
-    total = runtime.optimizer_bytes + runtime.grad_bytes
-    for state in stages.values():
-        total += state.store.held_bytes()
-    if len(stages) == 1:  # the common case: every forward in flight is the one stage's
-        (state,) = stages.values()
-        total += (state.saved_bytes or 0) * len(runtime.forwards)
-    else:
-        for stage, _, _ in runtime.forwards:
-            total += stages[stage].saved_bytes or 0
-    for pending in (runtime.inputs, runtime.grads, runtime.grad_out):
-        for tensor in pending.values():
-            total += tensor.nbytes
-    return total
+class MemoryCount:
+    """The bytes one rank holds, with the counts that change rarely kept between ops."""
+
+    def __init__(self, stages: dict[int, StageState], device: torch.device) -> None:
+        self.stages, self.device = stages, device
+        self.grad_bytes: int | None = None
+        """Bytes of the gradient buffers, counted again after an op that may change them."""
+        self.grads_complete = False
+        """Every parameter had a gradient buffer when they were last counted (adding changes no size)."""
+        self.optimizer_bytes = 0
+        self.optimizer_changed()
+
+    def optimizer_changed(self) -> None:
+        """Count the optimizer state again (after an update, or a restore)."""
+        self.optimizer_bytes = sum(s.optimizer.state_bytes() for s in self.stages.values() if s.optimizer)
+
+    def grads_changed(self, how: int) -> None:
+        """After an op that adds into the gradient buffers (1) or empties them (2): count them again
+        where that may change their size (any emptying; an addition while some are missing)."""
+        if how > self.grads_complete:
+            self.grad_bytes = None
+
+    def held(self, forwards: Mapping[MicrobatchKey, object], pending: Iterable[Mapping]) -> int:
+        """Bytes held: weights x versions, gradients, optimizer state, the activations autograd saved for
+        the `forwards` whose backward is still to come, and the `pending` received tensors."""
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device)
+        stages = self.stages
+        if self.grad_bytes is None:  # after an op that may have changed a gradient buffer (or at the start)
+            grads = [p.grad for state in stages.values() for p in state.params]
+            self.grad_bytes = sum(grad.nbytes for grad in grads if grad is not None)
+            self.grads_complete = all(grad is not None for grad in grads)
+        total = self.optimizer_bytes + self.grad_bytes
+        for state in stages.values():
+            total += state.store.held_bytes()
+        if len(stages) == 1:  # the common case: every forward in flight is the one stage's
+            (state,) = stages.values()
+            total += (state.saved_bytes or 0) * len(forwards)
+        else:
+            for key in forwards:
+                total += stages[key.stage].saved_bytes or 0
+        for tensors in pending:
+            for tensor in tensors.values():
+                total += tensor.nbytes
+        return total
 
 
 class SavedBytes:

@@ -35,6 +35,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from schedules import semantics
 from schedules.ir import (
     COMPUTE_KINDS,
     SEND_KINDS,
@@ -45,7 +46,7 @@ from schedules.ir import (
     Schedule,
     Versioning,
 )
-from schedules.semantics import Message, contributions, message
+from schedules.semantics import Message, contributions
 
 EVAL_RECV, EVAL_F, EVAL_SEND, CUT, NORM = "EVAL_RECV", "EVAL_F", "EVAL_SEND", "CUT", "NORM"
 UPDATE_KINDS = frozenset({Kind.OPT, Kind.RECV_W})
@@ -89,9 +90,9 @@ def message_of(op: Op, layout: Layout) -> Message | None:
         kind = EVAL_AS.get(op.kind)
         if kind is None:
             return None
-        found = message(layout, Action(op.stage, kind, op.microbatch, op.step))
+        found = semantics.message(layout, Action(op.stage, kind, op.microbatch, op.step))
         return None if found is None else found._replace(kind="E")
-    return message(layout, op)
+    return semantics.message(layout, op)
 
 
 def is_send(op: Op) -> bool:

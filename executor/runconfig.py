@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from executor.data import load_corpus
 from executor.errors import ExecutorConfigError
 from executor.model import GPTConfig, model_config, split_layers
 from executor.optim import OptimizerConfig
+from executor.program import RankPlan, build_plans, stuck_ranks
 from schedules import Schedule, ScheduleError, build, get_info
 from schedules.imported import schedule_from_text
 from schedules.registry import check_request
@@ -126,11 +130,9 @@ class RunConfig:
             )
         return build(self.schedule, self.stages, self.microbatches, self.steps, self.chunks)
 
-    def build_plans(self, schedule: Schedule | None = None) -> list:
+    def build_plans(self, schedule: Schedule | None = None) -> list[RankPlan]:
         """Every rank's program: the schedule's actions plus this run's validation, checkpoint and
         gradient-norm ops (executor.program.RankPlan)."""
-        from executor.program import build_plans
-
         return build_plans(
             schedule if schedule is not None else self.build_schedule(),
             val_steps=self.val_steps(),
@@ -189,8 +191,6 @@ def validate_run(config: RunConfig, *, here: bool = True):
         raise ExecutorConfigError(f"--device must be one of {', '.join(DEVICES)}, got {config.device!r}")
     if config.device == "cuda" and here:
         _check_cuda(config)
-    from executor.data import load_corpus
-
     corpus = load_corpus(config.data)
     corpus.check(config.model_config.seq_len)
     if config.resume is not None:
@@ -215,8 +215,6 @@ def _check_file_sizes(config: RunConfig, schedule: Schedule) -> None:
 
 def _check_programs(config: RunConfig, schedule: Schedule) -> None:
     """The programs with validation and checkpoints placed must still run to the end (no deadlock)."""
-    from executor.program import stuck_ranks
-
     try:
         plans = config.build_plans(schedule)
     except ValueError as error:
@@ -254,8 +252,6 @@ def _check_pieces(config: RunConfig) -> None:
 
 
 def _check_cuda(config: RunConfig) -> None:
-    import torch
-
     if not torch.cuda.is_available():
         raise ExecutorConfigError("--device cuda: no CUDA device is visible (use --device cpu)")
     if torch.cuda.device_count() < config.stages and not config.single_process:

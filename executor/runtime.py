@@ -9,96 +9,32 @@ activations and gradients until they are consumed. Weight versions live in execu
 decisions about them (frozen forwards, kept versions) were taken statically in executor.program, and
 what a forward of a version runs on (the parameters, worn or live, or leaves) is executor.stage.
 
-What the interpreter does per op is decided once, before the first op runs (`program()`: the handler,
-whether the op is recorded or timed, the batch of sends and receives it starts, the versions it
-releases, the batches to make while a receive waits), so the loop itself only looks things up: where
-each action is cheap (a small model, a fast device), the interpreter's own cost is the step time.
-
-Note: what each backward computes, per kind (x: the stage's input, out: its output or scaled loss):
-
-    B   d out / d x  and  d out / d weights      (one autograd pass)
-    I   d out / d x, the Linears' weight-gradient closures stored, graph freed   (executor.weightgrad)
-    W   d out / d weights: the stored weight-gradient GEMMs only, no autograd pass
+What the interpreter does per op is decided once, before the first op runs (executor.entries), so
+the loop itself only looks things up. A runtime is wired once, when built (executor.hooks): its
+settings, the hooks a run puts around it, and for a resumed rank the checkpoint it starts from.
+What each kind of backward computes is executor.backward.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import torch
 
+from executor.backward import Forward, run_backward
 from executor.comm import Mailman
+from executor.entries import RECV_OPS, Entry, compile_entries
 from executor.gradnorm import GlobalNorm
+from executor.hooks import Hooks, Restore, SavedForward, Settings
 from executor.ledger import Ledger
-from executor.memory import SavedBytes, held_bytes
+from executor.memory import MemoryCount, SavedBytes
 from executor.model import loss_fn
-from executor.program import CUT, EVAL_F, EVAL_RECV, EVAL_SEND, NORM, Extra, Message, Op, RankPlan
-from executor.stage import StageState, lent
+from executor.program import CUT, EVAL_F, EVAL_RECV, EVAL_SEND, NORM, Message, MicrobatchKey, Op, RankPlan
+from executor.stage import StageState
 from executor.versions import accumulate, flatten, unflatten
 from executor.weightgrad import WeightGrads
-from schedules.ir import COMM_KINDS, Kind, Layout
-
-Key = tuple[int, int, int | None]  # (stage, step, microbatch)
-RECV_OPS = frozenset({Kind.RECV_F, Kind.RECV_B, Kind.RECV_G, Kind.RECV_W, EVAL_RECV})
-ALL_COMM = frozenset(COMM_KINDS | {EVAL_RECV, EVAL_SEND})
-TIMED_KINDS = frozenset({Kind.F, Kind.B, Kind.I, Kind.W, Kind.OPT})
-ADDING_KINDS = frozenset({Kind.B, Kind.I, Kind.W, Kind.RECV_G})
-"""Ops that add into the gradient buffers (param.grad), making the ones still missing."""
-RESETTING_KINDS = frozenset({Kind.OPT, Kind.SEND_G})
-"""Ops that empty the gradient buffers."""
-
-
-class Entry(NamedTuple):
-    """One op of the program with what the interpreter decides about it before the run starts."""
-
-    op: Op
-    handler: Callable[[Op], int | None]
-    traced: bool
-    """Recorded: an action of the schedule (not one of the executor's own ops), in a traced run."""
-    timed: bool
-    """A compute op: timed by the device timer where there is one."""
-    comm_end: int
-    """For a communication op, the end of its run of consecutive communication ops (one batch); else 0."""
-    releases: tuple[tuple[int, int], ...]
-    """(stage, version) pairs no longer read once the op has run."""
-    grads: int
-    """0: the op leaves the gradient buffers alone; 1: it adds into them; 2: it empties them (the memory
-    count looks at the buffers again after a 2, and after a 1 while some were missing)."""
-    prefetch: tuple[tuple[int, int], ...] | None = None
-    """For a receive: the training batches (step, microbatch) that the rank's forwards on data need
-    from the next one to the end of its step, made together while the receive waits rather than one
-    by one on the forwards' critical path (made in one go, each also costs a quarter as much)."""
-
-
-@dataclass
-class Forward:
-    """A forward whose backward has not finished: what the backward needs."""
-
-    x: torch.Tensor
-    out: torch.Tensor
-    leaves: list[torch.Tensor] | None
-    version: int
-    grad: torch.Tensor | None = None
-    sink: WeightGrads | None = None
-    """Set where an I/W pair differentiates this forward: what the I defers to the W."""
-
-
-@dataclass
-class Settings:
-    """What the interpreter needs besides the plan (see RunConfig for the user-facing settings)."""
-
-    loss_scale: float
-    """Multiplies each microbatch's loss before its backward (1/m where gradients accumulate)."""
-    val_microbatches: int = 1
-    timeout: float | None = None
-    """Seconds a receive may wait (None: forever)."""
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    trace: bool = True
-    """Record every action's event (False: losses, validation and step boundaries only)."""
+from schedules.ir import Kind, Layout
 
 
 class Runtime:
@@ -114,42 +50,33 @@ class Runtime:
         mailman: Mailman,
         batch: Callable[[str, int, int], tuple[torch.Tensor, torch.Tensor]],
         settings: Settings,
-        recorder=None,
-        clock: Callable[[], float] = time.perf_counter,
+        hooks: Hooks | None = None,
+        restore: Restore | None = None,
     ) -> None:
         self.rank, self.plan, self.layout, self.stages = rank, plan, layout, stages
-        self.mailman, self.batch, self.settings = mailman, batch, settings
-        self.recorder, self.clock = recorder, clock
-        self.inputs: dict[Key, torch.Tensor] = {}
-        self.grads: dict[Key, torch.Tensor] = {}
-        self.grad_out: dict[Key, torch.Tensor] = {}
-        self.forwards: dict[Key, Forward] = {}
-        self.split_keys = frozenset(
-            (op.stage, op.step, op.microbatch) for op in plan.ops if op.kind is Kind.I
-        )
+        hooks = hooks if hooks is not None else Hooks()
+        self.mailman, self.batch, self.settings, self.hooks = mailman, batch, settings, hooks
+        self.recorder, self.clock, self.timer = hooks.recorder, hooks.clock, hooks.timer
+        self.inputs: dict[MicrobatchKey, torch.Tensor] = {}
+        self.grads: dict[MicrobatchKey, torch.Tensor] = {}
+        self.grad_out: dict[MicrobatchKey, torch.Tensor] = {}
+        self.forwards: dict[MicrobatchKey, Forward] = {}
+        self.split_keys = frozenset(MicrobatchKey.of(op) for op in plan.ops if op.kind is Kind.I)
         self.batches: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         """Training batches made ahead (see Entry.prefetch), until their forward takes them."""
-        self.eval_inputs: dict[Key, torch.Tensor] = {}
-        self.eval_out: dict[Key, torch.Tensor] = {}
+        self.eval_inputs: dict[MicrobatchKey, torch.Tensor] = {}
+        self.eval_out: dict[MicrobatchKey, torch.Tensor] = {}
         self.eval_losses: list[float] = []
         self.losses: list[tuple[int, int, float, float]] = []
         self.vals: list[tuple[int, float, float]] = []
-        self.keep_sent: frozenset[Message] = frozenset()
         self.kept: dict[Message, torch.Tensor] = {}
+        """Sent tensors that hooks.on_cut still needs (Hooks.keep_sent)."""
         self.started: set[int] = set()
         self.sent_bytes: dict[int, int] = {}
         self.skip_sends: frozenset[int] = frozenset()
         self.index = 0
         self.entries: list[Entry] | None = None
-        self.grad_bytes: int | None = None
-        """Bytes of the gradient buffers, counted again after an op that may change them (see memory)."""
-        self.grads_complete = False
-        """Every parameter had a gradient buffer when they were last counted (adding changes no size)."""
-        self.before_op: Callable[[int, Op], None] | None = None
-        self.timer = None  # a device timer (executor.worker.CudaTimer) for the compute ops on CUDA
-        self.on_update: Callable[[StageState, Op], None] | None = None
-        self.on_cut: Callable[[int, int], None] | None = None
-        self.optimizer_bytes = sum(s.optimizer.state_bytes() for s in stages.values() if s.optimizer)
+        self.memory = MemoryCount(stages, settings.device)
         self.global_norm = GlobalNorm(mailman, stages, settings.device)
         self.ledger = Ledger(plan.joins)  # which update each buffered gradient joins (schedules.semantics)
         self.handlers: dict[str, Callable[[Op], None]] = {
@@ -175,6 +102,8 @@ class Runtime:
             NORM: lambda op: self.global_norm.run(op.step, self.settings.timeout),
             CUT: self._cut,
         }
+        if restore is not None:
+            self._resume(restore)
 
     # ---- driving -------------------------------------------------------------------------------
 
@@ -205,42 +134,50 @@ class Runtime:
         return True
 
     def program(self) -> list[Entry]:
-        """The plan's ops with their handlers and flags, built once, when the first op runs (so a test may
-        still swap a handler or the plan before that) or when asked for."""
+        """The plan's ops with their handlers and flags (executor.entries), built once, when the first op
+        runs (so a test may still swap a handler or the plan before that) or when asked for."""
         if self.entries is None:
-            entries = [self._entry(index, op) for index, op in enumerate(self.plan.ops)]
-            upcoming: tuple[tuple[int, int], ...] | None = None
-            for index in range(len(entries) - 1, -1, -1):
-                op = entries[index].op
-                if op.kind in RECV_OPS:
-                    entries[index] = entries[index]._replace(prefetch=upcoming)
-                elif op.kind is Kind.F and (self.stages[op.stage].first or self.stages[op.stage].last):
-                    same_step = upcoming is not None and upcoming[0][0] == op.step
-                    upcoming = ((op.step, op.microbatch),) + (upcoming if same_step else ())
-            self.entries = entries
+            self.entries = compile_entries(self.plan, self.handlers, self.stages, trace=self.settings.trace)
         return self.entries
 
-    def _entry(self, index: int, op: Op) -> Entry:
-        ops, end = self.plan.ops, 0
-        if op.kind in ALL_COMM:
-            end = index + 1
-            while end < len(ops) and ops[end].kind in ALL_COMM:
-                end += 1
-        return Entry(
-            op=op,
-            handler=self.handlers[op.kind],
-            traced=self.settings.trace and not isinstance(op, Extra),
-            timed=op.kind in TIMED_KINDS,
-            comm_end=end,
-            releases=self.plan.releases.get(index, ()),
-            grads=2 if op.kind in RESETTING_KINDS else int(op.kind in ADDING_KINDS),
-        )
+    def _resume(self, restore: Restore) -> None:
+        """Start after the checkpoint's cut: its tensors back, its in-flight forwards recomputed in
+        program order, the versions its CUT op released let go."""
+        self.inputs = {key: tensor.requires_grad_() for key, tensor in restore.inputs.items()}
+        self.grads, self.grad_out = dict(restore.grads), dict(restore.grad_out)
+        self.losses, self.vals = list(restore.losses), list(restore.vals)  # the log has them already
+        forward_at = {MicrobatchKey.of(op): i for i, op in enumerate(self.plan.ops) if op.kind is Kind.F}
+        for key, saved in sorted(restore.forwards.items(), key=lambda item: forward_at[item[0]]):
+            self.forwards[key] = self._recompute(forward_at[key], saved)
+        for stage, version in self.plan.releases.get(restore.cut, ()):
+            self.stages[stage].release(version)
+        self.skip_sends = restore.skip_sends
+        self.index = restore.cut + 1
+
+    def _recompute(self, index: int, saved: SavedForward) -> Forward:
+        """Run the forward at `index` again, exactly as it first ran."""
+        op = self.plan.ops[index]
+        state = self.stages[op.stage]
+        x = saved.x.requires_grad_() if not state.first else saved.x
+        if op.version != state.store.live and not state.store.copy_on_write:
+            live = state.store.swap_in(op.version)  # CURRENT: old values, graph aliasing the live weights
+            record = self.forward_graph(state, op._replace(version=state.store.live), x, frozen=True)
+            state.store.swap_out(live)
+            record.version = op.version
+        else:
+            record = self.forward_graph(state, op, x, frozen=index in self.plan.frozen_forward)
+        if state.last:
+            targets = self.batch("train", op.step, op.microbatch)[1]
+            record.out = loss_fn(record.out, targets) * self.settings.loss_scale
+        record.grad = saved.grad
+        return record
 
     def _execute(self, index: int) -> None:
         entry = self.entries[index]
         op = entry.op
-        if self.before_op is not None:
-            self.before_op(index, op)
+        before_op = self.hooks.before_op
+        if before_op is not None:
+            before_op(index, op)
         timer = self.timer if entry.timed else None
         start = self.clock() if timer is None else timer.begin()
         moved = entry.handler(op) or (self.sent_bytes.pop(index, 0) if entry.comm_end else 0)
@@ -250,8 +187,8 @@ class Runtime:
         for stage, version in entry.releases:
             self.stages[stage].release(version)
         self.index = index + 1
-        if entry.grads > self.grads_complete:
-            self.grad_bytes = None
+        if entry.grads:
+            self.memory.grads_changed(entry.grads)
         if self.recorder is not None and entry.traced:
             memory = self.held_bytes()
             if timer is not None:  # device times are known later (CUDA events): the event is written then
@@ -278,10 +215,11 @@ class Runtime:
     # ---- compute -------------------------------------------------------------------------------
 
     def _forward(self, op: Op) -> None:
-        state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
+        state, key = self.stages[op.stage], MicrobatchKey.of(op)
         data = None
         if state.first or state.last:
-            data = self.batches.pop(key[1:], None) or self.batch("train", op.step, op.microbatch)
+            made = self.batches.pop((op.step, op.microbatch), None)
+            data = made or self.batch("train", op.step, op.microbatch)
         x, targets = data if state.first else (self.inputs.pop(key), data[1] if state.last else None)
         record = self.forward_graph(state, op, x, frozen=self.index in self.plan.frozen_forward)
         if state.last:
@@ -294,7 +232,7 @@ class Runtime:
                 self.timer.later(done, done, note)
             record.out = loss * self.settings.loss_scale
         else:
-            self._hand_off(self.layout.next_stage(op.stage), key, record.out, self.inputs, grad=True)
+            self._hand_off(self.layout.next_stage(op.stage), key, record.out, self.inputs, requires_grad=True)
         self.forwards[key] = record
 
     def _note_loss(self, step: int, microbatch: int, loss: float, time: float) -> None:
@@ -305,7 +243,7 @@ class Runtime:
     def forward_graph(self, state: StageState, op: Op, x: torch.Tensor, *, frozen: bool) -> Forward:
         """Run the stage on the version `op` reads: live weights, or leaves over a kept / aliased copy."""
         leaves = self._weights(state, op.version, frozen)
-        split = (op.stage, op.step, op.microbatch) in self.split_keys
+        split = MicrobatchKey.of(op) in self.split_keys
         sink = WeightGrads(leaves or state.params) if split else None
         with sink.recording(state.module) if sink is not None else nullcontext():
             if state.saved_bytes is None:
@@ -329,7 +267,7 @@ class Runtime:
 
     def _reading(self, state: StageState) -> bool:
         """Whether a graph in flight reads the stage's parameters themselves (not leaves)."""
-        return any(key[0] == state.stage and r.leaves is None for key, r in self.forwards.items())
+        return any(key.stage == state.stage and r.leaves is None for key, r in self.forwards.items())
 
     def _unwear(self, state: StageState) -> None:
         if state.worn is not None:
@@ -345,55 +283,31 @@ class Runtime:
         return state.module(x) if leaves is None else state.call(x, leaves)
 
     def _backward(self, op: Op, *, want_input: bool, want_weights: bool) -> None:
-        state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
+        state, key = self.stages[op.stage], MicrobatchKey.of(op)
         record = self.forwards[key]
         self._check_version(state, op, record)
         if want_weights:
             self.ledger.accumulated(self.index, op.stage)
         if record.grad is None and not state.last:
             record.grad = self.grads.pop(key)
-        sink = record.sink
-        if sink is not None and not want_weights:  # an I: the chain now, the weight GEMMs kept for its W
-            grad_x = sink.backward_input(record.out, record.grad, None if state.first else record.x)
-        elif sink is not None and sink.ready:  # its W: the stored GEMMs only
-            accumulate(state.params, sink.weight_grads())
+        grad_x, finished = run_backward(state, record, want_input=want_input, want_weights=want_weights)
+        if finished:
             del self.forwards[key]
-            return
-        else:
-            grad_x = self._autograd_backward(state, key, record, want_input, want_weights)
         if grad_x is not None:
-            self._hand_off(self.layout.prev_stage(op.stage), key, grad_x, self.grads, grad=False)
+            self._hand_off(self.layout.prev_stage(op.stage), key, grad_x, self.grads, requires_grad=False)
 
-    def _autograd_backward(
-        self, state: StageState, key: Key, record: Forward, want_input: bool, want_weights: bool
-    ) -> torch.Tensor | None:
-        """B (or a W whose I deferred nothing): one autograd pass; returns d out / d x where wanted."""
-        want_input = want_input and not state.first
-        targets = ([record.x] if want_input else []) + (
-            (record.leaves or state.params) if want_weights else []
-        )
-        if not targets:  # the first stage's I: nothing to compute, the W does it all
-            return None
-        if not want_weights:  # an I without a sink: d out / d x, the graph kept for its W
-            return torch.autograd.grad(record.out, targets, record.grad, retain_graph=True)[0]
-        # Autograd accumulates into the gradient buffer itself: a forward on leaves (a stashed or frozen
-        # version) gets the buffer lent to its leaves for the pass. Without `inputs` where every leaf of
-        # the graph is wanted (the input unless it holds token ids, and all weights): its per-tensor
-        # set-up, or autograd.grad's and a Python loop of additions, cost a tenth of a small backward.
-        every = want_input or state.first
-        with lent(state.params, record.leaves):
-            torch.autograd.backward(record.out, record.grad, inputs=None if every else targets)
-        del self.forwards[key]
-        return record.x.grad if want_input else None
-
-    def _hand_off(self, stage: int | None, key: Key, tensor, local: dict, *, grad: bool) -> None:
-        """Give a neighbour stage its tensor: in place if it lives here, else keep it for the send."""
+    def _hand_off(
+        self, stage: int | None, key: MicrobatchKey, tensor: torch.Tensor, local: dict, *, requires_grad: bool
+    ) -> None:
+        """Give a neighbour stage its tensor (an activation, which the neighbour differentiates: it
+        requires grad; or an input gradient): in place if it lives here, else keep a gradient for its
+        send (an activation's send takes it from the forward's record)."""
         if stage is None:
             return
         if self.layout.placement[stage] == self.rank:
             value = tensor.detach()
-            local[(stage, key[1], key[2])] = value.requires_grad_() if grad else value
-        elif not grad:
+            local[key._replace(stage=stage)] = value.requires_grad_() if requires_grad else value
+        elif not requires_grad:
             self.grad_out[key] = tensor
 
     def _check_version(self, state: StageState, op: Op, record: Forward) -> None:
@@ -405,22 +319,22 @@ class Runtime:
         state = self.stages[op.stage]
         self._unwear(state)  # the update writes the live version
         self.ledger.applied(op)
-        if self.on_update is not None:
-            self.on_update(state, op)
+        if self.hooks.on_update is not None:
+            self.hooks.on_update(state, op)
         live, norm = state.store.live, self.global_norm.of(op.step)
         new = state.store.update(
             keep_old=self.index in self.plan.keep_on_update,
             apply=lambda: state.optimizer.step(live, grad_norm=norm),
         )
         state.optimizer.zero_grad()
-        self.optimizer_bytes = sum(s.optimizer.state_bytes() for s in self.stages.values() if s.optimizer)
+        self.memory.optimizer_changed()
         _expect_version(op, new)
 
     # ---- communication -------------------------------------------------------------------------
 
     def _payload(self, op: Op) -> torch.Tensor:
         """The tensor a send op carries (taken at the moment its batch starts)."""
-        key = (op.stage, op.step, op.microbatch)
+        key = MicrobatchKey.of(op)
         state = self.stages[op.stage]
         if op.kind is Kind.SEND_F:
             return self.forwards[key].out.detach()
@@ -451,7 +365,7 @@ class Runtime:
 
     def _keep(self, message: Message, payload: torch.Tensor) -> None:
         """Keep a sent tensor that a checkpoint must hold (its receive falls after the receiver's cut)."""
-        if message in self.keep_sent:
+        if message in self.hooks.keep_sent:
             self.kept[message] = payload.detach().clone()
 
     def _take(self, op: Op) -> torch.Tensor:
@@ -464,12 +378,12 @@ class Runtime:
 
     def _recv_activation(self, op: Op) -> int:
         tensor = self._take(op)
-        self.inputs[op.stage, op.step, op.microbatch] = tensor.requires_grad_()
+        self.inputs[MicrobatchKey.of(op)] = tensor.requires_grad_()
         return tensor.nbytes
 
     def _recv_grad(self, op: Op) -> int:
         tensor = self._take(op)
-        self.grads[op.stage, op.step, op.microbatch] = tensor
+        self.grads[MicrobatchKey.of(op)] = tensor
         return tensor.nbytes
 
     def _recv_weight_grad(self, op: Op) -> int:
@@ -495,12 +409,12 @@ class Runtime:
 
     def _eval_recv(self, op: Op) -> int:
         tensor = self._take(op)
-        self.eval_inputs[op.stage, op.step, op.microbatch] = tensor
+        self.eval_inputs[MicrobatchKey.of(op)] = tensor
         return tensor.nbytes
 
     @torch.no_grad()
     def _eval_forward(self, op: Op) -> None:
-        state, key = self.stages[op.stage], (op.stage, op.step, op.microbatch)
+        state, key = self.stages[op.stage], MicrobatchKey.of(op)
         x = self.batch("val", 0, op.microbatch)[0] if state.first else self.eval_inputs.pop(key)
         self._unwear(state)  # validation reads the live weights
         out = state.module(x)
@@ -514,7 +428,7 @@ class Runtime:
             return
         nxt = self.layout.next_stage(op.stage)
         if self.layout.placement[nxt] == self.rank:
-            self.eval_inputs[nxt, op.step, op.microbatch] = out
+            self.eval_inputs[key._replace(stage=nxt)] = out
         else:
             self.eval_out[key] = out
 
@@ -526,14 +440,14 @@ class Runtime:
             self.timer.flush()
         if self.recorder is not None:
             self.recorder.cut(op.step, self.clock())
-        if self.on_cut is not None:
-            self.on_cut(op.step, self.index)
+        if self.hooks.on_cut is not None:
+            self.hooks.on_cut(self, op.step)
 
     # ---- accounting ----------------------------------------------------------------------------
 
     def held_bytes(self) -> int:
         """Bytes this rank holds now (see executor.memory)."""
-        return held_bytes(self)
+        return self.memory.held(self.forwards, (self.inputs, self.grads, self.grad_out))
 
     def finish(self) -> None:
         """After the last op: emit the events still waiting for their device times; live weights."""

@@ -2,7 +2,7 @@
 shows that the rank is alive.
 
     watchdog = Watchdog(rank, log, timeout=60.0, launcher=launcher_pid)
-    watchdog.started(op)                # before each action (the runtime's before_op)
+    watchdog.started(op)                # before each action (a before_op hook, executor.hooks)
 
 One daemon thread, every BEAT seconds at most:
 - stalled: the current action has run for more than `timeout` seconds -> the log ends with status

@@ -29,7 +29,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,14 +36,15 @@ import torch
 import torch.distributed as dist
 
 from executor.assemble import Assembly
-from executor.checkpoint import attach
 from executor.checkpoint_files import checkpoint_step, checkpoint_time
 from executor.collect import Collector
 from executor.comm import DistTransport
+from executor.entries import RECV_OPS
+from executor.hooks import Hooks
 from executor.program import NORM
 from executor.runconfig import RunConfig
 from executor.runfolder import FolderLock, RankLog, RunFolder, new_segment, one_line
-from executor.runtime import RECV_OPS, Runtime
+from executor.runtime import Runtime
 from executor.watchdog import WAIT_MARGIN, Watchdog, stop
 from schedules.errors import UserError
 
@@ -202,9 +202,8 @@ class SetUp:
         control = _control_group(cuda)
         self("building its stages and optimizers")
         assembly = Assembly(config)
+        stages = assembly.stages(rank, assembly.device(rank))
         clock = Clock()
-        runtime = assembly.runtime(rank, DistTransport(), recorder=self.log, clock=clock.now)
-        runtime.settings = replace(runtime.settings, timeout=_wait_limit(config).total_seconds())
         fault = fault_hook(rank, self.log)
 
         def before_op(index: int, op) -> None:
@@ -212,7 +211,6 @@ class SetUp:
             if fault is not None:
                 fault(index, op)
 
-        runtime.before_op = before_op
         collector = None
         if rank == 0 and os.environ.get(LAUNCHER_ENV) is None:
             collector = Collector(self.folder, config, assembly.schedule)
@@ -220,13 +218,21 @@ class SetUp:
             _stop_on_signals(collector)
         self("synchronising the clocks")
         sync_clock(clock, rank, dist.get_world_size(), control)  # after the set-up: step 0 is timed from here
-        if cuda:
-            runtime.timer = CudaTimer(clock)
+        timer = CudaTimer(clock) if cuda else None
         resume_from = Path(self.resume_from) if self.resume_from else None
+        self("building its interpreter")
         if resume_from is not None:
             self(f"restoring checkpoint {resume_from.name}")
             clock.zero_ns -= int(checkpoint_time(resume_from, dist.get_world_size()) * 1e9)  # time goes on
-        attach(runtime, assembly, self.folder.checkpoints, self.resume_from)
+        runtime = assembly.runtime(
+            rank,
+            DistTransport(),
+            hooks=Hooks(recorder=self.log, clock=clock.now, timer=timer, before_op=before_op),
+            stages=stages,
+            checkpoints=self.folder.checkpoints,
+            resume_from=resume_from,
+            timeout=_wait_limit(config).total_seconds(),
+        )
         return runtime, control, collector
 
 

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from executor.assemble import Assembly
-from executor.checkpoint import attach
 from executor.checkpoint_files import find_checkpoint, step_folder
 from executor.data import load_corpus
 from executor.launch import launch
@@ -37,9 +36,7 @@ def config(**fields) -> RunConfig:
 
 
 def local_losses(assembly: Assembly, folder: RunFolder, resume_from: Path | None):
-    runtimes = build_local(assembly)
-    for runtime in runtimes:
-        attach(runtime, assembly, folder.checkpoints, str(resume_from) if resume_from else None)
+    runtimes = build_local(assembly, checkpoints=folder.checkpoints, resume_from=resume_from)
     round_robin(runtimes)
     losses = sorted((step, j, loss) for r in runtimes for step, j, loss, _ in r.losses)
     vals = sorted((step, loss) for r in runtimes for step, loss, _ in r.vals)
