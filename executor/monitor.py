@@ -182,7 +182,8 @@ class Monitor:
 
     def _note(self, record: dict) -> None:
         if record["t"] == "loss":
-            self.losses.setdefault(record["step"], {})[record["mb"]] = (record["loss"], record["time"])
+            microbatch = record["microbatch"] if "microbatch" in record else record["mb"]  # "mb": older logs
+            self.losses.setdefault(record["step"], {})[microbatch] = (record["loss"], record["time"])
         elif record["t"] == "val":
             self.vals[record["step"]] = record["loss"]
 

@@ -178,7 +178,7 @@ class RankLog:
 
     def loss(self, step: int, microbatch: int, loss: float, time: float) -> None:
         _check_finite("loss", loss, step, f", microbatch {microbatch}")
-        self.write({"t": "loss", "step": step, "mb": microbatch, "loss": loss, "time": time})
+        self.write({"t": "loss", "step": step, "microbatch": microbatch, "loss": loss, "time": time})
 
     def val(self, step: int, loss: float, time: float) -> None:
         _check_finite("validation loss", loss, step, "")
