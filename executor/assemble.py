@@ -132,6 +132,7 @@ class Assembly:
         if checkpoints is not None:
             steps, keep = config.checkpoint_steps(), config.keep_checkpoints
             hooks = with_saving(hooks, plans, layout, rank, steps=steps, keep=keep, root=checkpoints)
+        settings, batch = self.settings(device, timeout), self.batch_fn(device)
         restore = None
         if resume_from is not None:
             restore = load(
@@ -141,7 +142,8 @@ class Assembly:
                 layout=layout,
                 stages=stages,
                 mailman=mailman,
-                device=device,
+                batch=batch,
+                settings=settings,
             )
         return Runtime(
             rank=rank,
@@ -149,8 +151,8 @@ class Assembly:
             layout=layout,
             stages=stages,
             mailman=mailman,
-            batch=self.batch_fn(device),
-            settings=self.settings(device, timeout),
+            batch=batch,
+            settings=settings,
             hooks=hooks,
             restore=restore,
         )

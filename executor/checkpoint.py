@@ -24,17 +24,20 @@ and the losses measured so far.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from executor.checkpoint_files import prune, write_rank_file
 from executor.comm import Mailman
-from executor.hooks import Hooks, Restore, SavedForward
+from executor.compute import Forward, run_forward, weights_for
+from executor.hooks import Hooks, Restore, Settings
+from executor.model import loss_fn
 from executor.program import Message, MicrobatchKey, RankPlan
 from executor.runtime import Runtime
 from executor.stage import StageState
-from schedules.ir import Layout
+from schedules.ir import Kind, Layout
 
 
 def crossing(plans: list[RankPlan], rank_of, step: int) -> tuple[set[Message], set[Message]]:
@@ -130,36 +133,62 @@ def load(
     layout: Layout,
     stages: dict[int, StageState],
     mailman: Mailman,
-    device: torch.device,
+    batch: Callable[[str, int, int], tuple[torch.Tensor, torch.Tensor]],
+    settings: Settings,
 ) -> Restore:
     """Load this rank's checkpoint from the folder `path`: its stages' weights, gradients and optimizer
-    state go into `stages`, the mailman gets the pair orders after the cut and sends again what
-    crosses it; the rest is the Restore value the rank's Runtime starts from."""
-    state = torch.load(path / f"rank{rank}.pt", map_location=device, weights_only=False)
-    step = state["step"]
+    state go into `stages`, its in-flight forwards are recomputed on them, the mailman gets the pair
+    orders after the cut and sends again what crosses it; the rest is the Restore value the rank's
+    Runtime starts from."""
+    state = torch.load(path / f"rank{rank}.pt", map_location=settings.device, weights_only=False)
+    step, plan = state["step"], plans[rank]
     for stage, saved in state["stages"].items():
         _load_stage(stages[stage], saved)
+    forwards = _recompute(plan, stages, state["forwards"], batch, settings.loss_scale)
+    for stage, version in plan.releases.get(state["index"], ()):
+        stages[stage].release(version)
     rank_of = layout.placement.__getitem__
     resend, skip = crossing(plans, rank_of, step)
     mailman.set_orders(resume_orders(plans, rank_of, step, resend))
-    plan = plans[rank]
-    restore = Restore(
+    again = sorted(state["resend"].items(), key=lambda item: plan.send_index[item[0]])
+    if again:
+        mailman.exchange(sends=again, recvs=[])
+    return Restore(
         cut=state["index"],
-        inputs=_keyed(state["inputs"]),
+        inputs={key: tensor.requires_grad_() for key, tensor in _keyed(state["inputs"]).items()},
         grads=_keyed(state["grads"]),
         grad_out=_keyed(state["grad_out"]),
-        forwards={
-            MicrobatchKey(*key): SavedForward(saved["x"], saved["version"], saved["grad"])
-            for key, saved in state["forwards"].items()
-        },
+        forwards=forwards,
         losses=state["losses"],
         vals=state["vals"],
         skip_sends=frozenset(plan.send_index[m] for m in skip if rank_of(m.src) == rank),
     )
-    again = sorted(state["resend"].items(), key=lambda item: plan.send_index[item[0]])
-    if again:
-        mailman.exchange(sends=again, recvs=[])
-    return restore
+
+
+def _recompute(plan: RankPlan, stages: dict[int, StageState], saved: dict, batch, loss_scale: float) -> dict:
+    """The in-flight forwards run again in program order, each exactly as it first ran."""
+    forward_at = {MicrobatchKey.of(op): i for i, op in enumerate(plan.ops) if op.kind is Kind.F}
+    split = {MicrobatchKey.of(op) for op in plan.ops if op.kind is Kind.I}
+    forwards: dict[MicrobatchKey, Forward] = {}
+    for key in sorted(map(MicrobatchKey._make, saved), key=forward_at.__getitem__):
+        index, entry = forward_at[key], saved[tuple(key)]
+        op, state = plan.ops[index], stages[key.stage]
+        x = entry["x"].requires_grad_() if not state.first else entry["x"]
+        version, frozen = op.version, index in plan.frozen_forward
+        if version != state.store.live and not state.store.copy_on_write:
+            live = state.store.swap_in(version)  # CURRENT: old values, graph aliasing the live weights
+            version, frozen = state.store.live, True
+        leaves = weights_for(state, version, frozen, forwards)
+        record = run_forward(state, x, leaves, version=version, split=key in split)
+        if version != op.version:
+            state.store.swap_out(live)
+            record.version = op.version
+        if state.last:
+            targets = batch("train", op.step, op.microbatch)[1]
+            record.out = loss_fn(record.out, targets) * loss_scale
+        record.grad = entry["grad"]
+        forwards[key] = record
+    return forwards
 
 
 def _keyed(tensors: dict) -> dict[MicrobatchKey, torch.Tensor]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from executor.compute import Forward
 from executor.program import MicrobatchKey, Op
 from executor.stage import StageState
 from schedules.semantics import Message
@@ -62,15 +63,6 @@ class Hooks:
     copied when sent, into Runtime.kept."""
 
 
-@dataclass(frozen=True)
-class SavedForward:
-    """A forward in flight at a checkpoint: what recomputing it needs (and the gradient it received)."""
-
-    x: torch.Tensor
-    version: int
-    grad: torch.Tensor | None
-
-
 @dataclass(frozen=True, kw_only=True)
 class Restore:
     """Where a resumed rank starts: what its checkpoint held at its cut (executor.checkpoint.load)."""
@@ -78,14 +70,13 @@ class Restore:
     cut: int
     """Index of the CUT op the checkpoint was taken at: the rank goes on with the op after it."""
     inputs: dict[MicrobatchKey, torch.Tensor]
-    """Received activations not yet consumed."""
+    """Received activations not yet consumed (they require grad)."""
     grads: dict[MicrobatchKey, torch.Tensor]
     """Received output gradients not yet consumed."""
     grad_out: dict[MicrobatchKey, torch.Tensor]
     """Input gradients computed, waiting for their send."""
-    forwards: dict[MicrobatchKey, SavedForward]
-    """Forwards whose backward is still to come: recomputed when the runtime is built (same weights,
-    same inputs, same graph)."""
+    forwards: dict[MicrobatchKey, Forward]
+    """Forwards whose backward is still to come, recomputed (same weights, same inputs, same graph)."""
     losses: list[tuple[int, int, float, float]]
     """(step, microbatch, loss, time) measured before the cut."""
     vals: list[tuple[int, float, float]]

@@ -12,28 +12,27 @@ what a forward of a version runs on (the parameters, worn or live, or leaves) is
 What the interpreter does per op is decided once, before the first op runs (executor.entries), so
 the loop itself only looks things up. A runtime is wired once, when built (executor.hooks): its
 settings, the hooks a run puts around it, and for a resumed rank the checkpoint it starts from.
-What each kind of backward computes is executor.backward.
+What a forward and each kind of backward compute is executor.compute.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
 
-from executor.backward import Forward, run_backward
 from executor.comm import Mailman
+from executor.compute import Forward, run_backward, run_forward, unwear, weights_for
 from executor.entries import RECV_OPS, Entry, compile_entries
 from executor.gradnorm import GlobalNorm
-from executor.hooks import Hooks, Restore, SavedForward, Settings
+from executor.hooks import Hooks, Restore, Settings
 from executor.ledger import Ledger
-from executor.memory import MemoryCount, SavedBytes
+from executor.memory import MemoryCount
 from executor.model import loss_fn
 from executor.program import CUT, EVAL_F, EVAL_RECV, EVAL_SEND, NORM, Message, MicrobatchKey, Op, RankPlan
 from executor.stage import StageState
+from executor.validation import Validation
 from executor.versions import accumulate, flatten, unflatten
-from executor.weightgrad import WeightGrads
 from schedules.ir import Kind, Layout
 
 
@@ -64,11 +63,16 @@ class Runtime:
         self.split_keys = frozenset(MicrobatchKey.of(op) for op in plan.ops if op.kind is Kind.I)
         self.batches: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         """Training batches made ahead (see Entry.prefetch), until their forward takes them."""
-        self.eval_inputs: dict[MicrobatchKey, torch.Tensor] = {}
-        self.eval_out: dict[MicrobatchKey, torch.Tensor] = {}
-        self.eval_losses: list[float] = []
         self.losses: list[tuple[int, int, float, float]] = []
-        self.vals: list[tuple[int, float, float]] = []
+        self.validation = Validation(
+            rank=rank,
+            layout=layout,
+            stages=stages,
+            batch=batch,
+            microbatches=settings.val_microbatches,
+            clock=self.clock,
+            recorder=self.recorder,
+        )
         self.kept: dict[Message, torch.Tensor] = {}
         """Sent tensors that hooks.on_cut still needs (Hooks.keep_sent)."""
         self.started: set[int] = set()
@@ -111,6 +115,11 @@ class Runtime:
     def done(self) -> bool:
         return self.index >= len(self.plan.ops)
 
+    @property
+    def vals(self) -> list[tuple[int, float, float]]:
+        """(step, validation loss, time) measured on this rank (its last stage, executor.validation)."""
+        return self.validation.vals
+
     def run(self) -> None:
         """Run the rest of the program; consecutive communication ops start as one batch."""
         program, execute, started = self.program(), self._execute, self.started
@@ -141,36 +150,14 @@ class Runtime:
         return self.entries
 
     def _resume(self, restore: Restore) -> None:
-        """Start after the checkpoint's cut: its tensors back, its in-flight forwards recomputed in
-        program order, the versions its CUT op released let go."""
-        self.inputs = {key: tensor.requires_grad_() for key, tensor in restore.inputs.items()}
-        self.grads, self.grad_out = dict(restore.grads), dict(restore.grad_out)
-        self.losses, self.vals = list(restore.losses), list(restore.vals)  # the log has them already
-        forward_at = {MicrobatchKey.of(op): i for i, op in enumerate(self.plan.ops) if op.kind is Kind.F}
-        for key, saved in sorted(restore.forwards.items(), key=lambda item: forward_at[item[0]]):
-            self.forwards[key] = self._recompute(forward_at[key], saved)
-        for stage, version in self.plan.releases.get(restore.cut, ()):
-            self.stages[stage].release(version)
+        """Start after the checkpoint's cut, holding what the rank held there (executor.checkpoint)."""
+        self.inputs.update(restore.inputs)
+        self.grads.update(restore.grads)
+        self.grad_out.update(restore.grad_out)
+        self.forwards.update(restore.forwards)
+        self.losses, self.validation.vals = list(restore.losses), list(restore.vals)  # the log has them
         self.skip_sends = restore.skip_sends
         self.index = restore.cut + 1
-
-    def _recompute(self, index: int, saved: SavedForward) -> Forward:
-        """Run the forward at `index` again, exactly as it first ran."""
-        op = self.plan.ops[index]
-        state = self.stages[op.stage]
-        x = saved.x.requires_grad_() if not state.first else saved.x
-        if op.version != state.store.live and not state.store.copy_on_write:
-            live = state.store.swap_in(op.version)  # CURRENT: old values, graph aliasing the live weights
-            record = self.forward_graph(state, op._replace(version=state.store.live), x, frozen=True)
-            state.store.swap_out(live)
-            record.version = op.version
-        else:
-            record = self.forward_graph(state, op, x, frozen=index in self.plan.frozen_forward)
-        if state.last:
-            targets = self.batch("train", op.step, op.microbatch)[1]
-            record.out = loss_fn(record.out, targets) * self.settings.loss_scale
-        record.grad = saved.grad
-        return record
 
     def _execute(self, index: int) -> None:
         entry = self.entries[index]
@@ -244,43 +231,13 @@ class Runtime:
         """Run the stage on the version `op` reads: live weights, or leaves over a kept / aliased copy."""
         leaves = self._weights(state, op.version, frozen)
         split = MicrobatchKey.of(op) in self.split_keys
-        sink = WeightGrads(leaves or state.params) if split else None
-        with sink.recording(state.module) if sink is not None else nullcontext():
-            if state.saved_bytes is None:
-                with SavedBytes(state) as counter:
-                    out = self._call(state, x, leaves)
-                state.saved_bytes = counter.total
-            else:
-                out = self._call(state, x, leaves)
-        return Forward(x=x, out=out, leaves=leaves, version=op.version, sink=sink)
+        return run_forward(state, x, leaves, version=op.version, split=split)
 
     def _weights(self, state: StageState, version: int, frozen: bool) -> list[torch.Tensor] | None:
-        """Leaves for a forward of `version`, or None: run on the parameters, made to hold it if they
-        may (2BW: the older buffer, worn for the rest of the minibatch, see StageState.wear). A frozen
-        forward always gets leaves: an update comes before its backward."""
-        if frozen:
-            return state.leaves(version, frozen=True)
-        wearable = version == state.store.live or version in state.store.old
-        if version != state.holds and state.store.copy_on_write and wearable and not self._reading(state):
-            state.wear(version)
-        return None if version == state.holds else state.leaves(version, frozen=False)
-
-    def _reading(self, state: StageState) -> bool:
-        """Whether a graph in flight reads the stage's parameters themselves (not leaves)."""
-        return any(key.stage == state.stage and r.leaves is None for key, r in self.forwards.items())
+        return weights_for(state, version, frozen, self.forwards)
 
     def _unwear(self, state: StageState) -> None:
-        if state.worn is not None:
-            if self._reading(state):
-                raise RuntimeError(
-                    f"stage {state.stage}: its live weights are needed while a graph reads "
-                    f"version {state.worn}"
-                )
-            state.unwear()
-
-    @staticmethod
-    def _call(state: StageState, x: torch.Tensor, leaves: list[torch.Tensor] | None) -> torch.Tensor:
-        return state.module(x) if leaves is None else state.call(x, leaves)
+        unwear(state, self.forwards)
 
     def _backward(self, op: Op, *, want_input: bool, want_weights: bool) -> None:
         state, key = self.stages[op.stage], MicrobatchKey.of(op)
@@ -341,7 +298,7 @@ class Runtime:
         if op.kind is Kind.SEND_B:
             return self.grad_out.pop(key)
         if op.kind == EVAL_SEND:
-            return self.eval_out.pop(key)
+            return self.validation.out.pop(key)
         if op.kind is Kind.SEND_G:
             self.ledger.handed_over(op.stage)
             flat = flatten([p.grad if p.grad is not None else torch.zeros_like(p) for p in state.params])
@@ -409,28 +366,12 @@ class Runtime:
 
     def _eval_recv(self, op: Op) -> int:
         tensor = self._take(op)
-        self.eval_inputs[MicrobatchKey.of(op)] = tensor
+        self.validation.inputs[MicrobatchKey.of(op)] = tensor
         return tensor.nbytes
 
-    @torch.no_grad()
     def _eval_forward(self, op: Op) -> None:
-        state, key = self.stages[op.stage], MicrobatchKey.of(op)
-        x = self.batch("val", 0, op.microbatch)[0] if state.first else self.eval_inputs.pop(key)
-        self._unwear(state)  # validation reads the live weights
-        out = state.module(x)
-        if state.last:
-            self.eval_losses.append(loss_fn(out, self.batch("val", 0, op.microbatch)[1]).item())
-            if len(self.eval_losses) == self.settings.val_microbatches:
-                self.vals.append((op.step, sum(self.eval_losses) / len(self.eval_losses), self.clock()))
-                if self.recorder is not None:
-                    self.recorder.val(*self.vals[-1])
-                self.eval_losses = []
-            return
-        nxt = self.layout.next_stage(op.stage)
-        if self.layout.placement[nxt] == self.rank:
-            self.eval_inputs[key._replace(stage=nxt)] = out
-        else:
-            self.eval_out[key] = out
+        self._unwear(self.stages[op.stage])  # validation reads the live weights
+        self.validation.forward(op)
 
     def _cut(self, op: Op) -> None:
         self.global_norm.forget(op.step)

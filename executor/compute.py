@@ -1,5 +1,8 @@
-"""What one backward op computes from the record its forward left (executor.runtime runs it).
+"""What the compute ops compute: which weights a forward runs on, its graph, and each kind of backward
+from the record that forward left (executor.runtime runs them; a resumed rank recomputes forwards).
 
+    leaves = weights_for(state, version, frozen=False, forwards=in_flight)   # None: the parameters
+    record = run_forward(state, x, leaves, version=version, split=False)
     grad_x, finished = run_backward(state, record, want_input=True, want_weights=False)   # an I
 
 Note: what each backward computes, per kind (x: the stage's input, out: its output or scaled loss):
@@ -11,10 +14,14 @@ Note: what each backward computes, per kind (x: the stage's input, out: its outp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
+from executor.memory import SavedBytes
+from executor.program import MicrobatchKey
 from executor.stage import StageState, lent
 from executor.versions import accumulate
 from executor.weightgrad import WeightGrads
@@ -31,6 +38,56 @@ class Forward:
     grad: torch.Tensor | None = None
     sink: WeightGrads | None = None
     """Set where an I/W pair differentiates this forward: what the I defers to the W."""
+
+
+def weights_for(
+    state: StageState, version: int, frozen: bool, forwards: Mapping[MicrobatchKey, Forward]
+) -> list[torch.Tensor] | None:
+    """Leaves for a forward of `version`, or None: run on the parameters, made to hold it if they
+    may (2BW: the older buffer, worn for the rest of the minibatch, see StageState.wear). A frozen
+    forward always gets leaves: an update comes before its backward. `forwards`: those in flight."""
+    if frozen:
+        return state.leaves(version, frozen=True)
+    wearable = version == state.store.live or version in state.store.old
+    if version != state.holds and state.store.copy_on_write and wearable and not reading(state, forwards):
+        state.wear(version)
+    return None if version == state.holds else state.leaves(version, frozen=False)
+
+
+def reading(state: StageState, forwards: Mapping[MicrobatchKey, Forward]) -> bool:
+    """Whether a graph in flight reads the stage's parameters themselves (not leaves)."""
+    return any(key.stage == state.stage and r.leaves is None for key, r in forwards.items())
+
+
+def unwear(state: StageState, forwards: Mapping[MicrobatchKey, Forward]) -> None:
+    """Give the parameters back their live version (none of the `forwards` in flight may read them)."""
+    if state.worn is not None:
+        if reading(state, forwards):
+            raise RuntimeError(
+                f"stage {state.stage}: its live weights are needed while a graph reads version {state.worn}"
+            )
+        state.unwear()
+
+
+def run_forward(
+    state: StageState, x: torch.Tensor, leaves: list[torch.Tensor] | None, *, version: int, split: bool
+) -> Forward:
+    """Run the stage on `x`, on its parameters (`leaves` None) or on `leaves` holding `version`; `split`:
+    an I/W pair differentiates it (the Linears' inputs are recorded for the W). The first forward of a
+    stage measures what autograd saves per forward (StageState.saved_bytes)."""
+    sink = WeightGrads(leaves or state.params) if split else None
+    with sink.recording(state.module) if sink is not None else nullcontext():
+        if state.saved_bytes is None:
+            with SavedBytes(state) as counter:
+                out = _call(state, x, leaves)
+            state.saved_bytes = counter.total
+        else:
+            out = _call(state, x, leaves)
+    return Forward(x=x, out=out, leaves=leaves, version=version, sink=sink)
+
+
+def _call(state: StageState, x: torch.Tensor, leaves: list[torch.Tensor] | None) -> torch.Tensor:
+    return state.module(x) if leaves is None else state.call(x, leaves)
 
 
 def run_backward(
