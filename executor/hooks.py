@@ -5,8 +5,8 @@ wired once, when it is built, never by setting its attributes afterwards.
     hooks = Hooks(recorder=log, clock=clock.now, before_op=watchdog_hook)
     runtime = Runtime(..., settings=Settings(loss_scale=0.25), hooks=hooks, restore=None)
 
-executor.assemble builds them for a run (checkpoint hooks from executor.checkpoint.saving, a restore
-value from executor.checkpoint.load); tests pass their own hooks to observe a run.
+executor.assemble builds them for a run (checkpoint hooks from executor.checkpoint.with_saving, a
+restore value from executor.checkpoint.load); tests pass their own hooks to observe a run.
 """
 
 from __future__ import annotations

@@ -4,15 +4,12 @@
     runtime.run()                    # distributed mode: op by op, consecutive sends/receives batched
     runtime.step_once()              # single-process mode: one op if it can run now (executor.local)
 
-State is keyed by (stage, step, microbatch): the forward's graph until its backward, received
-activations and gradients until they are consumed. Weight versions live in executor.versions; the
-decisions about them (frozen forwards, kept versions) were taken statically in executor.program, and
-what a forward of a version runs on (the parameters, worn or live, or leaves) is executor.stage.
-
-What the interpreter does per op is decided once, before the first op runs (executor.entries), so
-the loop itself only looks things up. A runtime is wired once, when built (executor.hooks): its
-settings, the hooks a run puts around it, and for a resumed rank the checkpoint it starts from.
-What a forward and each kind of backward compute is executor.compute.
+State is keyed by (stage, step, microbatch), executor.program.MicrobatchKey: the forward's graph
+until its backward, received activations and gradients until they are consumed. Weight versions live
+in executor.versions, the decisions about them (frozen forwards, kept versions) were taken statically
+in executor.program; what a forward runs on and each backward computes is executor.compute. What the
+interpreter does per op is decided once, before the first op runs (executor.entries). A runtime is
+wired once, when built (executor.hooks): settings, hooks, and the checkpoint a resumed rank starts from.
 """
 
 from __future__ import annotations
@@ -64,15 +61,8 @@ class Runtime:
         self.batches: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         """Training batches made ahead (see Entry.prefetch), until their forward takes them."""
         self.losses: list[tuple[int, int, float, float]] = []
-        self.validation = Validation(
-            rank=rank,
-            layout=layout,
-            stages=stages,
-            batch=batch,
-            microbatches=settings.val_microbatches,
-            clock=self.clock,
-            recorder=self.recorder,
-        )
+        validation = dict(microbatches=settings.val_microbatches, clock=self.clock, recorder=self.recorder)
+        self.validation = Validation(rank=rank, layout=layout, stages=stages, batch=batch, **validation)
         self.kept: dict[Message, torch.Tensor] = {}
         """Sent tensors that hooks.on_cut still needs (Hooks.keep_sent)."""
         self.started: set[int] = set()
