@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from itertools import zip_longest
 
-from executor.monitor import Monitor
-from executor.runconfig import RunConfig
-from executor.runfolder import RankLog, RunFolder
+from executor.run.monitor import Monitor
+from executor.run.runconfig import RunConfig
+from executor.run.runfolder import RankLog, RunFolder
 
 CONFIG = RunConfig(schedule="1f1b", stages=2, microbatches=1, steps=3, val_every=0)
 

@@ -20,14 +20,14 @@ import json
 import pytest
 import torch
 
-from executor.assemble import Assembly
-from executor.data import load_corpus
-from executor.hooks import Hooks
-from executor.local import run_local
-from executor.program import build_plans, settled_sends
-from executor.runconfig import RunConfig
-from executor.runfolder import RankLog
-from executor.runtime import Runtime
+from executor.interpreter.hooks import Hooks
+from executor.interpreter.program import build_plans, settled_sends
+from executor.interpreter.runtime import Runtime
+from executor.run.assemble import Assembly
+from executor.run.local import run_local
+from executor.run.runconfig import RunConfig
+from executor.run.runfolder import RankLog
+from executor.training.data import load_corpus
 from pipesim.cli import main
 from schedules import SCHEDULES, build, parse_action
 

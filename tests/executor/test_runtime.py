@@ -16,15 +16,15 @@ import dataclasses
 import pytest
 import torch
 
-from executor.assemble import Assembly
-from executor.data import load_corpus
-from executor.hooks import Hooks
-from executor.local import run_local
-from executor.model import build_stages, loss_fn
-from executor.optim import OptimizerConfig, make_optimizer
-from executor.program import NORM, Extra, build_plans, stuck_ranks
-from executor.runconfig import RunConfig
-from executor.versions import VersionStore
+from executor.interpreter.hooks import Hooks
+from executor.interpreter.program import NORM, Extra, build_plans, stuck_ranks
+from executor.interpreter.versions import VersionStore
+from executor.run.assemble import Assembly
+from executor.run.local import run_local
+from executor.run.runconfig import RunConfig
+from executor.training.data import load_corpus
+from executor.training.model import build_stages, loss_fn
+from executor.training.optim import OptimizerConfig, make_optimizer
 from schedules import SCHEDULES, Kind, build, parse_action
 
 STEPS = 3

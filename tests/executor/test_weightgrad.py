@@ -17,11 +17,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from executor.assemble import Assembly
-from executor.data import load_corpus
-from executor.hooks import Hooks
-from executor.local import run_local
-from executor.model import Linear, build_stages
+from executor.interpreter.hooks import Hooks
+from executor.run.assemble import Assembly
+from executor.run.local import run_local
+from executor.training.data import load_corpus
+from executor.training.model import Linear, build_stages
 from schedules import Kind
 from tests.executor.test_runtime import assert_close, config, reference_accumulation
 
