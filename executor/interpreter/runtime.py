@@ -25,22 +25,13 @@ from executor.interpreter.gradnorm import GlobalNorm
 from executor.interpreter.hooks import Hooks, Restore, Settings
 from executor.interpreter.ledger import Ledger
 from executor.interpreter.memory import MemoryCount
-from executor.interpreter.program import (
-    CUT,
-    EVAL_F,
-    EVAL_RECV,
-    EVAL_SEND,
-    NORM,
-    Message,
-    MicrobatchKey,
-    Op,
-    RankPlan,
-)
+from executor.interpreter.program import CUT, EVAL_F, EVAL_RECV, EVAL_SEND, NORM, MicrobatchKey, Op, RankPlan
 from executor.interpreter.stage import StageState
 from executor.interpreter.validation import Validation
 from executor.interpreter.versions import accumulate, flatten, unflatten
 from executor.training.model import loss_fn
 from schedules.ir import Kind, Layout
+from schedules.semantics import Message
 
 
 class Runtime:
