@@ -80,8 +80,8 @@ def _names() -> str:
 
 
 def run_config(args: argparse.Namespace, schedule: str, *, trace: bool = True):
-    from executor.optim import OptimizerConfig
-    from executor.runconfig import RunConfig
+    from executor.run.runconfig import RunConfig
+    from executor.training.optim import OptimizerConfig
 
     return RunConfig(
         trace=trace,
@@ -102,18 +102,19 @@ class Ours:
     """Our runtime for one schedule, rebuilt for every measurement (the build is not timed)."""
 
     def __init__(self, args, schedule: str, corpus, rank: int, log_dir: Path, *, trace: bool = True) -> None:
-        from executor.assemble import Assembly
+        from executor.run.assemble import Assembly
 
         self.assembly = Assembly(run_config(args, schedule, trace=trace), corpus=corpus)
         self.rank, self.log = rank, log_dir / f"{schedule}-{trace}-rank{rank}.jsonl"
         self.actions = len(self.assembly.schedule.actions[rank]) / args.steps
 
     def prepare(self):
-        from executor.comm import DistTransport
-        from executor.runfolder import RankLog
+        from executor.interpreter.comm import DistTransport
+        from executor.interpreter.hooks import Hooks
+        from executor.run.runfolder import RankLog
 
         recorder = RankLog(self.log, self.rank)  # as in a real run: every action logged (unless untraced)
-        self.runtime = self.assembly.runtime(self.rank, DistTransport(), recorder=recorder)
+        self.runtime = self.assembly.runtime(self.rank, DistTransport(), hooks=Hooks(recorder=recorder))
         self.runtime.program()  # built once per run (as PyTorch's schedule is, on its first step)
 
     def run(self) -> None:
@@ -129,8 +130,8 @@ class Torch:
         import torch
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
-        from executor.model import build_stages, loss_fn
-        from executor.optim import make_optimizer
+        from executor.training.model import build_stages, loss_fn
+        from executor.training.optim import make_optimizer
 
         self.args, self.corpus, self.rank = args, corpus, rank
         config = run_config(args, schedule)
@@ -178,7 +179,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from executor.data import load_corpus
+    from executor.training.data import load_corpus
 
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
@@ -297,7 +298,7 @@ def improvement_share(gain: float, ideal: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from executor.launch import free_port
+    from executor.run.launch import free_port
 
     args = parse(argv)
     if args.worker:

@@ -5,7 +5,7 @@
     balanced_counts(7, 4)       # [2, 2, 2, 1]
     split_problem(4, 2, [1, 2]) # "sums to 3, not 4"
 
-The executor builds these models (executor/model.py) and the simulator's analytic model costs them
+The executor builds these models (executor/training/model.py) and the simulator's analytic model costs them
 (simulator/presets.py, simulator/analytic.py): one table and one split rule, so that a prediction and
 a run describe the same network, layer for layer. Standard library only, below both engines.
 """

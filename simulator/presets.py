@@ -4,7 +4,7 @@
     model("gpt2-small"), device("h100-sxm")
     pipesim simulate --schedule 1f1b -p 4 -m 16 --model gpt2-small --device a100-80gb
 
-The small models have the executor's shapes (executor/model.py: byte vocabulary, learned positions,
+The small models have the executor's shapes (executor/training/model.py: byte vocabulary, learned positions,
 4x MLP, biases), so a prediction and a measured run describe the same network. Device numbers are
 vendor peak figures (dense, no sparsity) times an achievable fraction; `cpu` describes this project's
 2-core AMD EPYC (Zen 4) test machine, its fraction measured with a 1024^3 float32 matmul in torch

@@ -82,3 +82,64 @@ def test_the_checker_sees_imports(tmp_path: Path) -> None:
         "import os\nimport executor.stage as s\nfrom simulator.engine import run\nfrom . import x\n"
     )
     assert imported_packages(source) == {"os", "executor", "simulator"}
+
+
+EXECUTOR_ROOMS = ["training", "interpreter", "run", "study"]
+"""executor's rooms (sub-packages), each importing only from itself and the rooms before it."""
+
+
+def executor_imports(path: Path) -> set[str]:
+    """The executor modules a source file imports (dotted names, wherever the import statement is), with
+    every name imported from one: callers keep those that are modules."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("executor."))
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").startswith("executor")
+        ):
+            found.add(node.module)  # and what it imports from it, which may be a module, or not
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_executor_rooms_import_one_way() -> None:
+    wrong = []
+    for rank, room in enumerate(EXECUTOR_ROOMS):
+        for path in sorted((ROOT / "executor" / room).rglob("*.py")):
+            for module in executor_imports(path):
+                other = [*module.split("."), ""][1]
+                if other in EXECUTOR_ROOMS and EXECUTOR_ROOMS.index(other) > rank:
+                    wrong.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert wrong == []
+
+
+def test_executor_modules_import_no_circle() -> None:
+    """No two executor modules import each other, however indirectly (a circle is two files that are one
+    idea split badly, or a third file missing)."""
+    modules = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in (ROOT / "executor").rglob("*.py")
+    }
+    graph = {
+        name: {m for m in executor_imports(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+    done: set[str] = set()
+
+    def circle_from(name: str, trail: list[str]) -> list[str]:
+        if name in trail:
+            return [*trail[trail.index(name) :], name]
+        if name in done:
+            return []
+        for target in sorted(graph[name]):
+            found = circle_from(target, [*trail, name])
+            if found:
+                return found
+        done.add(name)
+        return []
+
+    assert [circle for name in sorted(graph) if (circle := circle_from(name, []))] == []

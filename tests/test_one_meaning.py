@@ -6,7 +6,7 @@ with schedules.semantics on every schedule, action by action.
 What is checked, per schedule (every registered one, at a size with communication on every rank):
 - messages: a send and its receive name the same schedules.semantics.message; the dry run makes each
   receive wait for exactly that send; the simulator numbers exactly those messages (one id each); the
-  executor posts them under the same name (executor.program.message_of);
+  executor posts them under the same name (executor.interpreter.program.message_of);
 - versions: the simulated trace records for every action the version the schedule names, and the trace
   metrics' weight versions held and delay per stage equal the analytics', which read
   schedules.semantics (version_lifetimes, stage_delays);
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pytest
 
-from executor.program import build_plans, message_of
+from executor.interpreter.program import build_plans, message_of
 from schedules import SCHEDULES, Costs, Kind, build
 from schedules.analytics import analyze
 from schedules.costs import overlapped

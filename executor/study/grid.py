@@ -35,8 +35,8 @@ from functools import lru_cache
 from typing import Any
 
 from executor.errors import ExecutorConfigError
-from executor.optim import CORRECTIONS, OPTIMIZERS, OptimizerConfig
-from executor.runconfig import RunConfig
+from executor.run.runconfig import RunConfig
+from executor.training.optim import CORRECTIONS, OPTIMIZERS, OptimizerConfig
 from schedules import Schedule, Versioning, build
 from schedules.semantics import loss_scale
 
@@ -51,9 +51,9 @@ class Variant:
     """An optimizer and its staleness correction, written `adamw` or `adamw+pipemare`."""
 
     optimizer: str
-    """Base optimizer (executor.optim.OPTIMIZERS)."""
+    """Base optimizer (executor.training.optim.OPTIMIZERS)."""
     correction: str = "none"
-    """Staleness correction (executor.optim.CORRECTIONS)."""
+    """Staleness correction (executor.training.optim.CORRECTIONS)."""
 
     @property
     def name(self) -> str:

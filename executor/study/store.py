@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import ExecutorConfigError
-from executor.runconfig import RunConfig
+from executor.run.runconfig import RunConfig
 from executor.study.train import Curve
 from schedules.fileio import write_atomic
 

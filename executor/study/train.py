@@ -5,7 +5,7 @@
     curve.losses[k]                # mean training loss of step k's m microbatches
     curve.vals                     # ((step, validation loss), ...) every val_every steps and after the last
 
-Every rank runs in this process, round robin (executor.local): the same computations as the distributed
+Every rank runs in this process, round robin (executor.run.local): the same computations as the distributed
 run, bit for bit, at the cost of one core. A run whose loss stops being finite is stopped there (the
 rest of its budget would compute NaNs): its curve ends at that step and `diverged_at` says where.
 """
@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from executor.assemble import Assembly
-from executor.data import Corpus, load_corpus
-from executor.local import run_local
-from executor.runconfig import RunConfig
-from executor.runtime import Runtime
+from executor.interpreter.runtime import Runtime
+from executor.run.assemble import Assembly
+from executor.run.local import run_local
+from executor.run.runconfig import RunConfig
+from executor.training.data import Corpus, load_corpus
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from executor.collect import collect
-    from executor.runfolder import RunFolder
+    from executor.run.collect import collect
+    from executor.run.runfolder import RunFolder
 
     folder = RunFolder(args.folder)
     if not folder.config.is_file():

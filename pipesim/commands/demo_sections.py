@@ -43,8 +43,8 @@ def measured() -> str:
     import tempfile
     from pathlib import Path
 
-    from executor.launch import launch
-    from executor.runconfig import RunConfig
+    from executor.run.launch import launch
+    from executor.run.runconfig import RunConfig
 
     rows = [("schedule", "first loss", "last loss", "step time (median)", "tokens/s (median)")]
     with tempfile.TemporaryDirectory(prefix="pipesim-demo-") as folder:

@@ -162,7 +162,7 @@ def run_command(config: dict) -> str:
 
 
 def _defaults() -> dict:
-    from executor.runconfig import RunConfig
+    from executor.run.runconfig import RunConfig
 
     return RunConfig().to_dict()
 

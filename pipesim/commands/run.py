@@ -5,9 +5,9 @@
     pipesim run --single-process --schedule pipedream --stages 4 --steps 20 --out runs/pd
     pipesim run --resume runs/NAME                        # continue from its latest checkpoint
 
-The flags mirror executor.runconfig.RunConfig (and executor.optim.OptimizerConfig); everything is
+The flags mirror executor.run.runconfig.RunConfig (and executor.training.optim.OptimizerConfig); everything is
 checked before any process starts. The run folder gets config.json, metrics.jsonl and trace.json
-(executor.launch says what else, and what a stop or a resume does to it).
+(executor.run.launch says what else, and what a stop or a resume does to it).
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def _from_file(path: str, values: dict[str, Any], args: argparse.Namespace) -> d
 
 def make_config(values: dict[str, Any]):
     """RunConfig from flags; on --resume the unset ones come from the folder's config.json."""
-    from executor.runconfig import RunConfig
+    from executor.run.runconfig import RunConfig
 
     base = RunConfig()
     if values.get("resume"):
@@ -233,7 +233,7 @@ def make_config(values: dict[str, Any]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from executor.launch import launch, prepare_only
+    from executor.run.launch import launch, prepare_only
 
     config = make_config(given(args))
     return prepare_only(config) if args.prepare else launch(config)

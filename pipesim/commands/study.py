@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
 def check(study: StudyConfig, args: argparse.Namespace) -> None:
     """Everything a user can get wrong, before any run starts (one line, exit 2)."""
-    from executor.runconfig import validate
+    from executor.run.runconfig import validate
     from executor.study.grid import Cell, run_config
 
     _check_names(study)
@@ -180,8 +180,8 @@ def check(study: StudyConfig, args: argparse.Namespace) -> None:
 
 
 def _check_names(study: StudyConfig) -> None:
-    from executor.optim import OPTIMIZERS
     from executor.study.grid import LR_RULES, Variant, base_optimizers
+    from executor.training.optim import OPTIMIZERS
     from schedules import get_info
 
     for variant in (*study.variants, *study.probe_variants):

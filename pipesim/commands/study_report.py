@@ -109,7 +109,7 @@ def _cpu_words(study: StudyConfig) -> str:
 
 
 def _seq_len(study: StudyConfig) -> int:
-    from executor.model import model_config
+    from executor.training.model import model_config
 
     overrides = {"seq_len": study.seq_len} if study.seq_len else {}
     return model_config(study.model, **overrides).seq_len

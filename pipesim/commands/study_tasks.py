@@ -10,7 +10,7 @@ devices / P data-parallel copies of the P-stage pipeline (the simulator's ring a
 update), so every depth uses the same machine; each step's iterations are the study's.
 
 Step time on this CPU (measured, then simulated): a short single-process run of the cell with
-`pipesim run`'s machinery (executor.launch), its trace fitted by `pipesim calibrate`'s code
+`pipesim run`'s machinery (executor.run.launch), its trace fitted by `pipesim calibrate`'s code
 (simulator.calibration); the simulator then runs the same schedule with those costs, as if every rank
 had a core of this CPU to itself. One change to the fit: in single-process mode a rank's gap before a
 receive is the time the other ranks ran (round robin), not host time, so host_recv is set to host_send
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from executor.launch import launch
-from executor.runconfig import RunConfig
+from executor.run.launch import launch
+from executor.run.runconfig import RunConfig
 from executor.study.grid import Cell, StudyConfig, Variant, cells
 from executor.study.store import StudyFolder, write_json
 from executor.study.train import train

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from executor.runfolder import read_metrics
+from executor.run.runfolder import read_metrics
 from traces.io import read_trace
 
 ROOT = Path(__file__).resolve().parents[2]

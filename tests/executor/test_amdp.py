@@ -18,12 +18,12 @@ from collections import defaultdict
 import pytest
 import torch
 
-from executor.assemble import Assembly
-from executor.data import load_corpus
-from executor.local import run_local
-from executor.model import build_stages, loss_fn
-from executor.optim import OptimizerConfig
-from executor.runconfig import RunConfig
+from executor.run.assemble import Assembly
+from executor.run.local import run_local
+from executor.run.runconfig import RunConfig
+from executor.training.data import load_corpus
+from executor.training.model import build_stages, loss_fn
+from executor.training.optim import OptimizerConfig
 from schedules import Kind, Schedule
 from schedules.semantics import update_sizes
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from executor.runconfig import RunConfig
+from executor.run.runconfig import RunConfig
 from pipesim.cli import main
 
 SMALL = ["--microbatch-size", "2", "--seq-len", "32", "--steps", "4", "--microbatches", "4"]

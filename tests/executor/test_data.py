@@ -10,8 +10,8 @@ import hashlib
 import pytest
 import torch
 
-from executor.data import load_corpus
 from executor.errors import ExecutorConfigError
+from executor.training.data import load_corpus
 
 SIZES = dict(microbatch_size=4, seq_len=32)
 

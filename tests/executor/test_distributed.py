@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from executor.launch import launch
-from executor.optim import OptimizerConfig
-from executor.runconfig import RunConfig
-from executor.runfolder import read_metrics
+from executor.run.launch import launch
+from executor.run.runconfig import RunConfig
+from executor.run.runfolder import read_metrics
+from executor.training.optim import OptimizerConfig
 from traces.io import read_trace
 from traces.metrics import compute_metrics
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from executor.errors import ExecutorConfigError
-from executor.model import (
+from executor.training.model import (
     PRESETS,
     GPTConfig,
     activation_shape,

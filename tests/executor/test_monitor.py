@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from itertools import zip_longest
 
-from executor.monitor import Monitor
-from executor.runconfig import RunConfig
-from executor.runfolder import RunFolder
+from executor.run.monitor import Monitor
+from executor.run.runconfig import RunConfig
+from executor.run.runfolder import RankLog, RunFolder
 
 CONFIG = RunConfig(schedule="1f1b", stages=2, microbatches=1, steps=3, val_every=0)
 
@@ -69,3 +69,27 @@ def test_a_resumed_run_replaces_the_tail_after_its_checkpoint_only_once_every_ra
     at_once = Monitor(folder, CONFIG, CONFIG.build_schedule(), write=False)  # as `pipesim collect` reads
     at_once.poll()
     assert merged(at_once) == views[-1] and at_once.metrics == monitor.metrics
+
+
+def test_loss_records_name_the_microbatch_and_older_logs_still_read(tmp_path):
+    """A rank log writes `microbatch`; a log from before says `mb`: both give the same metrics."""
+    lines = []
+    for name in ("new", "old"):
+        folder = RunFolder(tmp_path / name)
+        for rank in range(CONFIG.stages):
+            log = RankLog(folder.rank_log(rank), rank, segment="a")
+            log.write(event(0, "a0"))  # the segment ran
+            if rank == CONFIG.stages - 1:
+                for step in range(CONFIG.steps):
+                    log.loss(step, 0, 3.0 - step, float(step))
+            log.flush()
+        if name == "old":  # rewrite the last rank's log as an older version wrote it
+            path = folder.rank_log(CONFIG.stages - 1)
+            records = [json.loads(line) for line in path.read_text().splitlines()]
+            assert all("microbatch" in r and "mb" not in r for r in records if r["t"] == "loss")
+            old = [{**r, "mb": r.pop("microbatch")} if r["t"] == "loss" else r for r in records]
+            path.write_text("".join(json.dumps(r) + "\n" for r in old))
+        monitor = Monitor(folder, CONFIG, CONFIG.build_schedule(), write=False)
+        monitor.poll()
+        lines.append([line["loss"] for line in monitor.metrics])
+    assert lines[0] == lines[1] == [3.0, 2.0, 1.0]

@@ -12,10 +12,10 @@ from functools import partial
 import pytest
 import torch
 
-from executor.data import load_corpus
 from executor.errors import ExecutorConfigError
-from executor.model import PRESETS, GPTConfig, build_stages, loss_fn
-from executor.optim import (
+from executor.training.data import load_corpus
+from executor.training.model import PRESETS, GPTConfig, build_stages, loss_fn
+from executor.training.optim import (
     OPTIMIZERS,
     BasisRotation,
     OptimizerConfig,
@@ -23,7 +23,7 @@ from executor.optim import (
     pipemare_lr,
     scheduled_lr,
 )
-from executor.optim.basis_rotation import power_step
+from executor.training.optim.basis_rotation import power_step
 
 LEARNING_RATES = {"sgd": 0.2, "adamw": 1e-2, "nadamw": 1e-2, "muon": 1e-2, "basis-rotation": 3e-3}
 

@@ -20,13 +20,14 @@ import json
 import pytest
 import torch
 
-from executor.assemble import Assembly
-from executor.data import load_corpus
-from executor.local import run_local
-from executor.program import build_plans, settled_sends
-from executor.runconfig import RunConfig
-from executor.runfolder import RankLog
-from executor.runtime import Runtime
+from executor.interpreter.hooks import Hooks
+from executor.interpreter.program import build_plans, settled_sends
+from executor.interpreter.runtime import Runtime
+from executor.run.assemble import Assembly
+from executor.run.local import run_local
+from executor.run.runconfig import RunConfig
+from executor.run.runfolder import RankLog
+from executor.training.data import load_corpus
 from pipesim.cli import main
 from schedules import SCHEDULES, build, parse_action
 
@@ -94,13 +95,15 @@ def test_a_rank_holds_a_bounded_number_of_sent_tensors(corpus):
     cfg = RunConfig(schedule="1f1b", stages=2, microbatches=8, steps=6, **SMALL)
     most = [0, 0]
 
-    def configure(runtimes):
-        for runtime in runtimes:
-            runtime.before_op = lambda index, op, r=runtime: most.__setitem__(
-                r.rank, max(most[r.rank], len(r.mailman.in_flight))
-            )
+    built = []
 
-    runtimes = run_local(Assembly(cfg, corpus=corpus), configure=configure)
+    def hooks_for(rank: int) -> Hooks:
+        def before_op(index, op) -> None:
+            most[rank] = max(most[rank], len(built[rank].mailman.in_flight))
+
+        return Hooks(before_op=before_op)
+
+    runtimes = run_local(Assembly(cfg, corpus=corpus), hooks_for=hooks_for, configure=built.extend)
     sends = [sum(1 for op in r.plan.ops if op.kind.startswith("SEND")) for r in runtimes]
     assert sends == [48, 48] and max(most) <= 4  # P = 2: a message or two in each direction
 
@@ -164,14 +167,8 @@ class StepTimer:
 
 def test_losses_read_back_once_a_step_are_the_same(corpus):
     cfg = RunConfig(schedule="1f1b", stages=2, microbatches=4, steps=3, **SMALL)
-    timers = []
-
-    def configure(runtimes):
-        for runtime in runtimes:
-            runtime.timer = StepTimer()
-            timers.append(runtime.timer)
-
-    timed = run_local(Assembly(cfg, corpus=corpus), configure=configure)
+    timers = [StepTimer(), StepTimer()]
+    timed = run_local(Assembly(cfg, corpus=corpus), hooks_for=lambda rank: Hooks(timer=timers[rank]))
     plain = run_local(Assembly(cfg, corpus=corpus))
     assert [(s, j, v) for s, j, v, _ in timed[1].losses] == [(s, j, v) for s, j, v, _ in plain[1].losses]
     assert len(timed[1].losses) == 12 and timers[1].flushes == cfg.steps + 1  # every cut, and the end

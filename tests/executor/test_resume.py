@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+import types
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
 
-from executor.assemble import Assembly
-from executor.checkpoint import attach
-from executor.checkpoint_files import find_checkpoint, step_folder
-from executor.data import load_corpus
-from executor.launch import launch
-from executor.local import build_local, round_robin
-from executor.optim import OptimizerConfig
-from executor.runconfig import RunConfig
-from executor.runfolder import RunFolder, read_metrics
+from executor.run.assemble import Assembly
+from executor.run.checkpoint_files import find_checkpoint, read_rank_file, step_folder
+from executor.run.launch import launch
+from executor.run.local import build_local, round_robin
+from executor.run.runconfig import RunConfig
+from executor.run.runfolder import RunFolder, read_metrics
+from executor.training.data import load_corpus
+from executor.training.optim import OptimizerConfig
 from pipesim.cli import main
+from schedules.semantics import Message
 from traces.io import read_trace
 
 SGD = OptimizerConfig(name="sgd", lr=0.05)  # momentum: optimizer state that must be restored
@@ -37,9 +40,7 @@ def config(**fields) -> RunConfig:
 
 
 def local_losses(assembly: Assembly, folder: RunFolder, resume_from: Path | None):
-    runtimes = build_local(assembly)
-    for runtime in runtimes:
-        attach(runtime, assembly, folder.checkpoints, str(resume_from) if resume_from else None)
+    runtimes = build_local(assembly, checkpoints=folder.checkpoints, resume_from=resume_from)
     round_robin(runtimes)
     losses = sorted((step, j, loss) for r in runtimes for step, j, loss, _ in r.losses)
     vals = sorted((step, loss) for r in runtimes for step, loss, _ in r.vals)
@@ -113,3 +114,18 @@ def test_killed_run_resumed_with_the_cli_equals_an_uninterrupted_run(tmp_path, m
         (rank, str(action)) for rank, action in reference.build_schedule().all_actions()
     )
     assert json.loads((folder / "config.json").read_text())["config"]["resume"] == str(folder)
+
+
+def test_a_rank_file_from_before_the_rooms_still_reads(tmp_path, monkeypatch):
+    """Rank files written before the executor had rooms name their messages' class
+    executor.program.Message (gone since): a checkpoint taken then still resumes."""
+    old = types.ModuleType("executor.program")
+    old.Message = NamedTuple("Message", [(f, object) for f in Message._fields])
+    old.Message.__module__ = "executor.program"
+    monkeypatch.setitem(sys.modules, "executor.program", old)
+    message = old.Message("F", 0, 1, 2, 3)
+    torch.save({"resend": {message: torch.ones(2)}}, tmp_path / "rank1.pt")
+    monkeypatch.delitem(sys.modules, "executor.program")
+    (key, tensor), *rest = read_rank_file(tmp_path, 1, torch.device("cpu"))["resend"].items()
+    assert type(key) is Message and key == Message("F", 0, 1, 2, 3) and rest == []
+    assert torch.equal(tensor, torch.ones(2))

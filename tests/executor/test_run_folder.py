@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from executor.checkpoint_files import find_checkpoint, problem, prune, step_folder, write_rank_file
-from executor.program import CUT, EVAL_F, Extra
-from executor.runfolder import FolderLock, RunFolder, op_text
+from executor.interpreter.program import CUT, EVAL_F, Extra
+from executor.run.checkpoint_files import find_checkpoint, problem, prune, step_folder, write_rank_file
+from executor.run.runfolder import FolderLock, RunFolder, op_text
 from pipesim.cli import main
 from schedules import parse_action
 

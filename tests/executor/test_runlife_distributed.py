@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from executor.checkpoint_files import complete_checkpoints
-from executor.launch import free_port, launch
-from executor.optim import OptimizerConfig
-from executor.runconfig import RunConfig
-from executor.runfolder import read_metrics
+from executor.run.checkpoint_files import complete_checkpoints
+from executor.run.launch import free_port, launch
+from executor.run.runconfig import RunConfig
+from executor.run.runfolder import read_metrics
+from executor.training.optim import OptimizerConfig
 from pipesim.cli import main
 from schedules import Kind
 from tests.executor.runlife import (

@@ -16,14 +16,15 @@ import dataclasses
 import pytest
 import torch
 
-from executor.assemble import Assembly
-from executor.data import load_corpus
-from executor.local import run_local
-from executor.model import build_stages, loss_fn
-from executor.optim import OptimizerConfig, make_optimizer
-from executor.program import NORM, Extra, build_plans, stuck_ranks
-from executor.runconfig import RunConfig
-from executor.versions import VersionStore
+from executor.interpreter.hooks import Hooks
+from executor.interpreter.program import NORM, Extra, build_plans, stuck_ranks
+from executor.interpreter.versions import VersionStore
+from executor.run.assemble import Assembly
+from executor.run.local import run_local
+from executor.run.runconfig import RunConfig
+from executor.training.data import load_corpus
+from executor.training.model import build_stages, loss_fn
+from executor.training.optim import OptimizerConfig, make_optimizer
 from schedules import SCHEDULES, Kind, build, parse_action
 
 STEPS = 3
@@ -45,17 +46,16 @@ def run(cfg: RunConfig, corpus, capture_grads: bool = False):
     """Run locally; returns ({(step, microbatch): loss}, {step: {name: grad}}, runtimes)."""
     grads: dict[int, dict[str, torch.Tensor]] = {}
 
-    def configure(runtimes):
-        def on_update(state, op):
-            names = state.store.names
-            grads.setdefault(op.step, {}).update(
-                {name: p.grad.clone() for name, p in zip(names, state.params, strict=True)}
-            )
+    def on_update(state, op):
+        names = state.store.names
+        grads.setdefault(op.step, {}).update(
+            {name: p.grad.clone() for name, p in zip(names, state.params, strict=True)}
+        )
 
-        for runtime in runtimes:
-            runtime.on_update = on_update if capture_grads else None
+    def hooks_for(rank: int) -> Hooks:
+        return Hooks(on_update=on_update if capture_grads else None)
 
-    runtimes = run_local(Assembly(cfg, corpus=corpus), configure=configure)
+    runtimes = run_local(Assembly(cfg, corpus=corpus), hooks_for=hooks_for)
     losses = {(step, j): loss for r in runtimes for step, j, loss, _ in r.losses}
     return losses, grads, runtimes
 
@@ -252,7 +252,7 @@ def test_weight_versions_held(corpus, schedule, expected):
         for runtime in runtimes:
             probes[runtime.rank].runtime = runtime
 
-    run_local(assembly, recorder_for=lambda rank: probes[rank], configure=configure)
+    run_local(assembly, hooks_for=lambda rank: Hooks(recorder=probes[rank]), configure=configure)
     most = {stage: n for probe in probes.values() for stage, n in probe.most.items()}
     assert most == {s: expected(s, P) for s in range(P)}
 

@@ -17,11 +17,11 @@ import signal
 
 import pytest
 
-from executor.checkpoint_files import complete_checkpoints
-from executor.launch import launch
-from executor.optim import OptimizerConfig
-from executor.runconfig import RunConfig
-from executor.runfolder import read_metrics
+from executor.run.checkpoint_files import complete_checkpoints
+from executor.run.launch import launch
+from executor.run.runconfig import RunConfig
+from executor.run.runfolder import read_metrics
+from executor.training.optim import OptimizerConfig
 from pipesim.cli import main
 from tests.executor.runlife import (
     assert_every_action_that_ran,

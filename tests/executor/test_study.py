@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from executor.errors import ExecutorConfigError
-from executor.optim import OptimizerConfig
 from executor.study.analysis import (
     COLUMNS,
     find_target,
@@ -33,6 +32,7 @@ from executor.study.report import cell_text, csv_text, markdown_table
 from executor.study.store import RunRecord, StudyFolder, first_difference
 from executor.study.sweep import best, extension, initial_grid, sweep_cell
 from executor.study.train import Curve, train
+from executor.training.optim import OptimizerConfig
 from tests.executor.pool_tasks import slow_square
 
 # --- the grid ---------------------------------------------------------------------------------------

@@ -17,10 +17,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from executor.assemble import Assembly
-from executor.data import load_corpus
-from executor.local import run_local
-from executor.model import Linear, build_stages
+from executor.interpreter.hooks import Hooks
+from executor.run.assemble import Assembly
+from executor.run.local import run_local
+from executor.training.data import load_corpus
+from executor.training.model import Linear, build_stages
 from schedules import Kind
 from tests.executor.test_runtime import assert_close, config, reference_accumulation
 
@@ -47,11 +48,15 @@ def counted_run(cfg, corpus, *, frozen: bool = False):
                 runtime.plan = dataclasses.replace(runtime.plan, frozen_forward=frozenset(forwards))
             for kind in (Kind.B, Kind.I, Kind.W):
                 runtime.handlers[kind] = counting(runtime, kind, runtime.handlers[kind], flops, seen)
-            runtime.on_update = lambda state, op: grads.setdefault(op.step, {}).update(
-                {name: p.grad.clone() for name, p in zip(state.store.names, state.params, strict=True)}
-            )
 
-    run_local(Assembly(cfg, corpus=corpus), configure=configure)
+    def on_update(state, op):
+        grads.setdefault(op.step, {}).update(
+            {name: p.grad.clone() for name, p in zip(state.store.names, state.params, strict=True)}
+        )
+
+    run_local(
+        Assembly(cfg, corpus=corpus), hooks_for=lambda rank: Hooks(on_update=on_update), configure=configure
+    )
     return flops, grads, seen
 
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from executor.data import load_corpus
-from executor.model import build_stages, loss_fn
-from executor.optim import make_optimizer
-from executor.runconfig import RunConfig
+from executor.run.runconfig import RunConfig
 from executor.study.grid import Cell, cells, run_config, runs
 from executor.study.presets import quick
 from executor.study.store import StudyFolder
+from executor.training.data import load_corpus
+from executor.training.model import build_stages, loss_fn
+from executor.training.optim import make_optimizer
 from pipesim.cli import build_parser, main
 from pipesim.commands import study_tasks
 from pipesim.commands.study import make_study
