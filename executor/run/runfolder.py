@@ -61,7 +61,9 @@ class RunFolder:
 
 class FolderLock:
     """An exclusive flock on runs/NAME/lock for as long as a run owns the folder. The kernel drops it
-    when the last process holding the descriptor ends, however it ends (a SIGKILL included)."""
+    when the last process holding the descriptor ends, however it ends (a SIGKILL included). A study
+    folder (executor.study.store.StudyFolder) is locked the same way: `folder` needs `path` and
+    `lock_file`."""
 
     def __init__(self, folder: RunFolder, owner: str) -> None:
         self.fd = os.open(folder.lock_file, os.O_RDWR | os.O_CREAT, 0o666)

@@ -6,25 +6,57 @@
 
 Each task writes its own result file atomically in the worker (executor.study.store), so the main
 process only counts. Workers are spawned (not forked: the parent may hold torch's thread pools) and
-ignore SIGINT; on Ctrl-C the main process terminates them and re-raises KeyboardInterrupt. A run cut
-short this way never wrote its file (at most a hidden temporary one), so the next invocation runs it
-again and skips every run that finished.
+ignore SIGINT; on Ctrl-C, SIGTERM or SIGHUP the main process terminates them and raises
+KeyboardInterrupt. A worker whose main process died without a word (SIGKILL) notices within a second
+and exits. A run cut short either way never wrote its file (at most a hidden temporary one), so the
+next invocation runs it again and skips every run that finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO, TypeVar
 
 Task = TypeVar("Task")
 
 
-def _ignore_sigint() -> None:
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop a study like Ctrl-C does (a closed terminal, `kill`, `timeout`, a job scheduler)."""
+
+
+def _start_worker() -> None:
+    """A worker leaves Ctrl-C to the main process, and exits when the main process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _interrupt(number: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {number}")
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread while the pool runs."""
+    previous = {number: signal.signal(number, _interrupt) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def run_tasks(
@@ -36,16 +68,17 @@ def run_tasks(
         for task in tasks:
             done(work(task))
         return
-    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)), initializer=_ignore_sigint)
-    try:
-        for result in pool.imap_unordered(work, tasks, chunksize=1):
-            done(result)
-        pool.close()
-    except BaseException:  # Ctrl-C, or a task that raised: stop every worker now
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
+    with _stop_signals_interrupt():
+        pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)), initializer=_start_worker)
+        try:
+            for result in pool.imap_unordered(work, tasks, chunksize=1):
+                done(result)
+            pool.close()
+        except BaseException:  # Ctrl-C or another stop signal, or a task that raised: stop every worker
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
 
 
 class ProgressBar:

@@ -61,6 +61,7 @@ class StudyFolder:
     lrs = property(lambda self: self.path / "lrs.json")
     predicted = property(lambda self: self.path / "predicted.json")
     plots = property(lambda self: self.path / "plots")
+    lock_file = property(lambda self: self.path / "lock")
 
     def run_path(self, name: str) -> Path:
         return self.path / "runs" / f"{name}.jsonl"

@@ -139,6 +139,7 @@ def make_study(args: argparse.Namespace) -> StudyConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from executor.run.runfolder import FolderLock
     from executor.study.store import StudyFolder
 
     study = make_study(args)
@@ -147,6 +148,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
     check(study, args)
     folder = StudyFolder(args.out)
+    try:
+        folder.path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {folder.path}: cannot make the folder ({error.strerror})") from None
+    with FolderLock(folder, "pipesim study"):  # a second study in the same folder is refused
+        return _run_locked(study, folder, args, jobs)
+
+
+def _run_locked(study: StudyConfig, folder, args: argparse.Namespace, jobs: int) -> int:
     folder.remove_leftovers()
     folder.claim({"study": study.to_dict(), "preset": args.preset})
     try:

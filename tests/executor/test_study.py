@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +39,8 @@ from executor.study.sweep import best, extension, initial_grid, sweep_cell
 from executor.study.train import Curve, train
 from executor.training.optim import OptimizerConfig
 from tests.executor.pool_tasks import slow_square
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # --- the grid ---------------------------------------------------------------------------------------
 
@@ -241,6 +248,42 @@ def test_ctrl_c_terminates_the_workers_and_keeps_what_finished() -> None:
     with pytest.raises(KeyboardInterrupt):
         run_tasks([1, 20, 20], slow_square, jobs=2, done=done)
     assert finished == [1] and multiprocessing.active_children() == []
+
+
+def _pool_in_a_child(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """A process running a pool of two workers, once both workers are busy; their pids."""
+    env = {**os.environ, "POOL_PIDS": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-m", "tests.executor.pool_tasks"], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return child, [int(path.name) for path in tmp_path.iterdir()]
+
+
+def _gone(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_ends_the_workers_like_ctrl_c(tmp_path, stop) -> None:
+    child, workers = _pool_in_a_child(tmp_path)
+    assert len(workers) == 2
+    child.send_signal(stop)
+    assert child.wait(timeout=30) == 130
+    assert _gone(workers, 5)
+
+
+@pytest.mark.slow
+def test_workers_exit_when_the_main_process_is_killed(tmp_path) -> None:
+    child, workers = _pool_in_a_child(tmp_path)
+    assert len(workers) == 2
+    child.kill()  # SIGKILL: no handler runs, the workers are orphaned
+    child.wait(timeout=30)
+    assert _gone(workers, 5)
 
 
 def test_tasks_run_in_a_pool_and_report_each_result() -> None:

@@ -119,6 +119,18 @@ def test_ctrl_c_keeps_finished_runs_and_the_next_invocation_continues(tmp_path, 
     assert len(list((out / "runs").iterdir())) == 4
 
 
+def test_a_second_study_in_the_same_folder_is_refused(tmp_path, capsys) -> None:
+    from executor.run.runfolder import FolderLock
+
+    folder = StudyFolder(tmp_path / "s")
+    folder.path.mkdir()
+    with FolderLock(folder, "a test"):
+        assert main(["study", "--out", str(folder.path), *TINY]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"pipesim: error: {folder.path} is in use by another run (a test, pid ")
+    assert len(error.splitlines()) == 1 and not (folder.path / "study.json").exists()
+
+
 def test_optimizer_flags_reach_every_run_config() -> None:
     args = build_parser().parse_args(
         ["study", "--out", "x", "--betas", "0.8,0.99", "--eps", "1e-6", "--momentum", "0.5",
