@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from schedules import build
 from simulator import CostModel, simulate
 from traces.io import dumps_trace, read_trace, trace_to_dict, write_trace
-from traces.schema import FORMAT_VERSION, TraceError
+from traces.schema import FORMAT_VERSION, Event, TraceError
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +80,27 @@ def test_unreadable_and_non_json_files(tmp_path: Path) -> None:
     with pytest.raises(TraceError, match=r"missing\.json: cannot read trace"):
         read_trace(tmp_path / "missing.json")
     (tmp_path / "text.json").write_text("{not json")
-    with pytest.raises(TraceError, match=r"text\.json: not JSON"):
+    with pytest.raises(TraceError, match=r"text\.json: not JSON \(line 1: "):
         read_trace(tmp_path / "text.json")
+    (tmp_path / "latin.json").write_bytes(b'{"format": "caf\xe9"}')
+    with pytest.raises(TraceError, match=r"latin\.json: not JSON \(not UTF-8 text\)"):
+        read_trace(tmp_path / "latin.json")
+
+
+def test_what_orjson_refuses_is_read_as_before(tmp_path: Path, trace) -> None:
+    """NaN is not JSON, yet Python's json reads it: such a trace gets the checks' own message."""
+    path = corrupt(tmp_path, trace, lambda d: d["events"][2].update(end=float("nan")))
+    with pytest.raises(TraceError, match=r"bad\.json: event 2: times must be finite"):
+        read_trace(path)
+
+
+def test_the_fast_events_equal_events_built_the_usual_way(tmp_path: Path, trace) -> None:
+    path = tmp_path / "t.json"
+    write_trace(path, trace)
+    again = read_trace(path)
+    assert again.events == trace.events and all(type(event) is Event for event in again.events)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        again.events[0].start = 1.0  # still frozen
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, trace, monkeypatch) -> None:
