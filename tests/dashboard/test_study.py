@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,14 @@ def test_the_page_and_a_folder_read_without_torch(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.split() == ["in", "progress", "12", "False"]
     assert read_study(folder).status == "in progress"
+
+
+def test_the_committed_paper_study_shows_every_cell(app, runs: Path) -> None:
+    """docs/study/paper, as committed, is a study folder this code reads: the table is its summary."""
+    shutil.copytree(ROOT / "docs" / "study" / "paper", runs / "paper")
+    test = app("study", study="paper")
+    table = test.dataframe[0].value.to_dict("records")
+    expected = _summary(runs / "paper")
+    assert len(table) == len(expected) > 60
+    assert [row["gap"] for row in table] == [row["gap_mean"] for row in expected]
+    assert any("Target validation loss 2.6426" in item.value for item in test.markdown)
