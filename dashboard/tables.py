@@ -9,13 +9,12 @@ shares (+1.2 pts). No Streamlit here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from dashboard.figures.style import GIB
 from dashboard.figures.style import format_seconds as seconds
-from traces.compare import Comparison, Pair
+from traces.compare import Comparison
 from traces.metrics import Metrics
 
 Rows = list[dict[str, Any]]
@@ -23,18 +22,6 @@ Rows = list[dict[str, Any]]
 
 def gib(value: float | None) -> str:
     return "-" if value is None else f"{value / GIB:.3f} GiB"
-
-
-def relative(pair: Pair) -> str:
-    error = pair.rel_error
-    if error is None:
-        return "-"
-    return "inf" if math.isinf(error) else f"{error:+.1%}"
-
-
-def points(pair: Pair) -> str:
-    error = pair.abs_error
-    return "-" if error is None else f"{error * 100:+.1f} pts"
 
 
 def metrics_rows(metrics: Mapping[str, Metrics], *, workload: bool = True) -> Rows:
@@ -77,10 +64,10 @@ def _summary(comparison: Comparison) -> Rows:
     step, makespan = comparison.scalar("step_time"), comparison.scalar("makespan")
     tokens, bubble = comparison.scalar("tokens_per_s"), comparison.scalar("bubble_fraction")
     return [
-        {"": "step time", "A": seconds(step.a), "B": seconds(step.b), "error": relative(step)},
-        {"": "tokens/s", "A": f"{tokens.a:,.0f}", "B": f"{tokens.b:,.0f}", "error": relative(tokens)},
-        {"": "bubble fraction", "A": f"{bubble.a:.4f}", "B": f"{bubble.b:.4f}", "error": points(bubble)},
-        {"": "makespan", "A": seconds(makespan.a), "B": seconds(makespan.b), "error": relative(makespan)},
+        {"": "step time", "A": seconds(step.a), "B": seconds(step.b), "error": step.relative_text},
+        {"": "tokens/s", "A": f"{tokens.a:,.0f}", "B": f"{tokens.b:,.0f}", "error": tokens.relative_text},
+        {"": "bubble fraction", "A": f"{bubble.a:.4f}", "B": f"{bubble.b:.4f}", "error": bubble.points_text},
+        {"": "makespan", "A": seconds(makespan.a), "B": seconds(makespan.b), "error": makespan.relative_text},
     ]
 
 
@@ -91,10 +78,10 @@ def _per_rank(comparison: Comparison) -> Rows:
             "rank": rank,
             "utilization A": f"{u.a:.3f}",
             "utilization B": f"{u.b:.3f}",
-            "error": points(u),
+            "error": u.points_text,
             "peak memory A": gib(p.a),
             "peak memory B": gib(p.b),
-            "memory error": relative(p),
+            "memory error": p.relative_text,
         }
         for rank, (u, p) in enumerate(zip(utilization, memory, strict=True))
     ]
@@ -121,7 +108,7 @@ def _per_kind(comparison: Comparison) -> Rows:
             "count B": row.count[1],
             "mean A": seconds(row.mean.a),
             "mean B": seconds(row.mean.b),
-            "error": relative(row.mean),
+            "error": row.mean.relative_text,
         }
         for row in comparison.kinds
     ]

@@ -53,6 +53,20 @@ class Pair:
             return 0.0 if self.b == 0 else math.inf
         return (self.b - self.a) / self.a
 
+    @property
+    def relative_text(self) -> str:
+        """The relative error as people read it: '+3.1%', 'inf' (A is 0), '-' (a side is missing)."""
+        error = self.rel_error
+        if error is None:
+            return "-"
+        return "inf" if math.isinf(error) else f"{error:+.1%}"
+
+    @property
+    def points_text(self) -> str:
+        """The difference of two fractions in points: '+1.2 pts', or '-'."""
+        error = self.abs_error
+        return "-" if error is None else f"{error * 100:+.1f} pts"
+
     def to_dict(self, *, relative: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {"a": self.a, "b": self.b, "abs_error": self.abs_error}
         if relative:

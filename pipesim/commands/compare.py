@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 from pipesim.commands.schedules import format_table, number
 from pipesim.commands.simulate import seconds, size
@@ -62,18 +61,6 @@ def _heading(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def relative(pair: Pair) -> str:
-    error = pair.rel_error
-    if error is None:
-        return "-"
-    return "inf" if math.isinf(error) else f"{error:+.1%}"
-
-
-def points(pair: Pair) -> str:
-    error = pair.abs_error
-    return "-" if error is None else f"{error * 100:+.1f} pts"
-
-
 def difference(pair: Pair) -> str:
     error = pair.abs_error
     return "-" if error is None else f"{error:+g}"
@@ -82,12 +69,12 @@ def difference(pair: Pair) -> str:
 def _summary(comparison: Comparison) -> str:
     rows = [("", "A", "B", "error")]
     step, makespan = comparison.scalar("step_time"), comparison.scalar("makespan")
-    rows.append(("step time", seconds(step.a), seconds(step.b), relative(step)))
+    rows.append(("step time", seconds(step.a), seconds(step.b), step.relative_text))
     tokens = comparison.scalar("tokens_per_s")
-    rows.append(("tokens/s", f"{tokens.a:,.0f}", f"{tokens.b:,.0f}", relative(tokens)))
+    rows.append(("tokens/s", f"{tokens.a:,.0f}", f"{tokens.b:,.0f}", tokens.relative_text))
     bubble = comparison.scalar("bubble_fraction")
-    rows.append(("bubble fraction", number(bubble.a), number(bubble.b), points(bubble)))
-    rows.append(("makespan", seconds(makespan.a), seconds(makespan.b), relative(makespan)))
+    rows.append(("bubble fraction", number(bubble.a), number(bubble.b), bubble.points_text))
+    rows.append(("makespan", seconds(makespan.a), seconds(makespan.b), makespan.relative_text))
     return format_table(rows, right=True)
 
 
@@ -95,7 +82,9 @@ def _per_rank(comparison: Comparison) -> str:
     rows = [("rank", "utilization A", "B", "error", "peak memory A", "B", "error")]
     utilization, memory = comparison.per_index("utilization"), comparison.per_index("peak_memory")
     for rank, (u, p) in enumerate(zip(utilization, memory, strict=True)):
-        rows.append((str(rank), number(u.a), number(u.b), points(u), _bytes(p.a), _bytes(p.b), relative(p)))
+        rows.append(
+            (str(rank), number(u.a), number(u.b), u.points_text, _bytes(p.a), _bytes(p.b), p.relative_text)
+        )
     return format_table(rows, right=True)
 
 
@@ -123,7 +112,7 @@ def _per_kind(comparison: Comparison) -> str:
                 str(row.count[1]),
                 "-" if mean.a is None else seconds(mean.a),
                 "-" if mean.b is None else seconds(mean.b),
-                relative(mean),
+                mean.relative_text,
             )
         )
     note = "mean duration per rank and kind (SEND and RECV: measured, the host's part; simulated, the wire)"

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from pipesim.commands.calibrate import fit_cost_file
-from pipesim.commands.compare import relative
 from pipesim.commands.schedules import format_table, number
 from pipesim.commands.simulate import schedule_names, seconds, size
 from pipesim.errors import UsageError
@@ -172,7 +171,7 @@ def _text(source: str, reference: Metrics, results, notes: list[str]) -> str:
     row("m", lambda m: str(m.microbatches))
     row("steps", lambda m: str(m.steps))
     row("step time", lambda m: seconds(m.step_time))
-    row("vs the run", lambda m: relative(Pair(a=reference.step_time, b=m.step_time)))
+    row("vs the run", lambda m: Pair(a=reference.step_time, b=m.step_time).relative_text)
     row("tokens/s", lambda m: f"{m.tokens_per_s:,.0f}")
     row("bubble fraction", lambda m: number(m.bubble_fraction))
     row("utilization (mean)", lambda m: number(sum(m.utilization) / len(m.utilization)))
