@@ -11,6 +11,8 @@ import csv
 import io
 from typing import Any
 
+from executor.study.analysis import SUMMARY_COLUMNS
+
 LOSS_COLUMNS = {"final_val_loss", "best_val_loss", "final_val_loss_mean", "final_val_loss_std", "seed_spread"}
 GAP_COLUMNS = {"gap_to_sync", "gap_mean"}
 TIME_COLUMNS = {
@@ -69,20 +71,7 @@ def markdown_table(
     return "\n".join([head, rule, *body]) + "\n"
 
 
-SUMMARY_TABLE = (
-    "schedule",
-    "optimizer",
-    "lr_rule",
-    "final_val_loss_mean",
-    "final_val_loss_std",
-    "gap_mean",
-    "seed_spread",
-    "verdict",
-    "reached",
-    "iters_to_target_mean",
-    "time_to_target_s_mean",
-    "cpu_time_to_target_s_mean",
-)
+SUMMARY_TABLE = tuple(c for c in SUMMARY_COLUMNS if c not in ("lr_scale", "stages", "seeds"))
 SUMMARY_TITLES = {
     "lr_rule": "lr rule",
     "final_val_loss_mean": "final val loss",
