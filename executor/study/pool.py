@@ -50,7 +50,11 @@ def _interrupt(number: int, _frame: object) -> None:
 
 @contextlib.contextmanager
 def _stop_signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread while the pool runs."""
+    """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread while the pool runs (only the main
+    thread may set handlers; a pool started elsewhere keeps the process's own)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = {number: signal.signal(number, _interrupt) for number in STOP_SIGNALS}
     try:
         yield
