@@ -265,7 +265,7 @@ def comparison(args: argparse.Namespace, measured: Measured, variant: tuple[str,
     if who == "ours" and schedule != "2bw" and ("torch", schedule) in times:
         ratio, low, high = measured.ratio(("torch", schedule), variant)
         return f"{ratio:.2f}x PyTorch's speed (goal >= 1; quartiles over rounds {low:.2f}-{high:.2f})"
-    if who == "ours" and ("ours", "1f1b") in times:
+    if who == "ours" and schedule == "2bw" and ("ours", "1f1b") in times:
         (gain, low, high), m, P = measured.ratio(("ours", "1f1b"), variant), args.microbatches, args.stages
         ideal = ideal_gain(m, P, args.steps)
         return (

@@ -179,7 +179,7 @@ class Mailman:
         buffer_of: Callable[[Message], torch.Tensor],
         settles: dict[Message, tuple[Message, ...]] | None = None,
         *,
-        eager: bool = False,
+        eager: frozenset[Message] = frozenset(),
     ) -> None:
         self.rank = rank
         self.transport = transport
@@ -195,8 +195,8 @@ class Mailman:
         self.limits: dict[float, timedelta] = {}
         self.bytes_sent = 0
         self.eager = eager
-        """Post each peer's next receive as soon as the previous one is taken (gloo; NCCL would hold
-        the pair's stream on it)."""
+        """Received messages after whose take the peer's next one is posted at once (gloo; NCCL would
+        hold the pair's stream on it): see program.eager_receives."""
 
     def set_orders(self, orders: dict[tuple[int, int], list[Message]]) -> None:
         """Install the pair orders (again on resume, where they start after the cut)."""
@@ -264,7 +264,7 @@ class Mailman:
             raise CommError(
                 f"receive of {message.kind}{message.microbatch} from rank {op.peer} failed: {_reason(error)}"
             ) from None
-        if self.eager:
+        if message in self.eager:
             self._post_next(op.peer)
         for sent in self.settles.get(message, ()):
             self._settle(sent, timeout)

@@ -30,6 +30,7 @@ version is no longer read, and the order of the messages on every (sender, recei
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -355,6 +356,29 @@ def pair_orders(plans: list[RankPlan], layout: Layout) -> dict[tuple[int, int], 
             if message is not None and is_send(op):
                 orders[plan.rank, layout.placement[message.dst]].append(message)
     return dict(orders)
+
+
+def eager_receives(
+    plan: RankPlan, orders: dict[tuple[int, int], list[Message]], placement: tuple[int, ...]
+) -> frozenset[Message]:
+    """The messages a rank receives after whose take it posts the same peer's next one at once (gloo):
+    those where the rank sends the peer nothing before that next receive. Where it does send first, the
+    receive is posted right after that send (one batch) instead: posted earlier, its notice crosses
+    the peer's send while both ranks compute, and in 1F1B's ping-pong that cost a latency tail of
+    milliseconds per message (benchmarks/bench_executor.py)."""
+    sends_to: dict[int, list[int]] = defaultdict(list)  # peer -> this rank's send indices, ascending
+    for message, index in sorted(plan.send_index.items(), key=lambda item: item[1]):
+        sends_to[placement[message.dst]].append(index)
+    eager = set()
+    for (src, dst), messages in orders.items():
+        if dst != plan.rank:
+            continue
+        for taken, upcoming in itertools.pairwise(messages):
+            begin, end = plan.recv_index.get(taken, -1), plan.recv_index.get(upcoming, -1)
+            sends = sends_to[src]
+            if begin < end and bisect.bisect_left(sends, end) == bisect.bisect_right(sends, begin):
+                eager.add(taken)
+    return frozenset(eager)
 
 
 def stuck_ranks(plans: list[RankPlan], layout: Layout) -> list[tuple[int, Op]]:

@@ -19,7 +19,7 @@ import torch
 
 from executor.interpreter.comm import Mailman, Transport
 from executor.interpreter.hooks import Hooks, Settings
-from executor.interpreter.program import Message, pair_orders
+from executor.interpreter.program import Message, eager_receives, pair_orders
 from executor.interpreter.runtime import Runtime
 from executor.interpreter.stage import StageState
 from executor.interpreter.versions import VersionStore
@@ -169,5 +169,6 @@ class Assembly:
 
         rank_of = self.schedule.layout.placement.__getitem__
         settles = self.plans[rank].settles
-        eager = device.type == "cpu"
+        eager = eager_receives(self.plans[rank], self.orders, self.schedule.layout.placement)
+        eager = eager if device.type == "cpu" else frozenset()
         return Mailman(rank, transport, self.orders, rank_of, buffer_of, settles, eager=eager)

@@ -7,6 +7,8 @@ Run: .venv/bin/pytest tests/executor/test_overhead.py
   step boundaries (or beats), every line is what json.dumps writes, and every way out writes the rest;
 - every send is let go once a later message from its receiver proves it delivered (program.settled_sends):
   a rank holds a bounded number of sent tensors, not every one of the run;
+- a receive is posted as soon as the peer's previous message is taken only where the rank sends that
+  peer nothing before it (program.eager_receives): GPipe's streams, not 1F1B's ping-pong;
 - 2BW's forwards on the older buffer run on the module itself (its parameters wear that version), with
   the same losses as on leaves, and the live weights are back in place at the end;
 - losses read back in batches (the device path: one synchronisation per step, not per microbatch) are
@@ -15,13 +17,14 @@ Run: .venv/bin/pytest tests/executor/test_overhead.py
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 import torch
 
 from executor.interpreter.hooks import Hooks
-from executor.interpreter.program import build_plans, settled_sends
+from executor.interpreter.program import build_plans, eager_receives, pair_orders, settled_sends
 from executor.interpreter.runtime import Runtime
 from executor.run.assemble import Assembly
 from executor.run.local import run_local
@@ -89,6 +92,27 @@ def test_every_send_is_settled_by_a_later_message_from_its_receiver(name):
             reply = settled[message]
             assert peer.send_index[reply] > peer.recv_index[message]  # sent after the peer took ours
             assert plan.recv_index[reply] > index
+
+
+@pytest.mark.parametrize("name", ["gpipe", "1f1b", "interleaved"])
+def test_a_receive_is_posted_early_only_where_the_rank_sends_its_peer_nothing_before_it(name):
+    schedule = build(name, 2, 6, 2, 2 if SCHEDULES[name].uses_chunks else 1)
+    plans = build_plans(schedule)
+    orders, placement = pair_orders(plans, schedule.layout), schedule.layout.placement
+    for plan in plans:
+        eager = eager_receives(plan, orders, placement)
+        for (src, dst), messages in orders.items():
+            if dst != plan.rank:
+                continue
+            for taken, upcoming in itertools.pairwise(messages):
+                begin, end = plan.recv_index[taken], plan.recv_index[upcoming]
+                sends = [m for m, i in plan.send_index.items() if begin < i < end and placement[m.dst] == src]
+                assert (taken in eager) == (begin < end and not sends), (name, plan.rank, taken)
+        kinds = {message.kind for message in eager}
+        if name == "gpipe":  # a stream of forwards (rank 1) or of gradients (rank 0) within each step
+            assert len(eager) == 2 * 5 and kinds == ({"B"} if plan.rank == 0 else {"F"})
+        if name == "1f1b":  # ping-pong: only rank 0's last gradients of a step (the cool-down)
+            assert {m.microbatch for m in eager} <= ({4} if plan.rank == 0 else set())
 
 
 def test_a_rank_holds_a_bounded_number_of_sent_tensors(corpus):
