@@ -260,18 +260,24 @@ def _check_cuda(config: RunConfig) -> None:
         )
 
 
+def read_folder_config(folder: str | Path, flag: str) -> tuple[RunConfig, dict[str, Any]]:
+    """A run folder's config.json, the one place it is parsed: (its RunConfig, the whole record with the
+    data's digest). A missing or foreign file is one line naming `flag` and the folder."""
+    path = Path(folder) / "config.json"
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        return RunConfig.from_dict(recorded["config"]), recorded
+    except OSError:
+        raise ExecutorConfigError(f"{flag} {folder}: no readable run config.json there") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ExecutorConfigError(f"{flag} {folder}: config.json is not a run config ({error})") from None
+
+
 def check_resume(config: RunConfig, data_digest: str | None = None) -> None:
     """The resume folder must hold a config.json of the same run, trained on the same data (when
     `data_digest` is given). The folder's state (lock, checkpoints, progress) is executor.run.launch's."""
     folder = Path(config.resume)
-    path = folder / "config.json"
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-        saved = RunConfig.from_dict(recorded["config"])
-    except OSError:
-        raise ExecutorConfigError(f"--resume {folder}: no readable config.json there") from None
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        raise ExecutorConfigError(f"--resume {folder}: config.json is not a run config ({error})") from None
+    saved, recorded = read_folder_config(folder, "--resume")
     ours, theirs = _flat(config.identity()), _flat(saved.identity())
     for name in [*ours, *(name for name in theirs if name not in ours)]:
         if ours.get(name) != theirs.get(name):

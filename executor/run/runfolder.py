@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.errors import ExecutorConfigError
-from executor.run.runconfig import RunConfig
+from executor.run.runconfig import RunConfig, read_folder_config
 from schedules import Action
 from traces.io import write_atomic
 
@@ -56,7 +56,7 @@ class RunFolder:
         write_atomic(self.config, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def read_config(self) -> RunConfig:
-        return RunConfig.from_dict(json.loads(self.config.read_text(encoding="utf-8"))["config"])
+        return read_folder_config(self.path, "run folder")[0]
 
 
 class FolderLock:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from executor.errors import ExecutorConfigError
@@ -208,17 +206,11 @@ def _from_file(path: str, values: dict[str, Any], args: argparse.Namespace) -> d
 
 def make_config(values: dict[str, Any]):
     """RunConfig from flags; on --resume the unset ones come from the folder's config.json."""
-    from executor.run.runconfig import RunConfig
+    from executor.run.runconfig import RunConfig, read_folder_config
 
     base = RunConfig()
     if values.get("resume"):
-        path = Path(values["resume"]) / "config.json"
-        try:
-            base = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ExecutorConfigError(
-                f"--resume {values['resume']}: no readable run config.json there"
-            ) from None
+        base = read_folder_config(values["resume"], "--resume")[0]
         values = {**values, "out": values["resume"]}
     optimizer = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("optimizer.")}
     plain = {k: v for k, v in values.items() if not k.startswith("optimizer.")}
