@@ -68,11 +68,11 @@ def run_tasks(
 ) -> None:
     """Call work(task) for every task, `jobs` at a time; done(result) as each finishes (any order)."""
     tasks = list(tasks)
-    if jobs <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            done(work(task))
-        return
-    with _stop_signals_interrupt():
+    with _stop_signals_interrupt():  # in this process too, so --jobs 1 stops as Ctrl-C does
+        if jobs <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                done(work(task))
+            return
         pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)), initializer=_start_worker)
         try:
             for result in pool.imap_unordered(work, tasks, chunksize=1):

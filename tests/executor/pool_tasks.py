@@ -22,10 +22,13 @@ def own_pid(seconds: float) -> int:
 
 def main() -> None:
     """A study pool of two workers on long tasks (run as a script by the stop-signal tests)."""
+    import os
+
     from executor.study.pool import run_tasks
 
     try:
-        run_tasks([60.0, 60.0], own_pid, jobs=2, done=lambda _: None)
+        jobs = int(os.environ.get("POOL_JOBS", "2"))
+        run_tasks([60.0, 60.0], own_pid, jobs=jobs, done=lambda _: None)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

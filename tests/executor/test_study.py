@@ -278,6 +278,18 @@ def test_a_stop_signal_ends_the_workers_like_ctrl_c(tmp_path, stop) -> None:
 
 
 @pytest.mark.slow
+def test_a_stop_signal_stops_a_study_of_one_job_like_ctrl_c(tmp_path) -> None:
+    env = {**os.environ, "POOL_PIDS": str(tmp_path), "PYTHONPATH": str(ROOT), "POOL_JOBS": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "tests.executor.pool_tasks"], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [int(path.name) for path in tmp_path.iterdir()] == [child.pid]  # the task runs in the process
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == 130
+
+
+@pytest.mark.slow
 def test_workers_exit_when_the_main_process_is_killed(tmp_path) -> None:
     child, workers = _pool_in_a_child(tmp_path)
     assert len(workers) == 2
