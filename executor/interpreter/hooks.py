@@ -36,6 +36,9 @@ class Settings:
     """Seconds a receive may wait (None: forever)."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     """Where the rank's tensors live."""
+    allocator_memory: bool = False
+    """Read the memory a rank holds from the CUDA allocator (a GPU of its own) rather than counting the
+    tensors it holds (CPU, and ranks sharing one GPU in a single process, whose allocator sees them all)."""
     trace: bool = True
     """Record every action's event (False: losses, validation and step boundaries only)."""
 

@@ -1,8 +1,9 @@
-"""Memory accounting of one rank on CPU: the bytes of the tensors it holds (as docs/cost-model.md counts
-them: weights x versions, optimizer state, gradients, stashed activations, received tensors). On CUDA the
-allocator's count.
+"""Memory accounting of one rank: the bytes of the tensors it holds (as docs/cost-model.md counts them:
+weights x versions, optimizer state, gradients, stashed activations, received tensors), or, on a GPU of
+its own, the CUDA allocator's count (which also sees workspaces and temporaries).
 
-    memory = MemoryCount(stages, device)
+    memory = MemoryCount(stages, None)                   # count the tensors (CPU, ranks sharing a GPU)
+    memory = MemoryCount(stages, torch.device("cuda", 0))  # ask the allocator of this GPU
     memory.held(forwards, (inputs, grads, grad_out))     # after every op, into the trace's `memory`
     memory.grads_changed(2)                              # after an op that emptied the gradient buffers
 """
@@ -20,8 +21,9 @@ from executor.interpreter.stage import StageState
 class MemoryCount:
     """The bytes one rank holds, with the counts that change rarely kept between ops."""
 
-    def __init__(self, stages: dict[int, StageState], device: torch.device) -> None:
-        self.stages, self.device = stages, device
+    def __init__(self, stages: dict[int, StageState], allocator: torch.device | None) -> None:
+        self.stages, self.allocator = stages, allocator
+        """The CUDA device whose allocator count is the rank's memory, or None: count the tensors."""
         self.grad_bytes: int | None = None
         """Bytes of the gradient buffers, counted again after an op that may change them."""
         self.grads_complete = False
@@ -42,8 +44,8 @@ class MemoryCount:
     def held(self, forwards: Mapping[MicrobatchKey, object], pending: Iterable[Mapping]) -> int:
         """Bytes held: weights x versions, gradients, optimizer state, the activations autograd saved for
         the `forwards` whose backward is still to come, and the `pending` received tensors."""
-        if self.device.type == "cuda":
-            return torch.cuda.memory_allocated(self.device)
+        if self.allocator is not None:
+            return torch.cuda.memory_allocated(self.allocator)
         stages = self.stages
         if self.grad_bytes is None:  # after an op that may have changed a gradient buffer (or at the start)
             grads = [p.grad for state in stages.values() for p in state.params]

@@ -71,7 +71,7 @@ class Runtime:
         self.skip_sends: frozenset[int] = frozenset()
         self.index = 0
         self.entries: list[Entry] | None = None
-        self.memory = MemoryCount(stages, settings.device)
+        self.memory = MemoryCount(stages, settings.device if settings.allocator_memory else None)
         self.global_norm = GlobalNorm(mailman, stages, settings.device)
         self.ledger = Ledger(plan.joins)  # which update each buffered gradient joins (schedules.semantics)
         self.handlers: dict[str, Callable[[Op], None]] = {

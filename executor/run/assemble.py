@@ -107,6 +107,7 @@ class Assembly:
             val_microbatches=self.config.val_microbatches,
             timeout=self.config.timeout if timeout is None else timeout,
             device=device,
+            allocator_memory=device.type == "cuda" and not self.config.single_process,
             trace=self.config.trace,
         )
 

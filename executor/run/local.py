@@ -25,7 +25,7 @@ from executor.interpreter.runtime import Runtime
 from executor.run.assemble import Assembly
 from executor.run.checkpoint_files import checkpoint_step
 from executor.run.runfolder import RankLog, RunFolder, new_segment, one_line, op_text
-from executor.run.worker import Clock
+from executor.run.worker import Clock, CudaTimer
 
 
 class Deadlock(RuntimeError):
@@ -110,6 +110,7 @@ def run_in_process(
     segment = new_segment()
     logs = [RankLog(folder.rank_log(r), r, resume=resume, segment=segment) for r in range(config.stages)]
     clock, current = Clock(), [0]  # the rank whose op runs now
+    timer = CudaTimer(clock) if config.device == "cuda" else None  # one stream: the ranks' ops in turn
 
     def hooks_for(rank: int) -> Hooks:
         def before_op(index: int, op) -> None:
@@ -117,7 +118,7 @@ def run_in_process(
             if stop_requested():
                 raise Stopped()
 
-        return Hooks(recorder=logs[rank], clock=clock.now, before_op=before_op)
+        return Hooks(recorder=logs[rank], clock=clock.now, timer=timer, before_op=before_op)
 
     office, runtimes = LocalPostOffice(config.stages), []
     phase = "building the stages and optimizers"

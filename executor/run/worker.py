@@ -64,7 +64,11 @@ class Clock:
         self.offset_ns, self.zero_ns = offset_ns, zero_ns
 
     def now(self) -> float:
-        return (time.perf_counter_ns() - self.offset_ns - self.zero_ns) / 1e9
+        return self.at(time.perf_counter_ns())
+
+    def at(self, counter_ns: int) -> float:
+        """A perf_counter_ns reading on this clock (with the offset and zero in force now)."""
+        return (counter_ns - self.offset_ns - self.zero_ns) / 1e9
 
 
 class CudaTimer:
@@ -73,11 +77,14 @@ class CudaTimer:
     back in the same batch (executor.interpreter.runtime), not one synchronisation per microbatch."""
 
     def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         torch.cuda.synchronize()
         self.base = torch.cuda.Event(enable_timing=True)
         self.base.record()
         torch.cuda.synchronize()
-        self.base_time = clock.now()
+        self.base_ns = time.perf_counter_ns()
+        """When `base` was reached, read on the host; turned into clock time only when an event is, so
+        a zero moved after this timer was made (step 0's start, a resume's shift) applies to it too."""
         self.pending: list[tuple] = []
 
     def begin(self):
@@ -95,7 +102,7 @@ class CudaTimer:
         self.pending = []
 
     def at(self, event) -> float:
-        return self.base_time + self.base.elapsed_time(event) / 1e3
+        return self.clock.at(self.base_ns) + self.base.elapsed_time(event) / 1e3
 
 
 def sync_clock(clock: Clock, rank: int, world: int, group, rounds: int = 8) -> None:
