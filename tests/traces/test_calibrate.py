@@ -124,15 +124,35 @@ def test_spread_is_kept_as_factors_and_drawn_back() -> None:
     assert costs.jitter == "empirical" and len(costs.jitter_factors) == 32
 
 
-def test_long_pauses_between_actions_are_dropped_from_host_times(measured: Trace) -> None:
-    # Shift everything after one event of rank 0 by 50 ms: a pause outside the schedule (validation).
+def _paused(measured: Trace, config: dict | None) -> Trace:
+    """`measured` with everything from rank 0's first action of step 2 on 50 ms later (a pause after step
+    1), the run's config in its meta (or none)."""
     events = list(measured.events)
     cut = next(i for i, e in enumerate(events) if e.rank == 0 and e.action.step == 2)
     later = [
         replace(e, start=e.start + 0.05, end=e.end + 0.05) if i >= cut else e for i, e in enumerate(events)
     ]
-    paused = replace(measured, events=tuple(sorted(later, key=lambda e: (e.start, e.rank))))
-    fit = calibrate(paused)
+    meta = {"config": config} if config is not None else {}
+    return replace(measured, events=tuple(sorted(later, key=lambda e: (e.start, e.rank))), meta=meta)
+
+
+def test_a_pause_for_a_checkpoint_is_left_out_of_host_times(measured: Trace) -> None:
+    fit = calibrate(_paused(measured, {"checkpoint_every": 2, "val_every": 0}))  # saved after step 1
+    assert fit.stages[0].times["host_forward"].seconds == pytest.approx(10 * US, rel=1e-6)
+    assert fit.stages[0].times["host_forward"].kept == 6  # step 3's six forwards (steps 1 and 2 paused)
+    assert any("host times from 1 of 3 steps" in note for note in fit.notes)
+
+
+def test_a_pause_the_run_does_not_explain_is_part_of_its_cost(measured: Trace) -> None:
+    # The garbage collector or another process: it slows the real run too, so the fit keeps it.
+    fit = calibrate(_paused(measured, {"checkpoint_every": 0, "val_every": 0}))
+    host = fit.stages[0].times["host_forward"]
+    assert host.dropped == 0 and host.seconds == pytest.approx(10 * US + 0.05 / host.kept, rel=1e-6)
+    assert calibrate(_paused(measured, None)).stages[0].times["host_forward"] == host
+
+
+def test_when_every_step_pauses_long_pauses_are_dropped_as_outliers(measured: Trace) -> None:
+    fit = calibrate(_paused(measured, {"checkpoint_every": 0, "val_every": 1}))
     assert fit.stages[0].times["host_forward"].seconds == pytest.approx(10 * US, rel=1e-6)
     assert any("long pauses between actions dropped" in note for note in fit.notes)
 
