@@ -22,7 +22,15 @@ BENCHMARKS = {
     "dashboard": (["bench_dashboard.py"], ["--quick"]),
     "traces": (["bench_traces.py"], ["--quick"]),
     "accuracy": (["bench_accuracy.py"], ["--quick"]),
+    "gpu": (["bench_gpu.py"], ["--model", "small", "--steps", "3"]),
 }
+"""name: (script, its flags for --quick). `gpu` runs only where torch sees a CUDA device."""
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def main() -> int:
@@ -32,6 +40,9 @@ def main() -> int:
     failed = []
     for name, (script, quick) in BENCHMARKS.items():
         print(f"== {name} ==", flush=True)
+        if name == "gpu" and not has_cuda():
+            print("skipped: no CUDA device visible")
+            continue
         command = [sys.executable, str(HERE / script[0]), *(quick if args.quick else [])]
         if subprocess.run(command, check=False).returncode:
             failed.append(name)

@@ -10,16 +10,18 @@ a heads; Megatron-LM's counts, Narayanan et al. 2021, attention counted in full,
     block   forward  T (24 h^2 + 4 s h)      input grad  T (24 h^2 + 8 s h)    weight grad  T 24 h^2
     head    forward  T 2 h V                 input grad  T 2 h V               weight grad  T 2 h V
     params  block 12 h^2 + 13 h   embedding (V + s) h   head V h + 2 h
-    stash   block T h (34 + 5 a s / h) x dtype/2 (Korthikanti et al. 2022, no recomputation)
+    stash   block T h (34 + 5 a s / h) x dtype/2 (Korthikanti et al. 2022, no recomputation), or with
+            fused attention and no dropout (the executor's blocks) T (32 h x dtype/2 + 4 a + 16): no
+            score matrices or masks; a 4-byte log-sum-exp per head and two layer norms' statistics
             head T (2 h + 2 V) x dtype;  embedding T x 8 (token ids)
     kept    what a deferred W needs, the inputs of the layers with weights: block T 7 h x dtype
             (qkv, proj and fc inputs h each, out input 4 h), head T h x dtype
     message T h x dtype (the activation to the next stage; its gradient back is as big)
 
-Times are FLOPs / (peak x efficiency). The optimizer step is bound by memory bandwidth: it reads the
-weights, the gradient and its state and writes the weights and the state, (3 + 2 x state copies) x
-weight bytes. Layers are split as the executor splits them: layers // P each, the remainder to the
-middle stages first, then the first, then the last.
+Times are FLOPs / (peak x efficiency), the peak of the model's dtype (fp32: the plain fp32 units). The
+optimizer step is bound by memory bandwidth: it reads the weights, the gradient and its state and writes
+the weights and the state, (3 + 2 x state copies) x weight bytes. Layers are split as the executor splits
+them: layers // P each, the remainder to the middle stages first, then the first, then the last.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def stage_work(spec: ModelSpec, stages: int) -> list[StageWork]:
     tokens = spec.microbatch_size * s
     dtype = spec.dtype_bytes
     block_stash = tokens * h * (34 + 5 * a * s / h) * dtype / 2
+    if spec.fused_attention:  # measured against what autograd saves (tests/simulator/test_analytic.py)
+        block_stash = tokens * (32 * h * dtype / 2 + 4 * a + 16)
     out = []
     for stage, n in enumerate(split_layers(spec.layers, stages, spec.split)):
         first, last = stage == 0, stage == stages - 1
@@ -121,10 +125,11 @@ def stage_cost(work: StageWork, spec: ModelSpec, device: DeviceSpec, optimizer: 
     dtype = spec.dtype_bytes
     weight_bytes = work.parameters * dtype
     touched = (3 + 2 * OPTIMIZER_STATE[optimizer]) * weight_bytes
+    flops = device.flops_at(spec.dtype)
     return StageCost(
-        forward=work.forward_flops / device.flops,
-        backward=(work.input_grad_flops + work.weight_grad_flops) / device.flops,
-        backward_weight=work.weight_grad_flops / device.flops,
+        forward=work.forward_flops / flops,
+        backward=(work.input_grad_flops + work.weight_grad_flops) / flops,
+        backward_weight=work.weight_grad_flops / flops,
         optimizer_step=touched / device.memory_bandwidth,
         activation_bytes=work.activation_bytes,
         stash_bytes=work.stash_bytes,

@@ -171,7 +171,7 @@ def achieved_flops(fit: Calibration, trace: Trace, device: str = "cpu") -> dict[
             seconds += times["forward"].seconds + times["backward"].seconds
     if seconds <= 0:
         return None
-    peak = device_preset(device).peak_flops
+    peak = device_preset(device).peak_at(spec.dtype)
     return {"flops_per_s": flops / seconds, "efficiency": flops / seconds / peak, "peak_flops": peak}
 
 

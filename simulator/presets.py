@@ -44,6 +44,10 @@ class ModelSpec:
     """Element type of weights, activations, gradients and optimizer state: fp32, bf16 or fp16."""
     split: tuple[int, ...] | None = None
     """Blocks per stage as the executor's --split gives them; None: balanced (simulator/analytic.py)."""
+    fused_attention: bool = False
+    """Attention through one fused kernel and no dropout, as the executor's blocks run it
+    (scaled_dot_product_attention): a block keeps no score matrices and no dropout masks. False counts
+    the stash as Korthikanti et al. 2022 do (unfused attention with dropout)."""
 
     def __post_init__(self) -> None:
         for name in ("layers", "hidden", "heads", "seq_len", "vocab", "microbatch_size"):
@@ -68,7 +72,9 @@ class DeviceSpec:
     name: str
     """Preset name."""
     peak_flops: float
-    """FLOP/s at the model's dtype, dense."""
+    """FLOP/s of dense 16-bit (bf16, fp16) matrix products."""
+    fp32_flops: float
+    """FLOP/s in fp32 (a GPU's plain fp32 units, no TF32: what PyTorch uses by default)."""
     efficiency: float
     """Achievable fraction of peak_flops for transformer matmuls (0..1)."""
     memory: int
@@ -88,15 +94,19 @@ class DeviceSpec:
         if not 0 < self.efficiency <= 1:
             raise CostError(f"device {self.name}: efficiency must be in (0, 1], got {self.efficiency}")
 
-    @property
-    def flops(self) -> float:
-        """FLOP/s actually reached."""
-        return self.peak_flops * self.efficiency
+    def peak_at(self, dtype: str) -> float:
+        """Peak FLOP/s for a model of this element type."""
+        return self.fp32_flops if dtype == "fp32" else self.peak_flops
+
+    def flops_at(self, dtype: str) -> float:
+        """FLOP/s actually reached by a model of this element type."""
+        return self.peak_at(dtype) * self.efficiency
 
 
 def _executor_model(name: str) -> Callable[[], ModelSpec]:
-    """A model the executor trains (schedules.workload.GPT_SHAPES), fp32, 8 sequences per microbatch."""
-    return lambda: ModelSpec(name=name, **asdict(GPT_SHAPES[name]))
+    """A model the executor trains (schedules.workload.GPT_SHAPES), fp32, 8 sequences per microbatch,
+    fused attention."""
+    return lambda: ModelSpec(name=name, fused_attention=True, **asdict(GPT_SHAPES[name]))
 
 
 def gpt3_1_3b() -> ModelSpec:
@@ -128,11 +138,12 @@ def gpt3_6_7b() -> ModelSpec:
 
 
 def h100_sxm() -> DeviceSpec:
-    """NVIDIA H100 SXM5 80GB: 989 TFLOP/s dense bf16, HBM3 3.35 TB/s, NVLink 4 (900 GB/s both ways),
-    one 400 Gbit/s NDR InfiniBand port per GPU between nodes."""
+    """NVIDIA H100 SXM5 80GB: 989 TFLOP/s dense bf16, 67 fp32, HBM3 3.35 TB/s, NVLink 4 (900 GB/s both
+    ways), one 400 Gbit/s NDR InfiniBand port per GPU between nodes."""
     return DeviceSpec(
         name="h100-sxm",
         peak_flops=989e12,
+        fp32_flops=67e12,
         efficiency=0.5,
         memory=80 * 10**9,
         memory_bandwidth=3.35e12,
@@ -144,11 +155,12 @@ def h100_sxm() -> DeviceSpec:
 
 
 def a100_80gb() -> DeviceSpec:
-    """NVIDIA A100 SXM4 80GB: 312 TFLOP/s dense bf16, HBM2e 2.04 TB/s, NVLink 3 (600 GB/s both ways),
-    one 200 Gbit/s HDR InfiniBand port per GPU between nodes."""
+    """NVIDIA A100 SXM4 80GB: 312 TFLOP/s dense bf16, 19.5 fp32, HBM2e 2.04 TB/s, NVLink 3 (600 GB/s
+    both ways), one 200 Gbit/s HDR InfiniBand port per GPU between nodes."""
     return DeviceSpec(
         name="a100-80gb",
         peak_flops=312e12,
+        fp32_flops=19.5e12,
         efficiency=0.5,
         memory=80 * 10**9,
         memory_bandwidth=2.039e12,
@@ -165,6 +177,7 @@ def cpu() -> DeviceSpec:
     return DeviceSpec(
         name="cpu",
         peak_flops=166e9,
+        fp32_flops=166e9,
         efficiency=0.28,
         memory=23 * 2**30,
         memory_bandwidth=20e9,

@@ -63,11 +63,11 @@ def test_unit_costs_say_memory_and_workload_are_not_modelled(capsys) -> None:
 
 
 def test_the_demo_prediction_warns_that_gpipe_does_not_fit_an_h100(capsys) -> None:
-    argv = ["simulate", "--schedule", "gpipe,1f1b", "-p", "8", "-m", "32", "--model", "gpt2-small"]
+    argv = ["simulate", "--schedule", "gpipe,1f1b", "-p", "8", "-m", "128", "--model", "gpt2-small"]
     out = run(capsys, *argv, "--device", "h100-sxm")
     assert "memory per device: 80 GB (74.51 GiB)" in out
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: gpipe: predicted peak memory 85.68 GiB")
+    assert len(warnings) == 1 and warnings[0].startswith("warning: gpipe: predicted peak memory 96.31 GiB")
     one = run(
         capsys,
         "simulate",
@@ -76,7 +76,7 @@ def test_the_demo_prediction_warns_that_gpipe_does_not_fit_an_h100(capsys) -> No
         "-p",
         "8",
         "-m",
-        "32",
+        "128",
         "--model",
         "gpt2-small",
         "--device",

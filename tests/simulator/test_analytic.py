@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from executor.training.model import Block as ExecutorBlock
+from executor.training.model import GPTConfig
 from simulator import CostError
 from simulator.analytic import cost_model, split_layers, stage_work
 from simulator.presets import DEVICES, MODELS, ModelSpec, device, model
@@ -89,16 +91,41 @@ def test_head_flops_and_bytes() -> None:
     assert first.stash_bytes == int(T * h * (34 + 5 * 4 * 32 / 64) * 2) + 8 * T
 
 
+def test_a_fused_blocks_stash_is_what_autograd_saves() -> None:
+    """The executor's block (scaled_dot_product_attention, no dropout): the bytes autograd keeps from one
+    forward, weights excluded, are the analytic stash of a block."""
+    for batch, seq, hidden, heads in ((2, 32, 64, 4), (1, 128, 128, 8), (3, 16, 96, 2)):
+        spec = ModelSpec(name="t", layers=6, hidden=hidden, heads=heads, seq_len=seq, vocab=256,
+                         microbatch_size=batch, fused_attention=True)  # fmt: skip
+        block = ExecutorBlock(GPTConfig(seq_len=seq, layers=1, hidden=hidden, heads=heads))
+        weights = {p.untyped_storage().data_ptr() for p in block.parameters()}
+        saved: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor, saved: dict[int, int] = saved) -> torch.Tensor:
+            saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            block(torch.randn(batch, seq, hidden, requires_grad=True))
+        measured = sum(size for pointer, size in saved.items() if pointer not in weights)
+        middle = stage_work(spec, 6)[1]  # one block, no embedding or head
+        assert middle.stash_bytes == measured, (batch, seq, hidden, heads)
+        unfused = stage_work(ModelSpec(**{**vars(spec), "fused_attention": False}), 6)[1].stash_bytes
+        assert unfused > measured  # Korthikanti et al.'s count keeps scores and masks
+
+
 def test_cost_model_times_are_flops_over_achieved_rate() -> None:
     gpu = device("h100-sxm")
     costs = cost_model(SPEC, gpu, stages=3, optimizer="sgd", data_parallel=2)
     work = stage_work(SPEC, 3)
     for stage, entry in zip(work, costs.stages, strict=True):
-        assert entry.forward == pytest.approx(stage.forward_flops / (989e12 * 0.5))
-        assert entry.weight_grad == pytest.approx(stage.weight_grad_flops / gpu.flops)
-        assert entry.input_grad == pytest.approx(stage.input_grad_flops / gpu.flops)
+        assert entry.forward == pytest.approx(stage.forward_flops / (67e12 * 0.5))  # fp32: no tensor cores
+        assert entry.weight_grad == pytest.approx(stage.weight_grad_flops / gpu.flops_at("fp32"))
+        assert entry.input_grad == pytest.approx(stage.input_grad_flops / gpu.flops_at("fp32"))
         # SGD: read weights, gradient, momentum; write weights, momentum = 5 x weight bytes
         assert entry.optimizer_step == pytest.approx(5 * entry.weight_bytes / gpu.memory_bandwidth)
+    half = cost_model(ModelSpec(**{**vars(SPEC), "dtype": "bf16"}), gpu, stages=3)
+    assert half.stages[0].forward == pytest.approx(work[0].forward_flops / (989e12 * 0.5))
     assert (costs.latency, costs.bandwidth, costs.data_parallel) == (gpu.link_latency, gpu.link_bandwidth, 2)
     assert (costs.microbatch_size, costs.sequence_length) == (2, 32)
 
