@@ -22,6 +22,7 @@ spread, and how the link was fitted.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from schedules.costs import DEFAULT_OVERLAP_F_B
 from schedules.ir import Kind, Schedule
@@ -147,10 +148,24 @@ def _optimizer(trace: Trace) -> str:
 # --- the device's speed --------------------------------------------------------------------------
 
 
-def achieved_flops(fit: Calibration, trace: Trace, device: str = "cpu") -> dict[str, float] | None:
+GPU_PRESETS = (("H100", "h100-sxm"), ("H200", "h100-sxm"), ("A100", "a100-80gb"))
+"""A GPU's name (torch.cuda.get_device_name, in a measured trace's meta) -> the device preset it
+computes like (an H200 has an H100's arithmetic and faster memory)."""
+
+
+def device_of(trace: Trace) -> str | None:
+    """The device preset a measured run ran on: `cpu`, or the preset of its GPU; None when unknown."""
+    if trace.meta.get("device") == "cpu":
+        return "cpu"
+    gpu = str(trace.meta.get("gpu", ""))
+    return next((preset for name, preset in GPU_PRESETS if name in gpu), None)
+
+
+def achieved_flops(fit: Calibration, trace: Trace, device: str | None = None) -> dict[str, Any] | None:
     """FLOP/s the run's forwards and backwards reached, by the analytic model's FLOP counts of the model
-    the executor ran (its config in the trace's meta), and the `efficiency` a device preset would need
-    to predict them (how to refit the `cpu` preset from a calibration); None without a config."""
+    the executor ran (its config in the trace's meta), and the `efficiency` the device preset (`device`,
+    else the run's own: device_of) would need to predict them (how to refit the `cpu` preset from a
+    calibration; no efficiency where the preset is unknown); None without a config."""
     config = trace.meta.get("config")
     if not isinstance(config, dict) or config.get("model") not in MODELS:
         return None
@@ -171,8 +186,12 @@ def achieved_flops(fit: Calibration, trace: Trace, device: str = "cpu") -> dict[
             seconds += times["forward"].seconds + times["backward"].seconds
     if seconds <= 0:
         return None
-    peak = device_preset(device).peak_at(spec.dtype)
-    return {"flops_per_s": flops / seconds, "efficiency": flops / seconds / peak, "peak_flops": peak}
+    speed: dict[str, Any] = {"flops_per_s": flops / seconds}
+    preset = device or device_of(trace)
+    if preset is not None:
+        peak = device_preset(preset).peak_at(spec.dtype)
+        speed.update(device=preset, dtype=spec.dtype, peak_flops=peak, efficiency=flops / seconds / peak)
+    return speed
 
 
 # --- memory ----------------------------------------------------------------------------------------

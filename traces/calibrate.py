@@ -191,7 +191,10 @@ def calibrate(trace: Trace) -> Calibration:
     steps_used = _steps_used(header.steps)
     paused = paused_steps(trace) or frozenset()
     quiet = [step for step in steps_used if step not in paused]
-    samples = _Samples(header, serial_sends=trace.source == "measured", host_steps=quiet or steps_used)
+    # single process: the ranks took turns, so one rank's gaps hold the others' work, not host time
+    turns = trace.meta.get("backend") == "local"
+    host_steps = [] if turns else quiet or steps_used
+    samples = _Samples(header, serial_sends=trace.source == "measured", host_steps=host_steps)
     samples.trim_host = not quiet  # every step paused: drop the pauses as outliers instead
     for rank_events in _per_rank(trace):
         samples.add_rank(rank_events, steps_used)
@@ -202,7 +205,12 @@ def calibrate(trace: Trace) -> Calibration:
         notes.insert(0, f"dropped step 0 of {header.steps} (warm-up: allocation and lazy initialisation)")
     else:
         notes.insert(0, f"only {header.steps} step(s): warm-up kept (run 3 or more steps to drop it)")
-    if paused and quiet:
+    if turns:
+        notes.append(
+            "a single-process run: its ranks took turns on one device, so the gaps between a rank's "
+            "actions hold the other ranks' work; compute times fitted, host times left at 0"
+        )
+    elif paused and quiet:
         notes.append(
             f"host times from {len(quiet)} of {len(steps_used)} steps: steps with validation or a "
             "checkpoint, and the step after each, left out (work outside the schedule)"

@@ -285,6 +285,11 @@ def run_meta(config: RunConfig, *, completed: bool, **extra: Any) -> dict[str, A
         "clock": "CUDA events" if config.device == "cuda" else "perf_counter_ns, offsets to rank 0 estimated",
         "seed": config.seed,
         "torch": torch.__version__,
+        **(
+            {"gpu": torch.cuda.get_device_name()}
+            if config.device == "cuda" and torch.cuda.is_available()
+            else {}
+        ),
         "completed": completed,
         **extra,
         "workload": {

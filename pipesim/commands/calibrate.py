@@ -6,7 +6,8 @@
 
 The fit (traces/calibrate.py) takes per stage the forward, backward (or I and W) and optimizer-step times,
 the host's time before each kind of action, and the per-message time of the link; the cost file's
-comments say which steps were used, what was dropped and the spread of what was kept.
+comments say which steps were used, what was dropped and the spread of what was kept. It also says what
+compute speed F and B reached and the efficiency a device preset would need to predict it (`--device`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from pipesim.commands.compare import format_comparison
 from schedules.fileio import check_writable, write_atomic
 from simulator.costfile import loads_costs
+from simulator.presets import device as device_preset
 from traces.calibrate import Calibration
 from traces.compare import compare_traces
 from traces.io import load_trace, write_trace
@@ -39,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--prediction", metavar="FILE", help="write the re-predicted trace here")
     parser.add_argument("--json", action="store_true", help="print the fit (and the report) as JSON")
+    parser.add_argument(
+        "--device",
+        metavar="PRESET",
+        help="the device preset to state the reached compute speed against (default: the run's own, cpu "
+        "or its GPU's: h100-sxm for an H100 or H200, a100-80gb for an A100)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -46,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from simulator import calibration  # SimPy loads here, not when the CLI lists its commands
 
     out = check_writable(args.out)
+    if args.device is not None:
+        device_preset(args.device)  # an unknown name: one line naming the known ones, before any work
     if args.prediction:
         check_writable(args.prediction)
     measured = load_trace(args.measured)
@@ -58,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if args.prediction:
             write_trace(args.prediction, predicted)
     write_atomic(out, text)
-    speed = calibration.achieved_flops(fit, measured)
+    speed = calibration.achieved_flops(fit, measured, args.device)
     if args.json:
         data = {"costs": str(out), "fit": fit.to_dict(), "compute_speed": speed}
         if report is not None:
@@ -67,11 +77,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(summary(fit, out))
     if speed is not None:
-        print(
-            f"compute: {speed['flops_per_s'] / 1e9:.3g} GFLOP/s reached by F and B (the analytic FLOPs of "
-            f"the model the run trained), efficiency {speed['efficiency']:.3f} of the cpu preset's "
-            f"{speed['peak_flops'] / 1e9:.0f} GFLOP/s peak (the `cpu` preset's efficiency for this run)"
-        )
+        print(speed_line(speed))
     if report is not None and args.report:
         print()
         print(format_comparison(report))
@@ -83,6 +89,20 @@ def fit_cost_file(measured: Trace, *, source: str) -> tuple[Calibration, str]:
     from simulator.calibration import calibrate_trace  # loads SimPy: only when a command runs
 
     return calibrate_trace(measured, source=source)
+
+
+def speed_line(speed: dict) -> str:
+    """What F and B reached, and the efficiency the device preset would need (calibration.achieved_flops)."""
+    line = (
+        f"compute: {speed['flops_per_s'] / 1e9:.3g} GFLOP/s reached by F and B (the analytic FLOPs of the "
+        "model the run trained)"
+    )
+    if "efficiency" not in speed:
+        return line + "; no device preset for this run's device"
+    return line + (
+        f", efficiency {speed['efficiency']:.3f} of the {speed['device']} preset's {speed['dtype']} peak of "
+        f"{speed['peak_flops'] / 1e9:.0f} GFLOP/s (the efficiency that preset would need for this run)"
+    )
 
 
 def summary(fit: Calibration, out: Path) -> str:

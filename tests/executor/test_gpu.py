@@ -47,6 +47,7 @@ def test_a_cuda_run_trains_the_cpu_runs_losses_with_the_same_actions(runs):
     cpu, cuda = read_trace(runs["cpu"] / "trace.json"), read_trace(runs["cuda"] / "trace.json")
     for rank in range(2):
         assert [e.action for e in cuda.rank_events(rank)] == [e.action for e in cpu.rank_events(rank)]
+    assert cuda.meta["gpu"] == torch.cuda.get_device_name()  # calibrate states speeds against its preset
     computed = sorted((e for e in cuda.events if e.stream == "compute"), key=lambda e: e.start)
     assert all(e.end > e.start for e in computed)
     assert all(b.start >= a.end - 1e-6 for a, b in itertools.pairwise(computed))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,29 @@ def test_calibrate_json_and_prediction_file(capsys, folder: Path, tmp_path: Path
     data = json.loads(out)
     assert code == 0 and data["fit"]["entries"] == 2 and data["report"]["order_equal"]
     assert read_trace(tmp_path / "p.json").source == "simulated"
+
+
+def test_calibrate_states_the_speed_against_the_runs_device_preset(
+    capsys, folder: Path, tmp_path: Path
+) -> None:
+    trace = read_trace(folder / "1f1b" / "trace.json")
+    config = {"model": "tiny", "microbatch_size": 8}
+    cases = (
+        ({"device": "cpu"}, (), "efficiency ", "of the cpu preset's fp32 peak of 166 GFLOP/s"),
+        ({"device": "cuda", "gpu": "NVIDIA H200"}, (), "efficiency ", "h100-sxm preset's fp32 peak of 67000"),
+        ({"device": "cuda", "gpu": "NVIDIA A100-SXM4-80GB"}, (), "efficiency ", "a100-80gb preset's fp32"),
+        ({"device": "cuda", "gpu": "Some GPU"}, (), "no device preset for this run's device", ""),
+        ({"device": "cuda", "gpu": "Some GPU"}, ("--device", "h100-sxm"), "efficiency ", "h100-sxm preset's"),
+    )
+    for meta, flags, first, second in cases:
+        path = tmp_path / "measured.json"
+        write_trace(path, replace(trace, meta={"config": config, **meta}))
+        code, out, err = run(capsys, "calibrate", str(path), "-o", str(tmp_path / "c.toml"), *flags)
+        (line,) = [line for line in out.splitlines() if line.startswith("compute: ")]
+        assert (code, err) == (0, "") and first in line and second in line, (meta, line)
+    code, out, err = run(capsys, "calibrate", str(path), "-o", str(tmp_path / "d.toml"), "--device", "tpu")
+    assert code == 2 and err.startswith("pipesim: error: --device: unknown preset 'tpu'")
+    assert not (tmp_path / "d.toml").exists()
 
 
 def test_predict_carries_the_costs_to_other_schedules(capsys, folder: Path, tmp_path: Path) -> None:

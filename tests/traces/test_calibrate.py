@@ -157,6 +157,15 @@ def test_when_every_step_pauses_long_pauses_are_dropped_as_outliers(measured: Tr
     assert any("long pauses between actions dropped" in note for note in fit.notes)
 
 
+def test_a_single_process_runs_gaps_are_not_host_time(measured: Trace) -> None:
+    # Its ranks took turns on one device: a rank's gaps hold the other ranks' actions.
+    fit = calibrate(replace(measured, meta={"backend": "local"}))
+    for stage_fit in fit.stages:
+        assert not [name for name in stage_fit.times if name.startswith("host_")]
+        assert stage_fit.times["forward"].seconds == pytest.approx(KNOWN.stages[stage_fit.entry].forward)
+    assert any("single-process run" in note for note in fit.notes)
+
+
 def test_robust_statistics() -> None:
     assert robust_mean([]) is None
     estimate = robust_mean([1.0, 1.1, 0.9, 1.0, 50.0])
