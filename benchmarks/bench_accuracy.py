@@ -16,7 +16,8 @@ Goals (issue 7): calibrated within 3% step time and 3 points utilization on ever
 per stage and action order; what-if within 5% step time. With --rounds N every run is repeated N times,
 the rounds alternating the configurations, and each round is a row: the spread between rounds is the
 machine's own noise. Prints a Calculon-style table (configuration, metric, predicted, measured, error;
-mean and max of the absolute errors per column).
+mean and max of the absolute errors per column). With two or more rounds, a second table takes each
+case's median error over the rounds, since one round on this 2-core machine moves by +-10%.
 """
 
 from __future__ import annotations
@@ -162,6 +163,30 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def medians(rows: list[dict]) -> str:
+    """Per case, the median of its errors over the rounds (the machine's noise moves single rounds by
+    +-10%), then the mean and max of those medians per kind of prediction."""
+    cases: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        cases.setdefault((r["configuration"], r["kind"]), []).append(r)
+    head = (
+        "| configuration | prediction | median step time error | rounds' range | median utilization error |"
+    )
+    lines = [head, "|---|---|---|---|---|"]
+    by_kind: dict[str, list[float]] = {}
+    for (label, kind), chosen in cases.items():
+        errors = [r["step_error"] for r in chosen]
+        middle = statistics.median(errors)
+        util = statistics.median(r["util_error"] for r in chosen) * 100
+        by_kind.setdefault(kind, []).append(abs(middle))
+        lines.append(f"| {label} | {kind} | {middle:+.1%} | {min(errors):+.1%} to {max(errors):+.1%} "
+                     f"| {util:+.1f} pts |")  # fmt: skip
+    lines += ["", "| prediction | cases | median error: mean abs | max abs |", "|---|---|---|---|"]
+    for kind, values in by_kind.items():
+        lines.append(f"| {kind} | {len(values)} | {statistics.mean(values):.1%} | {max(values):.1%} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     rows = []
@@ -173,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         f"P = {args.stages}, m = {args.microbatches}, {args.steps} steps, {args.rounds} round(s); "
         "errors are predicted against measured\n\n" + table(rows) + "\n\n" + summary(rows) + "\n"
     )
+    if args.rounds > 1:
+        text += "\nPer case over the rounds:\n\n" + medians(rows) + "\n"
     print(text)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

@@ -90,3 +90,17 @@ def test_the_scale_benchmark_fits_the_exponent_of_time_against_actions() -> None
     assert bench.slope([(n, 1e-12 * n * n) for n in (1e6, 2e6, 4e6)]) == pytest.approx(2.0)
     plot = bench.loglog(linear).splitlines()
     assert plot[0].endswith("*") and plot[-3].split("|")[1].startswith("*")  # corners: top right, bottom left
+
+
+def test_the_accuracy_table_takes_each_cases_median_over_rounds() -> None:
+    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "benchmarks" / "bench_accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [
+        {"configuration": case, "kind": "calibrated", "step_error": error, "util_error": 0.01}
+        for case, error in (("a", 0.02), ("a", -0.05), ("a", 0.01), ("b", -0.03), ("b", 0.07), ("b", -0.04))
+    ]
+    text = bench.medians(rows)
+    assert "| a | calibrated | +1.0% | -5.0% to +2.0% | +1.0 pts |" in text
+    assert "| b | calibrated | -3.0% | -4.0% to +7.0% |" in text
+    assert "| calibrated | 2 | 2.0% | 3.0% |" in text
