@@ -120,7 +120,7 @@ def delays(columns: EventColumns, header: ScheduleHeader) -> list[int]:
     written, read = columns.version[update], columns.version[grad]
     opt = columns.kind[update] == KIND_CODE[Kind.OPT]
     applier = np.where(opt, columns.stage[update], columns.peer[update])
-    known = (written != NONE) & (read != NONE) & (applier != NONE)
+    known = (written != NONE) & (read != NONE)  # an update without its peer counts for no stage
     found, inverse = np.unique(applier[known], return_inverse=True)
     largest = np.zeros(found.size, dtype=np.int64)  # per applier, as the defaultdict(int) of stage_delays
     np.maximum.at(largest, inverse, (written - 1 - read)[known])
