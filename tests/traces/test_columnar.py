@@ -158,6 +158,8 @@ CASES = {
     "backward-missing": lambda d: drop(d, "1B2@v0"),
     "forward-repeated": lambda d: repeat(d, 0),
     "events-empty": lambda d: d["events"].clear(),
+    "header-promises-one-more-microbatch": lambda d: d["schedule"].update(microbatches=5),
+    "header-promises-more-than-events": lambda d: d["schedule"].update(microbatches=50),
 }
 
 

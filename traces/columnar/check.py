@@ -16,10 +16,6 @@ from schedules.ir import Kind
 from traces.columnar.columns import KIND_CODE, NONE, STREAM_OF_KIND, EventColumns
 from traces.schema import ScheduleHeader
 
-GRID_PER_EVENT = 16
-"""A completeness grid (stages x steps x microbatches) larger than this many cells per event is left to
-check_events: such a header promises more actions than the trace could hold."""
-
 
 def passes(columns: EventColumns, header: ScheduleHeader, *, complete: bool) -> bool:
     """What check_events checks: times finite, end >= start, sorted by start; each event on the rank of
@@ -51,8 +47,8 @@ def _complete(columns: EventColumns, header: ScheduleHeader) -> bool:
     and its backward (B, or I and W)."""
     layout = header.layout
     stages, steps, microbatches = layout.num_stages, max(header.steps, 0), max(header.microbatches, 0)
-    if stages * steps * microbatches > GRID_PER_EVENT * len(columns) + 1024 or layout.pipelines < 1:
-        return False
+    if layout.pipelines < 1 or stages * steps * microbatches > len(columns) * layout.pipelines:
+        return False  # more (stage, step, microbatch) than a complete trace of this size can have
     compute = [KIND_CODE[kind] for kind in (Kind.F, Kind.B, Kind.I, Kind.W)]
     where = np.flatnonzero(np.isin(columns.kind, compute))
     stage, step = columns.stage[where], columns.step[where]
