@@ -100,7 +100,8 @@ def load_trace(path: str | os.PathLike) -> Trace:
 
 
 def read_trace(path: str | os.PathLike) -> Trace:
-    """Load a trace; raise TraceError with one line naming the file and the problem."""
+    """Load a trace; raise TraceError with one line naming the file and the problem. The events of a
+    file as pipesim writes it are held as columns (traces/columnar), others as Events."""
     try:
         data = _loads(Path(path).read_bytes())
     except OSError as error:

@@ -19,6 +19,10 @@ forward or backward on any rank, not its update):
 
 The workload (samples per microbatch, tokens per sample, data-parallel replicas) comes from the trace's
 meta["workload"] unless given (traces/README.md).
+
+A trace read from a file is counted on its columns (traces/columnar/metrics.py: a million events in a
+tenth of a second, no Event made), any other on its Events (count_events); both give the same numbers,
+to the bit (tests/traces/test_columnar.py).
 """
 
 from __future__ import annotations
@@ -125,14 +129,21 @@ class Counted:
     end: float
     """The last end (s)."""
     busy: list[float]
-    """Per rank: compute seconds."""
+    """Per rank: compute seconds, added up in trace order."""
     step_time: float
+    """Metrics.step_time."""
     peak_memory: list[int | None]
+    """Metrics.peak_memory."""
     peak_activations: list[float]
+    """Metrics.peak_activations."""
     peak_activations_per_rank: list[float]
+    """Metrics.peak_activations_per_rank."""
     weight_versions: list[int]
+    """Metrics.weight_versions."""
     delay: list[int]
+    """Metrics.delay."""
     mismatches: list[int]
+    """Metrics.mismatches."""
 
 
 def _compute_metrics(
