@@ -6,9 +6,12 @@
 The trace is made as a user makes one: `pipesim simulate --schedule 1f1b ... --trace T.json` (unit
 costs, the comm-lowered 1F1B of P ranks and m microbatches). Then, alternating, `repeats` times each:
 
-- in process: `traces.io.read_trace` (parse and validate) and `traces.metrics.compute_metrics`;
-- as a process, import to exit, as a user runs it: `pipesim compare T T --json` (both sides loaded,
-  the metrics of each, the order check).
+- in process: `traces.io.read_trace` (parse and validate, into columns), `traces.metrics.compute_metrics`,
+  and the Event objects made on first use (what `calibrate`, the Chrome export and the dashboard's
+  timeline iterate);
+- as processes, import to exit, as a user runs them: `pipesim compare T C --json` with C a copy of T
+  (both sides read and measured, the per-kind table, the order check), and `pipesim compare T T --json`
+  (one file: read and measured once).
 
 Prints events, file size, and the median and best of each, with CPU time beside wall time so a busy
 machine shows as a gap between the two.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +36,13 @@ from traces.io import read_trace  # noqa: E402
 from traces.metrics import compute_metrics  # noqa: E402
 
 PIPESIM = [sys.executable, "-m", "pipesim"]
+CASES = {
+    "read": "read_trace (parse + validate)",
+    "metrics": "compute_metrics",
+    "objects": "Event objects, on first use",
+    "compare": "`pipesim compare T C --json` (process)",
+    "compare-same": "`pipesim compare T T --json` (process)",
+}
 
 
 def make_trace(path: Path, ranks: int, microbatches: int) -> float:
@@ -67,28 +78,27 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     ranks, microbatches = (16, 1024) if args.quick else (32, 5200)
-    samples: dict[str, list[tuple[float, float]]] = {"read": [], "metrics": [], "compare": []}
+    samples: dict[str, list[tuple[float, float]]] = {key: [] for key in CASES}
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "trace.json"
+        path, copy = Path(folder) / "trace.json", Path(folder) / "copy.json"
         made = make_trace(path, ranks, microbatches)
+        shutil.copyfile(path, copy)
         for _ in range(args.repeats):
             wall, cpu, trace = timed_call(lambda: read_trace(path))
             samples["read"].append((wall, cpu))
             wall, cpu, _ = timed_call(lambda trace=trace: compute_metrics(trace))
             samples["metrics"].append((wall, cpu))
+            wall, cpu, _ = timed_call(lambda trace=trace: tuple(trace.events))
+            samples["objects"].append((wall, cpu))
             del trace  # the next read starts from the same free memory
-            samples["compare"].append(timed_process([*PIPESIM, "compare", str(path), str(path), "--json"]))
+            for key, other in (("compare", copy), ("compare-same", path)):
+                samples[key].append(timed_process([*PIPESIM, "compare", str(path), str(other), "--json"]))
         events = len(read_trace(path).events)
         size = path.stat().st_size
     print(f"1F1B P={ranks} m={microbatches}: {events:,} events, {size / 2**20:.0f} MiB of JSON")
     print(f"made by `pipesim simulate ... --trace` in {made:.1f} s wall")
     print(f"{'case':42} {'median wall':>12} {'best wall':>10} {'median CPU':>11}")
-    names = {
-        "read": "read_trace (parse + validate)",
-        "metrics": "compute_metrics",
-        "compare": "`pipesim compare T T --json` (process)",
-    }
-    for key, label in names.items():
+    for key, label in CASES.items():
         walls = [wall for wall, _ in samples[key]]
         cpus = [cpu for _, cpu in samples[key]]
         line = f"{statistics.median(walls):11.2f}s {min(walls):9.2f}s {statistics.median(cpus):10.2f}s"

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from schedules.ir import COMM_KINDS, Action
+from traces.columnar.columns import columns_of
+from traces.columnar.compare import first_differences, kind_totals
 from traces.metrics import Metrics, compute_metrics, executed_schedule
 from traces.schema import Trace
 
@@ -213,10 +215,11 @@ class Comparison:
 
 def compare_traces(a: Trace, b: Trace, *, labels: tuple[str, str] = ("A", "B")) -> Comparison:
     """Compare trace B against trace A (errors are B - A)."""
+    metrics = compute_metrics(a)
     return Comparison(
         labels=labels,
-        a=compute_metrics(a),
-        b=compute_metrics(b),
+        a=metrics,
+        b=metrics if b is a else compute_metrics(b),
         order=check_order(a, b),
         kinds=tuple(kind_table(a, b)),
     )
@@ -227,6 +230,10 @@ def check_order(a: Trace, b: Trace) -> OrderCheck:
     reason = _order_mismatch_reason(a, b)
     if reason:
         return OrderCheck(applies=False, equal=False, reason=reason)
+    columns_a, columns_b = columns_of(a), columns_of(b)
+    if columns_a is not None and columns_b is not None:
+        differences = first_differences(columns_a, columns_b, a.schedule.ranks)
+        return OrderCheck(applies=True, equal=not differences, differences=tuple(differences))
     orders_a, orders_b = executed_schedule(a).actions, executed_schedule(b).actions
     differences = []
     for rank, (ours, theirs) in enumerate(zip(orders_a, orders_b, strict=True)):
@@ -286,6 +293,9 @@ def kind_table(a: Trace, b: Trace) -> list[KindRow]:
 
 
 def _durations(trace: Trace) -> dict[tuple[int, str], tuple[int, float]]:
+    columns = columns_of(trace)
+    if columns is not None and not columns.signed_zero():
+        return kind_totals(columns, kind_group, KIND_GROUPS)
     totals: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0, 0.0])
     for event in trace.events:
         entry = totals[(event.rank, kind_group(event.action))]

@@ -19,6 +19,9 @@ except ImportError:  # optional: the standard library reads the same traces, mor
 
 from schedules.fileio import paused_gc, write_atomic
 from schedules.ir import COMPUTE_KINDS, Action, Kind, ScheduleError, Versioning, parse_action
+from traces.columnar.check import passes
+from traces.columnar.columns import ColumnEvents
+from traces.columnar.parse import event_columns
 from traces.schema import (
     FORMAT,
     FORMAT_VERSION,
@@ -97,7 +100,8 @@ def load_trace(path: str | os.PathLike) -> Trace:
 
 
 def read_trace(path: str | os.PathLike) -> Trace:
-    """Load a trace; raise TraceError with one line naming the file and the problem."""
+    """Load a trace; raise TraceError with one line naming the file and the problem. The events of a
+    file as pipesim writes it are held as columns (traces/columnar), others as Events."""
     try:
         data = _loads(Path(path).read_bytes())
     except OSError as error:
@@ -154,7 +158,12 @@ def trace_from_dict(data: Any) -> Trace:
     if not isinstance(raw_events, list):
         raise TraceError('"events" must be a list')
     with paused_gc():
-        events = _events(raw_events)
+        columns = event_columns(raw_events)
+        if columns is not None:  # plain events, as pipesim writes them: read and checked as arrays
+            meta = dict(data.get("meta") or {})
+            if passes(columns, header, complete=meta.get("completed", True) is not False):
+                return Trace(source=data["source"], schedule=header, events=ColumnEvents(columns), meta=meta)
+        events = _events(raw_events)  # one by one: what is wrong, and where, for the message
         trace = Trace(
             source=data["source"], schedule=header, events=events, meta=dict(data.get("meta") or {})
         )

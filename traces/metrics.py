@@ -19,6 +19,10 @@ forward or backward on any rank, not its update):
 
 The workload (samples per microbatch, tokens per sample, data-parallel replicas) comes from the trace's
 meta["workload"] unless given (traces/README.md).
+
+A trace read from a file is counted on its columns (traces/columnar/metrics.py: a million events in a
+tenth of a second, no Event made), any other on its Events (count_events); both give the same numbers,
+to the bit (tests/traces/test_columnar.py).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from typing import Any
 from schedules.analytics import delays, mismatches, peak_activations, steady_step_time, weight_versions
 from schedules.fileio import paused_gc
 from schedules.ir import Schedule
+from traces.columnar.columns import columns_of
+from traces.columnar.metrics import column_counts
 from traces.schema import Event, Trace
 
 COMPUTE_STREAM = "compute"
@@ -113,6 +119,33 @@ def compute_metrics(
         return _compute_metrics(trace, microbatch_size, sequence_length, data_parallel)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Counted:
+    """What the events say, before the workload turns it into throughput: computed on the columns of a
+    trace read from a file (traces/columnar/metrics.py), else on its Events (the same numbers)."""
+
+    origin: float
+    """The first start (s)."""
+    end: float
+    """The last end (s)."""
+    busy: list[float]
+    """Per rank: compute seconds, added up in trace order."""
+    step_time: float
+    """Metrics.step_time."""
+    peak_memory: list[int | None]
+    """Metrics.peak_memory."""
+    peak_activations: list[float]
+    """Metrics.peak_activations."""
+    peak_activations_per_rank: list[float]
+    """Metrics.peak_activations_per_rank."""
+    weight_versions: list[int]
+    """Metrics.weight_versions."""
+    delay: list[int]
+    """Metrics.delay."""
+    mismatches: list[int]
+    """Metrics.mismatches."""
+
+
 def _compute_metrics(
     trace: Trace, microbatch_size: int | None, sequence_length: int | None, data_parallel: int | None
 ) -> Metrics:
@@ -122,19 +155,10 @@ def _compute_metrics(
     )
     tokens = sequence_length or workload.get("sequence_length") or 1
     header = trace.schedule
-    origin = min((event.start for event in trace.events), default=0.0)
-    makespan = trace.makespan - origin
-    busy = _busy_per_rank(trace)
-    step_time = steady_step_time(
-        ((event.action, event.end) for event in trace.events),
-        header.steps,
-        start=origin,
-        makespan=trace.makespan,
-    )
+    counted = _counted(trace)
+    makespan, step_time, busy = counted.end - counted.origin, counted.step_time, counted.busy
     capacity = header.ranks * step_time
     utilization = [b / makespan if makespan > 0 else 0.0 for b in busy]
-    ordered = executed_schedule(trace)
-    per_stage, per_rank = peak_activations(ordered)
     throughput = header.microbatches * samples / step_time if step_time > 0 else 0.0
     return Metrics(
         schedule=header.name,
@@ -150,6 +174,33 @@ def _compute_metrics(
         bubble_fraction=1 - sum(busy) / header.steps / capacity if capacity > 0 else 0.0,
         utilization=utilization,
         bubble=[1 - u for u in utilization],
+        peak_memory=counted.peak_memory,
+        peak_activations=counted.peak_activations,
+        peak_activations_per_rank=counted.peak_activations_per_rank,
+        weight_versions=counted.weight_versions,
+        delay=counted.delay,
+        mismatches=counted.mismatches,
+    )
+
+
+def _counted(trace: Trace) -> Counted:
+    columns = columns_of(trace)
+    fields = None if columns is None else column_counts(columns, trace.schedule)
+    return Counted(**fields) if fields is not None else count_events(trace)
+
+
+def count_events(trace: Trace) -> Counted:
+    """The counts on the Events, whatever made the trace."""
+    origin = min((event.start for event in trace.events), default=0.0)
+    end = trace.makespan
+    finished = ((event.action, event.end) for event in trace.events)
+    ordered = executed_schedule(trace)
+    per_stage, per_rank = peak_activations(ordered)
+    return Counted(
+        origin=origin,
+        end=end,
+        busy=_busy_per_rank(trace),
+        step_time=steady_step_time(finished, trace.schedule.steps, start=origin, makespan=end),
         peak_memory=peak_memory(trace),
         peak_activations=per_stage,
         peak_activations_per_rank=per_rank,

@@ -18,6 +18,7 @@ byte-identical files.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +114,9 @@ class Trace:
     source: str
     """'simulated' or 'measured'."""
     schedule: ScheduleHeader
-    events: tuple[Event, ...]
+    events: Sequence[Event]
+    """In trace order: a tuple, or for a trace read from a file the columns it was read into
+    (traces.columnar.ColumnEvents, which makes the Events on first use and equals their tuple)."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Free-form provenance: cost model, device, seed, tool versions."""
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from pipesim.commands.schedules import format_table, number
 from pipesim.commands.simulate import seconds, size
 from traces.compare import Comparison, Pair, compare_traces
-from traces.io import load_trace
+from traces.io import load_trace, trace_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    comparison = compare_traces(load_trace(args.a), load_trace(args.b), labels=(args.a, args.b))
+    a = load_trace(args.a)
+    b = a if os.path.samefile(trace_path(args.a), trace_path(args.b)) else load_trace(args.b)
+    comparison = compare_traces(a, b, labels=(args.a, args.b))  # one file: read and measured once
     if args.json:
         print(json.dumps(comparison.to_dict(), indent=2, allow_nan=False))
     else:

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from pipesim.cli import main
+from pipesim.commands import compare as compare_command
 from schedules import build
 from simulator import CostModel, simulate
-from traces.io import read_trace, trace_to_dict, write_trace
+from traces.io import load_trace, read_trace, trace_to_dict, write_trace
 
 KNOWN = CostModel.uniform(
     forward=2e-3,
@@ -63,6 +64,20 @@ def test_compare_json_has_the_keys_the_issue_names(capsys, folder: Path) -> None
     assert set(data["utilization"][0]) == {"a", "b", "abs_error"}
     assert data["delay_equal"] is True and data["order_equal"] is True
     assert {row["kind"] for row in data["per_kind"]} == {"F", "B", "OPT", "SEND", "RECV"}
+
+
+def test_compare_reads_a_file_given_twice_once(capsys, folder: Path, tmp_path: Path, monkeypatch) -> None:
+    trace, copy = folder / "1f1b" / "trace.json", tmp_path / "copy.json"
+    shutil.copyfile(trace, copy)
+    reads = []
+    monkeypatch.setattr(compare_command, "load_trace", lambda path: reads.append(path) or load_trace(path))
+    outputs = []
+    for other in (folder / "1f1b", copy):
+        code, out, _ = run(capsys, "compare", str(trace), str(other), "--json")
+        data = json.loads(out)
+        assert code == 0 and data["agrees"]
+        outputs.append({key: value for key, value in data.items() if key not in ("a", "b")})  # labels
+    assert len(reads) == 3 and outputs[0] == outputs[1]  # the same file once, the copy apart
 
 
 def test_calibrate_writes_a_cost_file_whose_prediction_agrees(capsys, folder: Path, tmp_path: Path) -> None:
