@@ -13,6 +13,8 @@ Run: .venv/bin/pytest tests/executor/test_overhead.py
   the same losses as on leaves, and the live weights are back in place at the end;
 - losses read back in batches (the device path: one synchronisation per step, not per microbatch) are
   the same numbers, and `--no-trace` trains the same losses with no events in its trace.
+- the memory count, which keeps what changes rarely between ops, gives the bytes that adding every
+  part up after every op gives, in every recorded event.
 """
 
 from __future__ import annotations
@@ -265,7 +267,7 @@ class Quiet:
     def cut(self, *args) -> None: ...
 
 
-# Each case keeps or moves bytes in its own way; P = 2, m = 4, 3 steps.
+# Each case keeps or moves bytes in its own way; P = 2 (AMDP: 4), m = 4, 3 steps.
 MEMORY_CASES = [
     ("2bw", 1, {}),  # two weight versions, worn buffers, releases
     ("pipedream", 1, {}),  # stashed versions, one update per microbatch
