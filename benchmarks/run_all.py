@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "simulator": (["bench_simulator.py"], ["--quick"]),
     "executor": (["bench_executor.py"], ["--rounds", "2", "--steps", "3"]),
+    "recording": (["bench_recording.py"], ["--quick"]),
     "published": (["bench_published.py"], []),
     "dashboard": (["bench_dashboard.py"], ["--quick"]),
     "traces": (["bench_traces.py"], ["--quick"]),

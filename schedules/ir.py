@@ -113,17 +113,15 @@ _ACTION_RE = re.compile(
 
 def format_action(action: Action) -> str:
     """The text form of an action (see the module docstring)."""
-    text = f"{action.stage}{action.kind.value}"
-    if action.microbatch is not None:
-        text += str(action.microbatch)
-    suffix = f"s{action.step}" if action.step else ""
-    if action.version is not None:
-        suffix += f"v{action.version}"
-    if suffix:
-        text += "@" + suffix
-    if action.peer is not None:
-        text += f">{action.peer}"
-    return text
+    # a hot path (every recorded event of a run): the fields unpacked once, and the kind's `_value_`,
+    # a plain attribute, rather than `value`, which goes through the Enum machinery on every call
+    stage, kind, microbatch, step, version, peer = action
+    text = f"{stage}{kind._value_}" if microbatch is None else f"{stage}{kind._value_}{microbatch}"
+    if step:
+        text += f"@s{step}" if version is None else f"@s{step}v{version}"
+    elif version is not None:
+        text += f"@v{version}"
+    return text if peer is None else f"{text}>{peer}"
 
 
 def parse_action(text: str) -> Action:

@@ -6,6 +6,7 @@ its own, the CUDA allocator's count (which also sees workspaces and temporaries)
     memory = MemoryCount(stages, torch.device("cuda", 0))  # ask the allocator of this GPU
     memory.held(forwards, (inputs, grads, grad_out))     # after every op, into the trace's `memory`
     memory.grads_changed(2)                              # after an op that emptied the gradient buffers
+    memory.weights_changed()                             # after an op that kept or released a version
 """
 
 from __future__ import annotations
@@ -19,51 +20,78 @@ from executor.interpreter.stage import StageState
 
 
 class MemoryCount:
-    """The bytes one rank holds, with the counts that change rarely kept between ops."""
+    """The bytes one rank holds, with the counts that change rarely kept between ops.
+
+    Note: what `held` adds after every op, and what it keeps between ops:
+
+        weights x versions + gradient buffers + optimizer state     kept (`base`); counted again only
+                                                                     after an op that says it changed
+                                                                     one (the three *_changed calls)
+        + activations saved x forwards in flight                     per op: a length (one stage)
+        + received tensors not consumed yet                          per op: a few, received late
+
+    Integers, so the order of the sums changes nothing: the same bytes as adding every part up after
+    every op (tests/executor/test_overhead.py runs both side by side).
+    """
 
     def __init__(self, stages: dict[int, StageState], allocator: torch.device | None) -> None:
         self.stages, self.allocator = stages, allocator
         """The CUDA device whose allocator count is the rank's memory, or None: count the tensors."""
+        self.only = next(iter(stages.values())) if len(stages) == 1 else None
+        """The rank's one stage (the common case: every forward in flight is its), or None."""
         self.grad_bytes: int | None = None
         """Bytes of the gradient buffers, counted again after an op that may change them."""
         self.grads_complete = False
         """Every parameter had a gradient buffer when they were last counted (adding changes no size)."""
         self.optimizer_bytes = 0
+        self.base: int | None = None
+        """Weight versions, gradient buffers and optimizer state together; None: count at the next `held`."""
         self.optimizer_changed()
 
     def optimizer_changed(self) -> None:
         """Count the optimizer state again (after an update, or a restore)."""
         self.optimizer_bytes = sum(s.optimizer.state_bytes() for s in self.stages.values() if s.optimizer)
+        self.base = None
+
+    def weights_changed(self) -> None:
+        """After an op that kept or released a weight version (an update, received weights, a release)."""
+        self.base = None
 
     def grads_changed(self, how: int) -> None:
         """After an op that adds into the gradient buffers (1) or empties them (2): count them again
         where that may change their size (any emptying; an addition while some are missing)."""
         if how > self.grads_complete:
-            self.grad_bytes = None
+            self.grad_bytes = self.base = None
 
     def held(self, forwards: Mapping[MicrobatchKey, object], pending: Iterable[Mapping]) -> int:
         """Bytes held: weights x versions, gradients, optimizer state, the activations autograd saved for
         the `forwards` whose backward is still to come, and the `pending` received tensors."""
         if self.allocator is not None:
             return torch.cuda.memory_allocated(self.allocator)
+        total = self.base
+        if total is None:
+            total = self.base = self._base()
+        only = self.only
+        if only is not None:
+            total += (only.saved_bytes or 0) * len(forwards)
+        else:
+            stages = self.stages
+            for key in forwards:
+                total += stages[key.stage].saved_bytes or 0
+        for tensors in pending:
+            if tensors:
+                for tensor in tensors.values():
+                    total += tensor.nbytes
+        return total
+
+    def _base(self) -> int:
         stages = self.stages
         if self.grad_bytes is None:  # after an op that may have changed a gradient buffer (or at the start)
             grads = [p.grad for state in stages.values() for p in state.params]
             self.grad_bytes = sum(grad.nbytes for grad in grads if grad is not None)
             self.grads_complete = all(grad is not None for grad in grads)
-        total = self.optimizer_bytes + self.grad_bytes
-        for state in stages.values():
-            total += state.store.held_bytes()
-        if len(stages) == 1:  # the common case: every forward in flight is the one stage's
-            (state,) = stages.values()
-            total += (state.saved_bytes or 0) * len(forwards)
-        else:
-            for key in forwards:
-                total += stages[key.stage].saved_bytes or 0
-        for tensors in pending:
-            for tensor in tensors.values():
-                total += tensor.nbytes
-        return total
+        weights = sum(state.store.held_bytes() for state in stages.values())
+        return self.optimizer_bytes + self.grad_bytes + weights
 
 
 class SavedBytes:

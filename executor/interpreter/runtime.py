@@ -58,6 +58,8 @@ class Runtime:
         self.grads: dict[MicrobatchKey, torch.Tensor] = {}
         self.grad_out: dict[MicrobatchKey, torch.Tensor] = {}
         self.forwards: dict[MicrobatchKey, Forward] = {}
+        self.pending = (self.inputs, self.grads, self.grad_out)
+        """The received (or handed-over) tensors not consumed yet, as the memory count reads them."""
         self.split_keys = frozenset(MicrobatchKey.of(op) for op in plan.ops if op.kind is Kind.I)
         self.batches: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         """Training batches made ahead (see Entry.prefetch), until their forward takes them."""
@@ -162,13 +164,15 @@ class Runtime:
         end = self.clock() if timer is None else timer.begin()
         if entry.comm_end:
             self.started.discard(index)
-        for stage, version in entry.releases:
-            self.stages[stage].release(version)
+        if entry.releases:
+            for stage, version in entry.releases:
+                self.stages[stage].release(version)
+            self.memory.weights_changed()
         self.index = index + 1
         if entry.grads:
             self.memory.grads_changed(entry.grads)
         if self.recorder is not None and entry.traced:
-            memory = self.held_bytes()
+            memory = self.memory.held(self.forwards, self.pending)
             if timer is not None:  # device times are known later (CUDA events): the event is written then
                 timer.later(start, end, lambda s, e: self.recorder.event(index, op, s, e, moved, memory))
             else:
@@ -351,6 +355,7 @@ class Runtime:
                 param.copy_(value)
 
         _expect_version(op, state.store.update(keep_old=self.index in self.plan.keep_on_update, apply=write))
+        self.memory.weights_changed()
         return flat.nbytes
 
     # ---- validation and step boundaries ---------------------------------------------------------
@@ -379,7 +384,7 @@ class Runtime:
 
     def held_bytes(self) -> int:
         """Bytes this rank holds now (see executor.interpreter.memory)."""
-        return self.memory.held(self.forwards, (self.inputs, self.grads, self.grad_out))
+        return self.memory.held(self.forwards, self.pending)
 
     def finish(self) -> None:
         """After the last op: emit the events still waiting for their device times; live weights."""

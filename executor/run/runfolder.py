@@ -146,7 +146,7 @@ class RankLog:
             count = len(self.pending)  # the main thread may append meanwhile: those stay for the next
             if not count or self.fd < 0:
                 return
-            lines = [self._line(record) for record in self.pending[:count]]
+            lines = [_event_line(*r) if type(r) is tuple else _line(r) for r in self.pending[:count]]
             del self.pending[:count]
             data = "".join(lines).encode()
             while data:
@@ -159,24 +159,8 @@ class RankLog:
             os.utime(self.path)
 
     def event(self, index: int, op, start: float, end: float, moved: int, memory: int | None) -> None:
+        """Keep an action's event as it comes (a tuple: its line is made when written, off the op's path)."""
         self.pending.append((index, op, start, end, moved, memory))
-
-    def _line(self, record: tuple | dict | str) -> str:
-        """A kept record as its line: what json.dumps writes for {"t": "event", "i", "a", "s", "e", "b",
-        "m"}, built directly."""
-        if isinstance(record, str):
-            return record
-        if isinstance(record, dict):
-            return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
-        index, op, start, end, moved, memory = record
-        text = str(op)
-        plain = text.isprintable() and '"' not in text and "\\" not in text  # the IR's text always is
-        text = f'"{text}"' if plain else json.dumps(text)
-        memory = "null" if memory is None else int(memory)
-        return (
-            f'{{"t":"event","i":{int(index)},"a":{text},"s":{float(start)!r},"e":{float(end)!r},'
-            f'"b":{int(moved)},"m":{memory}}}\n'
-        )
 
     def loss(self, step: int, microbatch: int, loss: float, time: float) -> None:
         _check_finite("loss", loss, step, f", microbatch {microbatch}")
@@ -197,6 +181,26 @@ class RankLog:
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
+
+
+def _event_line(index: int, op, start: float, end: float, moved: int, memory: int | None) -> str:
+    """An event's line: what json.dumps writes for {"t": "event", "i", "a", "s", "e", "b", "m"}, built
+    directly (a line per action: where actions are cheap, its making is a part of the step time)."""
+    text = str(op)
+    if '"' in text or "\\" in text or not text.isprintable():  # never the IR's text
+        text = json.dumps(text)[1:-1]
+    memory = "null" if memory is None else int(memory)
+    return (
+        f'{{"t":"event","i":{int(index)},"a":"{text}","s":{float(start)!r},"e":{float(end)!r},'
+        f'"b":{int(moved)},"m":{memory}}}\n'
+    )
+
+
+def _line(record: dict | str) -> str:
+    """Any other kept record as its line: an object as JSON, a string as it is."""
+    if isinstance(record, str):
+        return record
+    return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
 
 
 def _check_finite(what: str, value: float, step: int, where: str) -> None:

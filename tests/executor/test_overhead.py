@@ -13,6 +13,8 @@ Run: .venv/bin/pytest tests/executor/test_overhead.py
   the same losses as on leaves, and the live weights are back in place at the end;
 - losses read back in batches (the device path: one synchronisation per step, not per microbatch) are
   the same numbers, and `--no-trace` trains the same losses with no events in its trace.
+- the memory count, which keeps what changes rarely between ops, gives the bytes that adding every
+  part up after every op gives, in every recorded event.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import pytest
 import torch
 
 from executor.interpreter.hooks import Hooks
-from executor.interpreter.program import build_plans, eager_receives, pair_orders, settled_sends
+from executor.interpreter.memory import MemoryCount
+from executor.interpreter.program import Extra, build_plans, eager_receives, pair_orders, settled_sends
 from executor.interpreter.runtime import Runtime
 from executor.run.assemble import Assembly
 from executor.run.local import run_local
@@ -215,3 +218,79 @@ def test_an_untraced_run_trains_the_same_losses_and_records_no_events(tmp_path, 
     assert not RunConfig.from_dict(
         json.loads((tmp_path / "untraced" / "config.json").read_text())["config"]
     ).trace
+
+
+class Summed:
+    """The memory count as it was before its parts were kept between ops (the reference): weights x
+    versions, optimizer state, saved activations and received tensors added up again after every op;
+    only the gradient buffers' bytes kept until an op says they changed. It wraps the count a runtime
+    uses, and checks every value that count gives against its own."""
+
+    def __init__(self, memory: MemoryCount) -> None:
+        self.memory, self.checked = memory, 0
+        self.grad_bytes: int | None = None
+        self.grads_complete = False
+
+    def optimizer_changed(self) -> None:
+        self.memory.optimizer_changed()
+
+    def weights_changed(self) -> None:
+        self.memory.weights_changed()  # (the reference counts the versions again anyway)
+
+    def grads_changed(self, how: int) -> None:
+        self.memory.grads_changed(how)
+        if how > self.grads_complete:
+            self.grad_bytes = None
+
+    def held(self, forwards, pending) -> int:
+        stages = self.memory.stages
+        if self.grad_bytes is None:
+            grads = [p.grad for state in stages.values() for p in state.params]
+            self.grad_bytes = sum(grad.nbytes for grad in grads if grad is not None)
+            self.grads_complete = all(grad is not None for grad in grads)
+        total = self.grad_bytes + sum(s.optimizer.state_bytes() for s in stages.values() if s.optimizer)
+        total += sum(state.store.held_bytes() for state in stages.values())
+        total += sum(stages[key.stage].saved_bytes or 0 for key in forwards)
+        total += sum(tensor.nbytes for tensors in pending for tensor in tensors.values())
+        ours = self.memory.held(forwards, pending)
+        assert ours == total
+        self.checked += 1
+        return ours
+
+
+class Quiet:
+    """A recorder that takes everything and keeps nothing (the memory count runs for traced events)."""
+
+    def event(self, *args) -> None: ...
+    def loss(self, *args) -> None: ...
+    def val(self, *args) -> None: ...
+    def cut(self, *args) -> None: ...
+
+
+# Each case keeps or moves bytes in its own way; P = 2 (AMDP: 4), m = 4, 3 steps.
+MEMORY_CASES = [
+    ("2bw", 1, {}),  # two weight versions, worn buffers, releases
+    ("pipedream", 1, {}),  # stashed versions, one update per microbatch
+    ("zb-h1", 1, {}),  # I and W split: the W adds into the gradient buffers later
+    ("interleaved", 2, {"layers": 4}),  # two stages per rank: forwards of either in flight, local hand-offs
+    ("amdp", 1, {"layers": 4, "stages": 4}),  # weights sent and received (SEND_W / RECV_W), gradients (G)
+]
+
+
+@pytest.mark.parametrize(("schedule", "chunks", "extra"), MEMORY_CASES)
+def test_the_memory_kept_between_ops_is_what_adding_it_all_up_gives(corpus, schedule, chunks, extra):
+    settings = {**SMALL, "stages": 2, **extra}
+    cfg = RunConfig(schedule=schedule, microbatches=4, steps=3, chunks=chunks, **settings)
+    checks: list[Summed] = []
+
+    def configure(runtimes):
+        for runtime in runtimes:
+            runtime.memory = Summed(runtime.memory)
+            checks.append(runtime.memory)
+
+    runtimes = run_local(
+        Assembly(cfg, corpus=corpus), hooks_for=lambda _: Hooks(recorder=Quiet()), configure=configure
+    )
+    assert [check.checked for check in checks] == [
+        sum(1 for op in runtime.plan.ops if not isinstance(op, Extra)) for runtime in runtimes
+    ]
