@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_accuracy.py                  # P = 2, m = 8, 12 steps (a few minutes)
     .venv/bin/python benchmarks/bench_accuracy.py --rounds 3 --out accuracy.md
+    .venv/bin/python benchmarks/bench_accuracy.py --rounds 3 --repeats 3   # medians of runs (15 min)
     .venv/bin/python benchmarks/bench_accuracy.py --quick          # a smoke run
 
 Every case runs as a user runs it: `pipesim run` (torchrun, gloo, one thread per rank, the tiny GPT,
@@ -17,7 +18,9 @@ per stage and action order; what-if within 5% step time. With --rounds N every r
 the rounds alternating the configurations, and each round is a row: the spread between rounds is the
 machine's own noise. Prints a Calculon-style table (configuration, metric, predicted, measured, error;
 mean and max of the absolute errors per column). With two or more rounds, a second table takes each
-case's median error over the rounds, since one round on this 2-core machine moves by +-10%.
+case's median error over the rounds, since one round on this 2-core machine moves by +-10%. With
+--repeats R each configuration runs R times per round (alternating) and the run with the median step
+time is the round's measurement, what is calibrated from and what a what-if is held against.
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--microbatches", type=int, default=8)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=1, help="repeat every run, alternating (default 1)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each configuration per round; the one with the median step time is the round's "
+        "measurement (default 1)",
+    )
     parser.add_argument("--out", help="also write the tables (Markdown) to this file")
     parser.add_argument("--quick", action="store_true", help="m = 4, 4 steps, one round: a smoke run")
     args = parser.parse_args(argv)
@@ -65,6 +75,13 @@ def pipesim(*argv: str) -> str:
     if result.returncode:
         raise RuntimeError(f"pipesim {' '.join(argv)} failed:\n{result.stderr}")
     return result.stdout
+
+
+def median_run(outs: list[Path]) -> Path:
+    """Of several run folders of one configuration, the one whose step time is the median."""
+    if len(outs) == 1:
+        return outs[0]
+    return sorted(outs, key=lambda out: metrics(out / "trace.json")["step_time"])[len(outs) // 2]
 
 
 def measure(folder: Path, schedule: str, args: argparse.Namespace, microbatches: int, ranks: int) -> Path:
@@ -99,9 +116,13 @@ def row(label: str, kind: str, report: dict) -> dict:
 
 def one_round(folder: Path, args: argparse.Namespace) -> list[dict]:
     m, p, k = args.microbatches, args.stages, args.steps
-    runs = {(s, m, p): measure(folder, s, args, m, p) for s in SCHEDULES}
-    runs[("1f1b", 2 * m, p)] = measure(folder, "1f1b", args, 2 * m, p)
-    runs[("1f1b", m, 2 * p)] = measure(folder, "1f1b", args, m, 2 * p)
+    configurations = [(s, m, p) for s in SCHEDULES] + [("1f1b", 2 * m, p), ("1f1b", m, 2 * p)]
+    outs: dict[tuple, list[Path]] = {c: [] for c in configurations}
+    for repeat in range(args.repeats):  # the configurations alternate inside the round too
+        for schedule, microbatches, ranks in configurations:
+            run = measure(folder / f"repeat{repeat}", schedule, args, microbatches, ranks)
+            outs[(schedule, microbatches, ranks)].append(run)
+    runs = {c: median_run(found) for c, found in outs.items()}
     rows = []
     for schedule in SCHEDULES:
         run = runs[(schedule, m, p)]
