@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from dashboard.rundirs import RUNS_VARIABLE  # Streamlit-free: the command stays quick to load
@@ -50,15 +51,16 @@ def run(args: argparse.Namespace) -> int:
     env = {**os.environ, RUNS_VARIABLE: str(runs)}
     print(f"pipesim dashboard: http://{HOST}:{args.port}  (runs: {runs}; Ctrl-C stops it)", flush=True)
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    stop = Stop(server)
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code = server.wait()
-    except KeyboardInterrupt:
-        code = _stop(server)
+        code = stop.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if stop.requested is not None:
         print("pipesim dashboard: stopped", flush=True)
         return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if code != 0:
         print(f"pipesim dashboard: streamlit exited with code {code}", file=sys.stderr)
     return code
@@ -107,17 +109,28 @@ def streamlit_command(port: int) -> list[str]:
     ]
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM stops the dashboard the way Ctrl-C does (the server is stopped, not orphaned)."""
-    raise KeyboardInterrupt
+class Stop:
+    """Ctrl-C or SIGTERM: note it and ask the server to stop (SIGINT; a Ctrl-C typed in a terminal has
+    reached it already), then wait for it, killing it after STOP_SECONDS. The handler only takes note:
+    raising from it lost the race with a server that stopped first (the command then returned without
+    saying it had been stopped)."""
 
+    def __init__(self, server: subprocess.Popen) -> None:
+        self.server = server
+        self.requested: float | None = None
+        """When the first stop signal came (time.monotonic), or None."""
 
-def _stop(server: subprocess.Popen) -> int:
-    """Stop the server: Ctrl-C reached it too when typed in a terminal; send it ourselves otherwise."""
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)
-    try:
-        return server.wait(timeout=STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        return server.wait()
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.requested is None:
+            self.requested = time.monotonic()
+            if self.server.poll() is None:
+                self.server.send_signal(signal.SIGINT)
+
+    def wait(self) -> int:
+        """The server's exit code, once it has exited (killed if it outlives a stop by STOP_SECONDS)."""
+        while True:
+            try:
+                return self.server.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                if self.requested is not None and time.monotonic() - self.requested > STOP_SECONDS:
+                    self.server.kill()
