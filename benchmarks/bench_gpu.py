@@ -11,9 +11,10 @@ ranks); the allocator's peak over all ranks is read here. Per precision (fp32, a
 
 - a run with the trace recorded and one with `--no-trace`: the step times (medians, warm-up dropped),
   so the cost of recording shows where each action takes milliseconds;
-- `pipesim calibrate` of the recorded run: per stage the fitted F, B and OPT against the analytic model's
-  (`cost_model(gpt2-small, h100-sxm)`: FLOPs at 50% of the H100's dense bf16 peak), and the FLOP/s the
-  GPU reached in each (the same analytic FLOP count over the measured time);
+- the calibration of the recorded run (traces.calibrate): per stage the fitted F, B and OPT against the
+  analytic model's (`cost_model(gpt2-small, h100-sxm)`: the executor's models are fp32, so FLOPs at 50%
+  of the H100's fp32 peak; TF32 and bf16 have no preset of their own), and the FLOP/s the GPU reached
+  in each (the same analytic FLOP count over the measured time);
 - peak memory per rank: the trace's count against the analytic model's prediction (`pipesim compare` of
   the run with `pipesim simulate --model ... --device h100-sxm --trace`).
 
