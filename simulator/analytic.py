@@ -13,7 +13,9 @@ a heads; Megatron-LM's counts, Narayanan et al. 2021, attention counted in full,
     stash   block T h (34 + 5 a s / h) x dtype/2 (Korthikanti et al. 2022, no recomputation), or with
             fused attention and no dropout (the executor's blocks) T (32 h x dtype/2 + 4 a + 16): no
             score matrices or masks; a 4-byte log-sum-exp per head and two layer norms' statistics
-            head T (2 h + 2 V) x dtype;  embedding T x 8 (token ids)
+            head T (2 h + 2 V) x dtype, or for the executor's models T ((2 h + V) x dtype + 16): the
+            norm's input and output, the log-softmax, the norm's statistics and the targets
+            embedding T x 8 (token ids)
     kept    what a deferred W needs, the inputs of the layers with weights: block T 7 h x dtype
             (qkv, proj and fc inputs h each, out input 4 h), head T h x dtype
     message T h x dtype (the activation to the next stage; its gradient back is as big)
@@ -90,8 +92,10 @@ def stage_work(spec: ModelSpec, stages: int) -> list[StageWork]:
     tokens = spec.microbatch_size * s
     dtype = spec.dtype_bytes
     block_stash = tokens * h * (34 + 5 * a * s / h) * dtype / 2
+    head_stash = (2 * h + 2 * V) * tokens * dtype
     if spec.fused_attention:  # measured against what autograd saves (tests/simulator/test_analytic.py)
         block_stash = tokens * (32 * h * dtype / 2 + 4 * a + 16)
+        head_stash = tokens * ((2 * h + V) * dtype + 16)
     out = []
     for stage, n in enumerate(split_layers(spec.layers, stages, spec.split)):
         first, last = stage == 0, stage == stages - 1
@@ -99,9 +103,7 @@ def stage_work(spec: ModelSpec, stages: int) -> list[StageWork]:
         parameters = (
             n * (12 * h * h + 13 * h) + ((V + s) * h if first else 0) + (V * h + 2 * h if last else 0)
         )
-        stash = (
-            n * block_stash + (8 * tokens if first else 0) + ((2 * h + 2 * V) * tokens * dtype if last else 0)
-        )
+        stash = n * block_stash + (8 * tokens if first else 0) + (head_stash if last else 0)
         kept = n * 7 * tokens * h * dtype + (tokens * h * dtype if last else 0)
         out.append(
             StageWork(

@@ -104,3 +104,20 @@ def test_the_accuracy_table_takes_each_cases_median_over_rounds() -> None:
     assert "| a | calibrated | +1.0% | -5.0% to +2.0% | +1.0 pts |" in text
     assert "| b | calibrated | -3.0% | -4.0% to +7.0% |" in text
     assert "| calibrated | 2 | 2.0% | 3.0% |" in text
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_its_tables_on_a_cpu(tmp_path: Path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "benchmarks" / "bench_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--device", "cpu", "--model", "tiny", "--stages", "2", "--microbatches", "2", "--steps", "3"]
+    assert bench.main([*argv, "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "gpu.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| 1 | ")]
+    assert [row.split(" | ")[1] for row in rows[:3]] == ["F", "B", "OPT"]  # stage 1's fitted costs
+    assert "TFLOP/s" in text and "| fp32 | " in text and "tf32" not in text  # no TF32 on a CPU
+    measured, preset, ratio = rows[3].split(" | ")[1:]  # rank 1's peak memory
+    assert float(ratio.strip(" |")) == pytest.approx(
+        float(preset.split()[0]) / float(measured.split()[0]), 0.02
+    )

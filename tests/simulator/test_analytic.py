@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from executor.training.model import Block as ExecutorBlock
-from executor.training.model import GPTConfig
+from executor.training.model import GPTConfig, loss_fn
+from executor.training.model import Head as ExecutorHead
 from simulator import CostError
 from simulator.analytic import cost_model, split_layers, stage_work
 from simulator.presets import DEVICES, MODELS, ModelSpec, device, model
@@ -91,9 +92,9 @@ def test_head_flops_and_bytes() -> None:
     assert first.stash_bytes == int(T * h * (34 + 5 * 4 * 32 / 64) * 2) + 8 * T
 
 
-def test_a_fused_blocks_stash_is_what_autograd_saves() -> None:
-    """The executor's block (scaled_dot_product_attention, no dropout): the bytes autograd keeps from one
-    forward, weights excluded, are the analytic stash of a block."""
+def test_the_executors_stash_is_what_autograd_saves() -> None:
+    """The executor's block (scaled_dot_product_attention, no dropout) and head with its loss: the bytes
+    autograd keeps from one forward, weights excluded, are the analytic stash of each."""
     for batch, seq, hidden, heads in ((2, 32, 64, 4), (1, 128, 128, 8), (3, 16, 96, 2)):
         spec = ModelSpec(name="t", layers=6, hidden=hidden, heads=heads, seq_len=seq, vocab=256,
                          microbatch_size=batch, fused_attention=True)  # fmt: skip
@@ -112,6 +113,15 @@ def test_a_fused_blocks_stash_is_what_autograd_saves() -> None:
         assert middle.stash_bytes == measured, (batch, seq, hidden, heads)
         unfused = stage_work(ModelSpec(**{**vars(spec), "fused_attention": False}), 6)[1].stash_bytes
         assert unfused > measured  # Korthikanti et al.'s count keeps scores and masks
+        head = ExecutorHead(GPTConfig(seq_len=seq, layers=1, hidden=hidden, heads=heads))
+        weights = {p.untyped_storage().data_ptr() for p in head.parameters()}
+        saved.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            x = torch.randn(batch, seq, hidden, requires_grad=True)
+            loss_fn(head(x), torch.randint(0, 256, (batch, seq)))
+        measured = sum(size for pointer, size in saved.items() if pointer not in weights)
+        last = stage_work(spec, 6)[5]  # one block and the head
+        assert last.stash_bytes - middle.stash_bytes == pytest.approx(measured, abs=8)  # + the loss scalar
 
 
 def test_cost_model_times_are_flops_over_achieved_rate() -> None:
