@@ -20,16 +20,12 @@ from typing import Any
 import numpy as np
 
 from schedules.ir import Action, Kind, Layout, Schedule, Versioning
+from traces.columnar.columns import KIND_CODE as CODE  # one coding of kinds for schedules and traces
+from traces.columnar.columns import KINDS, NONE
 
-KINDS: tuple[Kind, ...] = tuple(Kind)
-"""Kind of code c is KINDS[c]."""
-CODE: dict[Kind, int] = {kind: code for code, kind in enumerate(KINDS)}
-"""Code of each Kind."""
 F, B, I, W, OPT = (CODE[k] for k in (Kind.F, Kind.B, Kind.I, Kind.W, Kind.OPT))
 SEND_F, RECV_F, SEND_B, RECV_B = (CODE[k] for k in (Kind.SEND_F, Kind.RECV_F, Kind.SEND_B, Kind.RECV_B))
 SEND_G, RECV_G, SEND_W, RECV_W = (CODE[k] for k in (Kind.SEND_G, Kind.RECV_G, Kind.SEND_W, Kind.RECV_W))
-NONE = -1
-"""A missing microbatch, version or peer."""
 FIELDS = ("kind", "stage", "microbatch", "step", "version", "peer")
 
 

@@ -30,12 +30,14 @@ from traces.schema import STREAMS, Event, stream_of
 
 KINDS: tuple[Kind, ...] = tuple(Kind)
 """The kind of code c is KINDS[c]."""
-KIND_CODE = {kind: code for code, kind in enumerate(KINDS)}
+KIND_CODE: dict[Kind, int] = {kind: code for code, kind in enumerate(KINDS)}
+"""Code of each Kind (the simulator's columnar schedules use the same)."""
 STREAM_CODE = {stream: code for code, stream in enumerate(STREAMS)}
 """The stream of code c is STREAMS[c]."""
 STREAM_OF_KIND = np.array([STREAM_CODE[stream_of(Action(0, kind))] for kind in KINDS], dtype=np.int8)
 """Per kind code, the code of the stream its events belong to."""
 NONE = -1
+"""A missing microbatch, version or peer."""
 
 
 def codes(*kinds: Kind) -> list[int]:
