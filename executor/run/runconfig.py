@@ -26,6 +26,7 @@ from executor.training.optim import OptimizerConfig
 from schedules import Schedule, ScheduleError, build, get_info
 from schedules.imported import schedule_from_text
 from schedules.registry import check_request
+from traces.pauses import checkpoint_steps, validation_steps
 
 DEVICES = ("cpu", "cuda")
 RUN_ONLY_FIELDS = ("out", "resume", "timeout", "single_process", "keep_checkpoints")
@@ -114,14 +115,10 @@ class RunConfig:
         return self.stages * self.chunks
 
     def val_steps(self) -> frozenset[int]:
-        if self.val_every <= 0:
-            return frozenset()
-        return frozenset(k for k in range(self.steps) if (k + 1) % self.val_every == 0 or k == self.steps - 1)
+        return validation_steps(self.steps, self.val_every)
 
     def checkpoint_steps(self) -> frozenset[int]:
-        if self.checkpoint_every <= 0:
-            return frozenset()
-        return frozenset(k for k in range(self.steps - 1) if (k + 1) % self.checkpoint_every == 0)
+        return checkpoint_steps(self.steps, self.checkpoint_every)
 
     def build_schedule(self) -> Schedule:
         if self.schedule_csv is not None:

@@ -19,6 +19,7 @@ from simulator.calibration import calibrated_costs, calibration_toml
 from simulator.costfile import loads_costs
 from traces.calibrate import calibrate, factors, quantiles, robust_mean
 from traces.compare import compare_traces
+from traces.pauses import checkpoint_steps, paused_steps, validation_steps
 from traces.schema import Trace, TraceError
 
 MS, US = 1e-3, 1e-6
@@ -134,6 +135,14 @@ def _paused(measured: Trace, config: dict | None) -> Trace:
     ]
     meta = {"config": config} if config is not None else {}
     return replace(measured, events=tuple(sorted(later, key=lambda e: (e.start, e.rank))), meta=meta)
+
+
+def test_the_steps_with_work_outside_the_schedule() -> None:
+    assert validation_steps(12, 10) == {9, 11} and validation_steps(12, 0) == frozenset()
+    assert checkpoint_steps(12, 4) == {3, 7} and checkpoint_steps(12, 6) == {5}  # never after the last
+    header = simulate(build("1f1b", 3, 3, steps=12), KNOWN).trace()
+    paused = replace(header, meta={"config": {"val_every": 10, "checkpoint_every": 4}})
+    assert paused_steps(paused) == {3, 4, 7, 8, 9, 10, 11} and paused_steps(header) is None
 
 
 def test_a_pause_for_a_checkpoint_is_left_out_of_host_times(measured: Trace) -> None:
