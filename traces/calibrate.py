@@ -194,8 +194,10 @@ def calibrate(trace: Trace) -> Calibration:
     # single process: the ranks took turns, so one rank's gaps hold the others' work, not host time
     turns = trace.meta.get("backend") == "local"
     host_steps = [] if turns else quiet or steps_used
-    samples = _Samples(header, serial_sends=trace.source == "measured", host_steps=host_steps)
-    samples.trim_host = not quiet  # every step paused: drop the pauses as outliers instead
+    # every step paused: drop the long pauses as outliers instead
+    samples = _Samples(
+        header, serial_sends=trace.source == "measured", host_steps=host_steps, trim_host=not quiet
+    )
     for rank_events in _per_rank(trace):
         samples.add_rank(rank_events, steps_used)
     link = samples.fit_link()
@@ -270,11 +272,13 @@ def _per_rank(trace: Trace) -> list[list[Event]]:
 class _Samples:
     """The durations, gaps and message times of one trace, grouped by cost entry and field."""
 
-    def __init__(self, header: ScheduleHeader, *, serial_sends: bool, host_steps: list[int]) -> None:
+    def __init__(
+        self, header: ScheduleHeader, *, serial_sends: bool, host_steps: list[int], trim_host: bool
+    ) -> None:
         self.layout: Layout = header.layout
         self.host_steps = frozenset(host_steps)
         """The steps whose gaps between actions are fitted as host times."""
-        self.trim_host = False
+        self.trim_host = trim_host
         """Drop outliers from host times: when no step is free of validation and checkpoints."""
         self.chunks = header.chunks
         self.entries = self.layout.stages_per_pipeline // header.chunks
