@@ -6,12 +6,15 @@
     .venv/bin/python benchmarks/bench_accuracy.py --quick          # a smoke run
 
 Every case runs as a user runs it: `pipesim run` (torchrun, gloo, one thread per rank, the tiny GPT,
-`--val-every 0`) for gpipe, 1f1b, pipedream and 2bw, and 1f1b at 2m, then, per run:
+`--val-every 0`) for gpipe, 1f1b, pipedream and 2bw, 1f1b at 2m and at 2P, and 1f1b again; then:
 
 - uncalibrated: `pipesim simulate --model tiny --device cpu` of the same schedule (the analytic preset);
 - calibrated: `pipesim calibrate RUN --report`, the same run re-predicted from its own fit;
 - what-if: `pipesim predict --from RUN` of another configuration, against an actual run of it:
-  1f1b -> 2bw, 1f1b -> gpipe, 2bw -> pipedream, 1f1b at m -> 1f1b at 2m, and 1f1b at P -> 2P.
+  1f1b -> 2bw, 1f1b -> gpipe, 2bw -> pipedream, 1f1b at m -> 1f1b at 2m, and 1f1b at P -> 2P;
+- control: 1f1b predicted from its run against a second run of 1f1b, made last in the round. Its error
+  is the difference between two runs of one configuration, which every what-if carries as well: the
+  machine's floor for the what-ifs (a what-if goal well under it cannot be shown on this machine).
 
 Goals (issue 7): calibrated within 3% step time and 3 points utilization on every rank, the same delay
 per stage and action order; what-if within 5% step time. With --rounds N every run is repeated N times,
@@ -44,6 +47,9 @@ WHAT_IF = (
 )
 """(measured schedule, target schedule, m multiplier, P multiplier): the last one carries the fit to
 another P (simulator/rescale.py), on the same two cores (its ranks share them)."""
+CONTROL = "control"
+"""The kind of the row that predicts 1f1b from its run against a second run of the same configuration,
+made last in the round: what no what-if can beat on this machine, the difference between two runs."""
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,8 +90,10 @@ def median_run(outs: list[Path]) -> Path:
     return sorted(outs, key=lambda out: metrics(out / "trace.json")["step_time"])[len(outs) // 2]
 
 
-def measure(folder: Path, schedule: str, args: argparse.Namespace, microbatches: int, ranks: int) -> Path:
-    out = folder / f"{schedule}-p{ranks}-m{microbatches}"
+def measure(
+    folder: Path, schedule: str, args: argparse.Namespace, microbatches: int, ranks: int, copy: int = 0
+) -> Path:
+    out = folder / (f"{schedule}-p{ranks}-m{microbatches}" + (f"-{copy}" if copy else ""))
     pipesim(
         "run", "--schedule", schedule, "--stages", str(ranks), "--microbatches", str(microbatches),
         "--steps", str(args.steps), "--val-every", "0", "--out", str(out),
@@ -116,16 +124,18 @@ def row(label: str, kind: str, report: dict) -> dict:
 
 def one_round(folder: Path, args: argparse.Namespace) -> list[dict]:
     m, p, k = args.microbatches, args.stages, args.steps
-    configurations = [(s, m, p) for s in SCHEDULES] + [("1f1b", 2 * m, p), ("1f1b", m, 2 * p)]
+    configurations = [(s, m, p, 0) for s in SCHEDULES] + [("1f1b", 2 * m, p, 0), ("1f1b", m, 2 * p, 0)]
+    configurations.append(("1f1b", m, p, 1))  # the control's second run, last: as far from its first
     outs: dict[tuple, list[Path]] = {c: [] for c in configurations}
     for repeat in range(args.repeats):  # the configurations alternate inside the round too
-        for schedule, microbatches, ranks in configurations:
-            run = measure(folder / f"repeat{repeat}", schedule, args, microbatches, ranks)
-            outs[(schedule, microbatches, ranks)].append(run)
+        for configuration in configurations:
+            schedule, microbatches, ranks, copy = configuration
+            run = measure(folder / f"repeat{repeat}", schedule, args, microbatches, ranks, copy)
+            outs[configuration].append(run)
     runs = {c: median_run(found) for c, found in outs.items()}
     rows = []
     for schedule in SCHEDULES:
-        run = runs[(schedule, m, p)]
+        run = runs[(schedule, m, p, 0)]
         label = f"{schedule} P={p} m={m}"
         analytic = folder / f"{schedule}-analytic.json"
         pipesim(
@@ -140,11 +150,15 @@ def one_round(folder: Path, args: argparse.Namespace) -> list[dict]:
     for source, target, factor, wider in WHAT_IF:
         predicted = folder / f"what-{source}-{target}-{factor}-{wider}.json"
         pipesim(
-            "predict", "--from", str(runs[(source, m, p)]), "--schedule", target, "-m", str(factor * m),
+            "predict", "--from", str(runs[(source, m, p, 0)]), "--schedule", target, "-m", str(factor * m),
             "-p", str(wider * p), "--trace", str(predicted),
         )  # fmt: skip
         label = f"{source} P={p} m={m} -> {target} P={wider * p} m={factor * m}"
-        rows.append(row(label, "what-if", _compare(runs[(target, factor * m, wider * p)], predicted)))
+        rows.append(row(label, "what-if", _compare(runs[(target, factor * m, wider * p, 0)], predicted)))
+    control = folder / "control.json"
+    pipesim("predict", "--from", str(runs[("1f1b", m, p, 0)]), "--schedule", "1f1b", "--trace", str(control))
+    label = f"1f1b P={p} m={m} -> another run of it"
+    rows.append(row(label, CONTROL, _compare(runs[("1f1b", m, p, 1)], control)))
     return rows
 
 

@@ -20,6 +20,7 @@ from dashboard import loaders
 from dashboard.params import Param
 from dashboard.sidebar import runs_folder
 from dashboard.studies import RESULTS, SUMMARY, StudyState, find_studies, lr_rows, stamp
+from dashboard.tables import with_gaps
 from dashboard.widgets import key, publish, restore, value
 from schedules.errors import UserError
 
@@ -201,13 +202,10 @@ def _summary(state: StudyState, schedules: tuple, variants: tuple, depths: tuple
         for row in state.summary
         if _chosen(row, schedules, variants, depths)
     ]
-    config = {
-        title: st.column_config.NumberColumn(format=fmt, help=help or None)
-        if fmt
-        else st.column_config.Column(help=help or None)
-        for title, fmt, help in (TABLE[column] for column in columns)
-    }
-    st.dataframe(rows, hide_index=True, width="stretch", column_config=config, key="study-summary")
+    titles = [TABLE[column] for column in columns]
+    config = {title: st.column_config.Column(help=help or None) for title, _, help in titles}
+    table = with_gaps(rows, {title: fmt for title, fmt, _ in titles if fmt}) if rows else rows
+    st.dataframe(table, hide_index=True, width="stretch", column_config=config, key="study-summary")
     st.caption(
         f"Gap: the final validation loss minus that of the reference ({state.settings['schedules'][0]}) "
         "with the same optimizer, depth and seed, averaged over seeds; spread: the gap's standard "

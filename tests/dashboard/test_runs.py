@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from tests.dashboard.conftest import charts
+from dashboard.tables import MISSING
+from tests.dashboard.conftest import charts, displayed
 
 
 def _names(figure: dict) -> list[str]:
@@ -58,3 +60,11 @@ def test_an_empty_runs_folder_says_how_to_make_one(app, runs: Path, monkeypatch,
     monkeypatch.setenv("PIPESIM_RUNS", str(tmp_path / "nothing"))
     test = app("runs")
     assert test.info[0].value.startswith(f"No run folders under {tmp_path / 'nothing'}")
+
+
+def test_the_table_shows_a_missing_value_as_a_dash_and_keeps_numbers_numbers(app, runs: Path) -> None:
+    test = app("runs")
+    shown = displayed(test.dataframe[0]).set_index("run")
+    assert shown.loc["1f1b", "best val loss"] == MISSING  # 1f1b ran without validation: not "None"
+    assert re.fullmatch(r"\d\.\d{4}", shown.loc["2bw", "best val loss"])
+    assert test.dataframe[0].value["best val loss"].dtype.kind == "f"  # the data sorts as numbers
