@@ -2,7 +2,6 @@
 
     metrics_rows({"1f1b": metrics, "2bw": other})    # Explore: one row per schedule
     comparison_tables(compare_traces(a, b))          # Compare: `pipesim compare`'s tables and errors
-    with_gaps(rows, {"best val loss": "%.4f"})       # missing values shown as a dash, not "None"
 
 Errors are B against A as in `pipesim compare`: relative for times and sizes (+3.1%), in points for
 shares (+1.2 pts). No Streamlit here.
@@ -20,18 +19,7 @@ from traces.metrics import Metrics
 
 Rows = list[dict[str, Any]]
 MISSING = "\u2014"
-"""How a table shows a value that does not exist (no validation yet, a target never reached)."""
-
-
-def with_gaps(rows: Rows, formats: Mapping[str, str]):
-    """The rows as a pandas Styler for st.dataframe: the columns in `formats` printed with their printf
-    format, every missing value as MISSING (Streamlit writes "None" otherwise). Number columns stay
-    numbers, so they still sort as numbers; give them no format in a column_config (it would win)."""
-    import pandas as pd  # Streamlit's own dependency; imported here so the table code stays light
-
-    frame = pd.DataFrame(rows)
-    shown = {name: (lambda value, fmt=fmt: fmt % value) for name, fmt in formats.items() if name in frame}
-    return frame.style.format(shown, na_rep=MISSING)
+"""How every table shows a value that does not exist (st.dataframe's placeholder; it writes "None")."""
 
 
 def gib(value: float | None) -> str:

@@ -20,7 +20,7 @@ from dashboard.loaders import TraceRef
 from dashboard.params import Param
 from dashboard.rundirs import trace_files
 from dashboard.sidebar import runs_folder
-from dashboard.tables import comparison_tables, order_lines
+from dashboard.tables import MISSING, comparison_tables, order_lines
 from dashboard.widgets import key, publish, restore, value
 from schedules.errors import UserError
 from traces.compare import Comparison
@@ -122,7 +122,9 @@ def _tables(comparison: Comparison) -> None:
     tables = comparison_tables(comparison)
     tabs = st.tabs([*tables, "action order"])
     for tab, (name, rows) in zip(tabs, tables.items(), strict=False):
-        tab.dataframe(rows, hide_index=True, width="stretch", key=f"compare-table-{name}")
+        tab.dataframe(
+            rows, hide_index=True, placeholder=MISSING, width="stretch", key=f"compare-table-{name}"
+        )
     tabs[-1].text("\n".join(order_lines(comparison)))
 
 
@@ -147,7 +149,12 @@ def _calibration(measured: TraceRef) -> None:
     _verdict(result.report)
     figure = loaders.calibrated_timeline(measured)
     st.plotly_chart(figure, key="calibrated-timeline", width="stretch")
-    st.dataframe(comparison_tables(result.report)["summary"], hide_index=True, key="calibrated-summary")
+    st.dataframe(
+        comparison_tables(result.report)["summary"],
+        hide_index=True,
+        placeholder=MISSING,
+        key="calibrated-summary",
+    )
     for note in result.notes:
         st.caption(f"note: {note}")
     left, right = st.columns(2)

@@ -20,7 +20,7 @@ from dashboard import loaders
 from dashboard.inputs import COST_SOURCES, VALUE_FIELDS, CostChoice
 from dashboard.loaders import SimRequest
 from dashboard.params import Param
-from dashboard.tables import metrics_rows
+from dashboard.tables import MISSING, metrics_rows
 from dashboard.widgets import key, publish, restore, value
 from schedules.errors import UserError
 from schedules.imported import layout_line, schedule_from_text
@@ -201,7 +201,13 @@ def _uploaded_schedule(choice: CostChoice) -> SimRequest | None:
 def _show(requests: list[SimRequest]) -> None:
     metrics = {request.schedule: loaders.simulated_metrics(request) for request in requests}
     workload = requests[0].costs.source in ("presets", "file")
-    st.dataframe(metrics_rows(metrics, workload=workload), hide_index=True, width="stretch", key="metrics")
+    st.dataframe(
+        metrics_rows(metrics, workload=workload),
+        hide_index=True,
+        placeholder=MISSING,
+        width="stretch",
+        key="metrics",
+    )
     st.subheader("Timeline")
     x_max = max(metric.makespan for metric in metrics.values()) if len(requests) > 1 else None
     for request in requests:

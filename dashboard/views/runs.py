@@ -17,13 +17,12 @@ from dashboard.figures.training import X_AXES, training_figure
 from dashboard.params import Param
 from dashboard.rundirs import RunInfo, find_runs, stamp, summary
 from dashboard.sidebar import runs_folder
-from dashboard.tables import with_gaps
+from dashboard.tables import MISSING
 from dashboard.widgets import key, publish, restore, value
 
 PAGE = "runs"
 REFRESH_SECONDS = 2.0  # how often a page with a live run reads its metrics.jsonl again
 SHOWN = 6  # runs selected when the URL names none
-RUN_FORMATS = {"last loss": "%.4f", "best val loss": "%.4f", "tokens/s (median)": "%d"}
 PARAMS = (
     Param(key="runs", default=[], kind="strs"),
     Param(key="x", default="step", choices=tuple(X_AXES)),
@@ -82,8 +81,13 @@ def _show(folders: list[Path], root: Path, *, following: bool = False) -> None:
         st.rerun()
     if live:
         st.caption(f"following {', '.join(live)} live: refreshed every {REFRESH_SECONDS:g} s")
-    table = with_gaps([summary(run) for run in runs], RUN_FORMATS)
-    st.dataframe(table, hide_index=True, width="stretch", key="runs-table")
+    st.dataframe(
+        [summary(run) for run in runs],
+        hide_index=True,
+        placeholder=MISSING,
+        width="stretch",
+        key="runs-table",
+    )
     for run in runs:
         for problem in _problems(run):
             st.caption(f"{run.name}: {problem}")

@@ -20,7 +20,7 @@ from dashboard import loaders
 from dashboard.params import Param
 from dashboard.sidebar import runs_folder
 from dashboard.studies import RESULTS, SUMMARY, StudyState, find_studies, lr_rows, stamp
-from dashboard.tables import with_gaps
+from dashboard.tables import MISSING
 from dashboard.widgets import key, publish, restore, value
 from schedules.errors import UserError
 
@@ -169,7 +169,7 @@ def _in_progress(state: StudyState, schedules: tuple, variants: tuple, depths: t
     rows = [row for row in state.runs if _chosen(row, schedules, variants, depths)]
     if rows:
         st.subheader("Runs finished so far")
-        st.dataframe(rows, hide_index=True, width="stretch", key="study-runs")
+        st.dataframe(rows, hide_index=True, placeholder=MISSING, width="stretch", key="study-runs")
         st.caption(
             "A schedule whose numbers do not depend on the depth (1F1B; 2BW without gradient clipping) "
             "runs once, at the smallest depth (docs/study/README.md)."
@@ -202,10 +202,15 @@ def _summary(state: StudyState, schedules: tuple, variants: tuple, depths: tuple
         for row in state.summary
         if _chosen(row, schedules, variants, depths)
     ]
-    titles = [TABLE[column] for column in columns]
-    config = {title: st.column_config.Column(help=help or None) for title, _, help in titles}
-    table = with_gaps(rows, {title: fmt for title, fmt, _ in titles if fmt}) if rows else rows
-    st.dataframe(table, hide_index=True, width="stretch", column_config=config, key="study-summary")
+    config = {
+        title: st.column_config.NumberColumn(format=fmt, help=help or None)
+        if fmt
+        else st.column_config.Column(help=help or None)
+        for title, fmt, help in (TABLE[column] for column in columns)
+    }
+    st.dataframe(
+        rows, hide_index=True, placeholder=MISSING, width="stretch", column_config=config, key="study-summary"
+    )
     st.caption(
         f"Gap: the final validation loss minus that of the reference ({state.settings['schedules'][0]}) "
         "with the same optimizer, depth and seed, averaged over seeds; spread: the gap's standard "
@@ -221,7 +226,7 @@ def _lrs(state: StudyState) -> None:
         st.caption("No lrs.json yet: the learning-rate sweep on the reference is running.")
         return
     st.subheader("Learning rates")
-    st.dataframe(rows, hide_index=True, key="study-lrs")
+    st.dataframe(rows, hide_index=True, placeholder=MISSING, key="study-lrs")
     st.caption(
         "One lr per optimizer, from a sweep on the reference at the smallest depth (the lowest final "
         "validation loss wins); a correction uses its base optimizer's lr."

@@ -16,6 +16,7 @@ from dashboard.figures.style import GIB
 from dashboard.figures.sweep import METRICS, over_budget, sweep_heatmap, sweep_lines
 from dashboard.inputs import COST_SOURCES, CostChoice
 from dashboard.params import Param
+from dashboard.tables import MISSING
 from dashboard.widgets import key, publish, restore, value
 from schedules.registry import SCHEDULES
 from simulator.presets import DEVICES, MODELS
@@ -114,6 +115,7 @@ def _show(rows: list[dict], choice: CostChoice) -> None:
             st.dataframe(
                 [{key: row[key] for key in ("schedule", "ranks", "microbatches", "error")} for row in failed],
                 hide_index=True,
+                placeholder=MISSING,
             )
     st.download_button(
         "sweep.csv (as `pipesim sweep --out`)",

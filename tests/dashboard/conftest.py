@@ -42,16 +42,6 @@ def app(runs: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., object]:
     return start
 
 
-def displayed(element):
-    """What a table an AppTest shows displays (a pandas Styler's formatted cells, as text), as a
-    DataFrame; Streamlit sends them beside the data as an Arrow stream."""
-    import pyarrow as pa
-
-    styler = element.proto.arrow_data.styler
-    assert styler.display_values, "the table was not given as a Styler"
-    return pa.ipc.open_stream(styler.display_values).read_pandas()
-
-
 def charts(test) -> dict[str, dict]:
     """The plotly figures an AppTest shows (their JSON), by the key they were drawn with (Streamlit's
     element id is "$$ID-<hash>-<key>")."""

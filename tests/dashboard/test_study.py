@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.studies import read_study, typed
-from dashboard.tables import MISSING
-from tests.dashboard.conftest import charts, displayed
+from tests.dashboard.conftest import charts
 from tests.dashboard.studydata import CPU_STEP_TIME, STEP_TIME, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,12 +52,6 @@ def test_a_finished_study_shows_its_summary_target_lrs_plots_and_downloads(app, 
     )
     assert late["reached"] == "0/2"  # never reached: no steps or time (None, NaN in the frame)
     assert math.isnan(late["steps to target"]) and math.isnan(late["time, predicted"])
-    shown = displayed(test.dataframe[0]).iloc[table.index(late)]
-    assert (shown["steps to target"], shown["time, predicted"], shown["gap"]) == (
-        MISSING,
-        MISSING,
-        f"{late['gap']:+.4f}",
-    )  # a dash, not "None"; the others in their formats
     # 1f1b with adamw at P = 2: the target 2.7005 (its mean at step 4) is reached after 4 steps by seed 0
     # (2.700) and after 6 by seed 1 (2.701): 5 on average
     first = table[0]
