@@ -25,7 +25,9 @@ PyTorch's by what one runtime does per action beyond the other.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,6 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+ERROR_LINES = 30
+"""Lines of each rank's stderr shown when a run fails (all of it stays in the kept folder)."""
 VARIANTS = [
     ("ours", "gpipe"),
     ("torch", "gpipe"),
@@ -181,6 +185,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from executor.training.data import load_corpus
 
+    faulthandler.enable()  # a crash (SIGABRT, SIGSEGV) prints every thread's Python stack first
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     rank = dist.get_rank()
@@ -301,16 +306,36 @@ def main(argv: list[str] | None = None) -> int:
     from executor.run.launch import free_port
 
     args = parse(argv)
-    if args.worker:
-        worker(args)
-        return 0
+    if args.worker:  # a rank: leave without the interpreter's teardown of torch, as executor.worker does
+        worker(args)  # (a rank aborted there now and then, after the table: "terminate called without an
+        sys.stdout.flush()  # active exception", no Python frame, in 3 of about 40 runs on 2 cores)
+        sys.stderr.flush()
+        os._exit(0)
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={args.stages}"]
     port = f"--master-port={free_port()}"
-    command += ["--master-addr=127.0.0.1", port, "--max-restarts=0", __file__, "--worker"]
-    command += argv if argv is not None else sys.argv[1:]
-    return subprocess.run(command, env=env, check=False).returncode
+    logs = Path(tempfile.mkdtemp(prefix="pipesim-bench-executor-logs-"))
+    command += ["--master-addr=127.0.0.1", port, "--max-restarts=0", f"--log-dir={logs}", "--redirects=3"]
+    command += [__file__, "--worker", *(argv if argv is not None else sys.argv[1:])]
+    code = subprocess.run(command, env=env, check=False).returncode
+    return report_ranks(logs, code)
+
+
+def report_ranks(logs: Path, code: int) -> int:
+    """Replay rank 0's output (the table); when torchrun failed, also the end of every rank's stderr, and
+    keep the folder with all of it (a terminal's scrollback loses what names the cause)."""
+    outputs = sorted(logs.glob("*/attempt_*/*/stdout.log"))  # torchrun's log-dir/<run>/attempt_0/<rank>/
+    if outputs:
+        sys.stdout.write(outputs[0].read_text(errors="replace"))
+    if not code:
+        shutil.rmtree(logs, ignore_errors=True)
+        return 0
+    for stderr in sorted(logs.glob("*/attempt_*/*/stderr.log")):
+        tail = stderr.read_text(errors="replace").splitlines()[-ERROR_LINES:]
+        print(f"--- rank {stderr.parent.name}, last lines of {stderr}:", *tail, sep="\n", file=sys.stderr)
+    print(f"bench_executor: torchrun exited with {code}; the ranks' output is in {logs}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -23,6 +23,30 @@ def _bench():
     return module
 
 
+def _rank_logs(root: Path, stderr: dict[int, str]) -> Path:
+    """A torchrun --log-dir tree: <run>/attempt_0/<rank>/stdout.log and stderr.log."""
+    for rank, text in stderr.items():
+        folder = root / "none_abc" / "attempt_0" / str(rank)
+        folder.mkdir(parents=True)
+        (folder / "stdout.log").write_text(f"table of rank {rank}\n")
+        (folder / "stderr.log").write_text(text)
+    return root
+
+
+def test_a_failed_executor_benchmark_shows_each_ranks_last_words_and_keeps_them(tmp_path, capsys) -> None:
+    bench = _bench()
+    crashed = "".join(f"line {i}\n" for i in range(100)) + "Fatal Python error: Aborted\n"
+    logs = _rank_logs(tmp_path / "failed", {0: "", 1: crashed})
+    assert bench.report_ranks(logs, 1) == 1
+    out, err = capsys.readouterr()
+    assert out == "table of rank 0\n"  # rank 0's table, as printed
+    assert "Fatal Python error: Aborted" in err and "line 71\n" in err and "line 70\n" not in err  # 30 lines
+    assert str(logs) in err.splitlines()[-1] and logs.is_dir()  # kept, and said where
+    fine = _rank_logs(tmp_path / "fine", {0: "", 1: ""})
+    assert bench.report_ranks(fine, 0) == 0
+    assert capsys.readouterr().out == "table of rank 0\n" and not fine.exists()  # nothing left behind
+
+
 def test_the_share_of_the_ideal_improvement_is_zero_without_gain() -> None:
     bench = _bench()
     ideal = bench.ideal_gain(8, 2, 8)

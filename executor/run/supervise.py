@@ -166,7 +166,7 @@ class Supervisor:
             return 2, f"rank {rank} stopped on {state.end.get('op')} ({state.end.get('message')})"
         if rank in self.killed:
             return 3, f"rank {rank} was still on {on} when the run was stopped"
-        return 1, f"rank {rank} ended without a word (crashed or killed) on {on}"
+        return 1, f"rank {rank} ended without a word (crashed or killed) on {on}: see launcher.log"
 
 
 def _next_op(state, plan) -> str:

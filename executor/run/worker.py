@@ -18,13 +18,17 @@ with its phase. Either way the log ends with
 {"t": "end", "status": "error", "op": ..., "message": ...} and the process exits non-zero, which makes
 torchrun stop the other ranks.
 
-Test hook (tests only, not a user feature): PIPESIM_FAULT="<rank>:<op>:<exit|sleep>" makes that rank
-exit, or sleep for good, right before running that op (e.g. "1:1F2@s1v1:exit").
+A rank that crashes (a signal such as SIGABRT or SIGSEGV, from torch or below) writes the Python stack of
+every thread to its stderr first (faulthandler), which `pipesim run` keeps in launcher.log.
+
+Test hook (tests only, not a user feature): PIPESIM_FAULT="<rank>:<op>:<exit|sleep|abort>" makes that
+rank exit, sleep for good, or abort (SIGABRT) right before running that op (e.g. "1:1F2@s1v1:exit").
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import signal
 import sys
@@ -143,8 +147,10 @@ def fault_hook(rank: int, log: RankLog):
 
     def hook(index: int, op) -> None:
         if str(op) == fault_op:
-            if mode == "exit":
+            if mode in ("exit", "abort"):
                 log.flush()
+                if mode == "abort":
+                    os.abort()
                 os._exit(3)
             while True:
                 time.sleep(3600)
@@ -157,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True, help="the run folder holding config.json")
     parser.add_argument("--resume-from", default=None, help="a checkpoint folder to start from")
     args = parser.parse_args(argv)
+    faulthandler.enable()  # a crash leaves the Python stacks in the rank's stderr (launcher.log)
     folder = RunFolder(args.run_dir)
     if "RANK" not in os.environ:
         return _refuse(0, "executor.worker runs under torchrun (RANK is not set): see pipesim run --prepare")

@@ -109,7 +109,7 @@ def rank_pids(folder: Path) -> list[int]:
 
 @pytest.mark.parametrize(
     ("mode", "timeout"),
-    [("exit", 30.0), ("sleep", 3.0)],  # a rank that dies; a rank that stalls (found by the timeout)
+    [("exit", 30.0), ("sleep", 3.0), ("abort", 30.0)],  # a rank that dies, stalls, crashes (SIGABRT)
 )
 def test_a_dead_or_stalled_rank_stops_every_rank(tmp_path, monkeypatch, mode, timeout):
     cfg = config(tmp_path, mode, schedule="1f1b", stages=2, microbatches=4, steps=6, timeout=timeout)
@@ -121,6 +121,10 @@ def test_a_dead_or_stalled_rank_stops_every_rank(tmp_path, monkeypatch, mode, ti
     stalled = re.search(r"rank 1 (stalled on 1F2@s3v3 \(no progress|stopped on 1F2@s3v3 \(stalled)", text)
     assert bool(stalled) == (mode == "sleep"), text
     assert "rank 0 stopped on 0" in text or "rank 0 ended without a word" in text
+    if mode == "abort":  # a crash names no op of its own: the launcher says where to look, and that has
+        assert "rank 1 ended without a word (crashed or killed) on 1F2@s3v3: see launcher.log" in text
+        launcher_log = (Path(cfg.out) / "launcher.log").read_text()
+        assert "Fatal Python error: Aborted" in launcher_log and "in hook" in launcher_log  # the stack
     assert all(not alive(pid) for pid in rank_pids(Path(cfg.out)))
     trace = read_trace(Path(cfg.out) / "trace.json")
     assert not trace.meta["completed"]
