@@ -18,12 +18,13 @@ from traces.compare import Comparison
 from traces.metrics import Metrics
 
 Rows = list[dict[str, Any]]
-MISSING = "\u2014"
-"""How every table shows a value that does not exist (st.dataframe's placeholder; it writes "None")."""
+MISSING = "-"
+"""How every table shows a value that does not exist, as the commands print it (st.dataframe's
+placeholder, where Streamlit writes "None", and the cells formatted here)."""
 
 
 def gib(value: float | None) -> str:
-    return "-" if value is None else f"{value / GIB:.3f} GiB"
+    return MISSING if value is None else f"{value / GIB:.3f} GiB"
 
 
 def metrics_rows(metrics: Mapping[str, Metrics], *, workload: bool = True) -> Rows:
@@ -42,7 +43,7 @@ def metrics_rows(metrics: Mapping[str, Metrics], *, workload: bool = True) -> Ro
                 "step time": seconds(metric.step_time),
                 **throughput,
                 "bubble fraction": round(metric.bubble_fraction, 4),
-                "peak memory (fullest rank)": gib(max(peaks)) if peaks and max(peaks) else "-",
+                "peak memory (fullest rank)": gib(max(peaks)) if peaks and max(peaks) else MISSING,
                 "weight versions (max)": max(metric.weight_versions),
                 "delay (max)": max(metric.delay),
                 "mismatches": sum(metric.mismatches),
