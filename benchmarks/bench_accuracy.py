@@ -130,6 +130,9 @@ def one_round(folder: Path, args: argparse.Namespace) -> list[dict]:
     for repeat in range(args.repeats):  # the configurations alternate inside the round too
         for configuration in configurations:
             schedule, microbatches, ranks, copy = configuration
+            again = " (the control's second run)" if copy else ""
+            print(f"  pipesim run {schedule} P={ranks} m={microbatches}{again}, run {repeat + 1} of "
+                  f"{args.repeats}", file=sys.stderr, flush=True)  # fmt: skip
             run = measure(folder / f"repeat{repeat}", schedule, args, microbatches, ranks, copy)
             outs[configuration].append(run)
     runs = {c: median_run(found) for c, found in outs.items()}
