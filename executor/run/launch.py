@@ -194,9 +194,35 @@ def launch(config: RunConfig, *, err: TextIO | None = None, out: TextIO | None =
     """Run to the end: 0 when every rank finished, 1 (and one clause per rank) when the run failed,
     128 + the signal's number when a signal stopped it."""
     err, out = err or sys.stderr, out or sys.stdout
-    prepared = prepare(config, warn=_warn_to(err))
+    warn = _warn_to(err)
+    prepared = prepare(config, warn=warn)
+    if (crowded := crowding(config)) is not None:
+        warn(crowded)
     with prepared.lock, StopSignals() as stop:
         return Launch(config, prepared, stop, err, out).run()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def crowding(config: RunConfig) -> str | None:
+    """A warning when a CPU run's ranks, all on this machine, want more CPUs than it has: they take
+    turns, and every measured time includes the wait for a CPU, which the simulator does not model."""
+    if config.device != "cpu" or config.single_process:
+        return None
+    cpus, wanted = usable_cpus(), config.stages * config.threads
+    if wanted <= cpus:
+        return None
+    return (
+        f"{config.stages} ranks x {config.threads} thread(s) want {wanted} CPUs and this machine has {cpus}: "
+        "the ranks take turns, so the trace's times include waiting for a CPU (a calibration folds that "
+        "in; a prediction for another P cannot know it)"
+    )
 
 
 def _warn_to(stream: TextIO):
@@ -275,6 +301,8 @@ class Launch:
         name = signal.Signals(self.stop.signal).name if self.stop.signal else None
         completed = monitor.completed and failure is None and name is None
         extra = {"stopped_by": name} if name else {}
+        if self.config.device == "cpu" and not self.config.single_process:  # its ranks all ran here
+            extra["cpus"] = usable_cpus()  # (what a prediction for more ranks needs to know)
         monitor.write_trace(run_meta(self.config, completed=completed, launcher="pipesim run", **extra))
         self.progress.close()
         if completed:

@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if ranks != header.ranks:
         costs, more = _other_p(costs, measured, ranks, args.measured)
         notes += more
+    crowded = _crowding(measured, ranks)
+    notes += [crowded] if crowded else []
     results = []
     for schedule in targets:
         predicted = simulate(schedule, _for(costs, schedule), meta={"costs": f"calibrated: {args.measured}"})
@@ -112,6 +114,20 @@ def _other_p(costs: CostModel, measured: Trace, ranks: int, source: str) -> tupl
         raise UsageError(
             f"-p {ranks}: the run at {source} has P = {measured.schedule.ranks}; {error}"
         ) from None
+
+
+def _crowding(measured: Trace, ranks: int) -> str | None:
+    """Where the measured run's machine (meta.cpus: `pipesim run` on a CPU) has fewer CPUs than the
+    target's ranks want: there they would take turns, which no prediction here models."""
+    cpus, config = measured.meta.get("cpus"), measured.meta.get("config")
+    threads = config.get("threads", 1) if isinstance(config, dict) else 1
+    if not isinstance(cpus, int) or not isinstance(threads, int) or ranks * threads <= cpus:
+        return None
+    return (
+        f"P = {ranks} ranks x {threads} thread(s) want {ranks * threads} CPUs and the measured run's machine "
+        f"has {cpus}: run there, its ranks would take turns on them, which this prediction does not model "
+        "(every rank has a CPU of its own here); expect the real run to be slower"
+    )
 
 
 def _target(name: str, ranks: int, microbatches: int, steps: int, chunks: int | None) -> Schedule:

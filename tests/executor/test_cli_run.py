@@ -119,3 +119,15 @@ def test_resume_refuses_a_run_that_already_finished(tmp_path, capsys):
     assert main(["run", "--resume", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "already finished all 2 steps" in err and err.count("\n") == 1
+
+
+def test_a_cpu_run_whose_ranks_want_more_cpus_than_the_machine_has_is_warned(monkeypatch):
+    from executor.run import launch
+
+    monkeypatch.setattr(launch, "usable_cpus", lambda: 2)
+    text = launch.crowding(RunConfig(stages=4))
+    assert text.startswith("4 ranks x 1 thread(s) want 4 CPUs and this machine has 2: the ranks take turns")
+    assert launch.crowding(RunConfig(stages=2, threads=2)).startswith("2 ranks x 2 thread(s) want 4 CPUs")
+    assert launch.crowding(RunConfig(stages=2)) is None
+    assert launch.crowding(RunConfig(stages=4, single_process=True)) is None  # one process: no claim
+    assert launch.crowding(RunConfig(stages=4, device="cuda")) is None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from executor.run import launch as launch_module
 from executor.run.launch import launch
 from executor.run.runconfig import RunConfig
 from executor.run.runfolder import read_metrics
@@ -78,6 +79,8 @@ def test_distributed_equals_single_process_and_traces_every_action(tmp_path, cas
     trace = read_trace(Path(distributed.out) / "trace.json")
     schedule = distributed.build_schedule()
     assert trace.source == "measured" and trace.meta["completed"] and trace.meta["backend"] == "gloo"
+    assert trace.meta["cpus"] == len(os.sched_getaffinity(0))  # the machine its ranks shared
+    assert "cpus" not in read_trace(Path(single.out) / "trace.json").meta
     assert sorted((e.rank, str(e.action)) for e in trace.events) == sorted(
         (rank, str(action)) for rank, action in schedule.all_actions()
     )
@@ -114,8 +117,10 @@ def rank_pids(folder: Path) -> list[int]:
 def test_a_dead_or_stalled_rank_stops_every_rank(tmp_path, monkeypatch, mode, timeout):
     cfg = config(tmp_path, mode, schedule="1f1b", stages=2, microbatches=4, steps=6, timeout=timeout)
     monkeypatch.setenv("PIPESIM_FAULT", f"1:1F2@s3v3:{mode}")
+    monkeypatch.setattr(launch_module, "usable_cpus", lambda: 1)  # a machine of one CPU: a warning first
     code, text = run(cfg)
     assert code == 1
+    assert text.startswith("pipesim: warning: 2 ranks x 1 thread(s) want 2 CPUs and this machine has 1")
     assert "rank 1" in text and "1F2@s3v3" in text
     # a stall is named as one: by the rank's own watchdog, or by the launcher if a peer's error came first
     stalled = re.search(r"rank 1 (stalled on 1F2@s3v3 \(no progress|stopped on 1F2@s3v3 \(stalled)", text)
@@ -127,6 +132,6 @@ def test_a_dead_or_stalled_rank_stops_every_rank(tmp_path, monkeypatch, mode, ti
         assert "Fatal Python error: Aborted" in launcher_log and "in hook" in launcher_log  # the stack
     assert all(not alive(pid) for pid in rank_pids(Path(cfg.out)))
     trace = read_trace(Path(cfg.out) / "trace.json")
-    assert not trace.meta["completed"]
+    assert not trace.meta["completed"] and trace.meta["cpus"] == 1
     assert {e.action.step for e in trace.events} == {0, 1, 2, 3}  # the work before the fault is kept
     assert len(read_metrics(Path(cfg.out) / "metrics.jsonl")) == 3

@@ -21,6 +21,7 @@ from schedules import build
 from simulator import CostModel, simulate
 from traces.io import load_trace, read_trace, trace_to_dict, write_trace
 
+ROOT = Path(__file__).resolve().parents[2]
 KNOWN = CostModel.uniform(
     forward=2e-3,
     backward=4e-3,
@@ -287,3 +288,20 @@ def test_an_output_path_that_cannot_take_a_file_is_one_line_and_nothing_is_done(
         assert code == 2 and out == "" and err.count("\n") == 1, (argv, err)
         assert "is a file, not a folder" in err or "is a folder, not a file name" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # not even the cost file
+
+
+def test_predict_says_when_the_targets_ranks_would_share_the_runs_cpus(capsys, tmp_path: Path) -> None:
+    recorded = read_trace(ROOT / "traces" / "recorded" / "1f1b-p2-m8" / "measured.json")  # 1 thread per rank
+    for cpus, ranks, crowded in ((2, 4, True), (8, 4, False), (2, 2, False)):
+        path = tmp_path / f"cpus{cpus}.json"
+        write_trace(path, replace(recorded, meta={**recorded.meta, "cpus": cpus}))
+        code, out, err = run(
+            capsys, "predict", "--from", str(path), "--schedule", "1f1b", "-p", str(ranks), "--json"
+        )
+        notes = json.loads(out)["notes"]
+        said = [note for note in notes if "take turns" in note]
+        assert (code, err, bool(said)) == (0, "", crowded), (cpus, ranks, notes)
+        if crowded:
+            assert said[0].startswith(
+                "P = 4 ranks x 1 thread(s) want 4 CPUs and the measured run's machine has 2"
+            )
