@@ -20,13 +20,19 @@ per-action events. "CPU us/action" is the processor time a rank spends per actio
 (forwards, backwards, sends, receives, updates: the mean over ranks), which the machine's load disturbs
 far less than the wall clock: the untraced and traced columns differ by what recording costs, ours and
 PyTorch's by what one runtime does per action beyond the other.
+
+A second table says where each of our traced variants spends a step on each rank, from the events it
+logged: compute (F, B, I, W, OPT), waiting (receives, the gradient norm's sum) and host time (the rest:
+sends, the interpreter, recording); two schedules of the same work differ in the last two only.
 """
 
 from __future__ import annotations
 
 import argparse
 import faulthandler
+import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -117,6 +123,7 @@ class Ours:
         from executor.interpreter.hooks import Hooks
         from executor.run.runfolder import RankLog
 
+        self.logged = self.log.stat().st_size if self.log.exists() else 0  # this run's events come after
         recorder = RankLog(self.log, self.rank)  # as in a real run: every action logged (unless untraced)
         self.runtime = self.assembly.runtime(self.rank, DistTransport(), hooks=Hooks(recorder=recorder))
         self.runtime.program()  # built once per run (as PyTorch's schedule is, on its first step)
@@ -125,6 +132,34 @@ class Ours:
         self.runtime.run()
         self.runtime.mailman.finish()
         self.runtime.recorder.end("ok")
+
+    def parts(self) -> tuple[float, float, float]:
+        """Where the last run's time went on this rank (after it, untimed): from its logged events."""
+        with self.log.open("rb") as log:
+            log.seek(self.logged)
+            events = [json.loads(line) for line in log if line.startswith(b'{"t":"event"')]
+        return split_span([(event["a"], event["s"], event["e"]) for event in events])
+
+
+COMPUTE = frozenset({"F", "B", "I", "W", "OPT", "OVERLAP_F_B"})
+WAITING = frozenset({"RECV_F", "RECV_B", "RECV_G", "RECV_W", "NORM"})
+
+
+def split_span(events: list[tuple[str, float, float]]) -> tuple[float, float, float]:
+    """(compute, waiting, host) seconds of one rank's run from its events (action text, start, end):
+    compute is F, B, I, W and OPT; waiting is receives and the gradient norm's sum over ranks; host is
+    the rest of the span from its first start to its last end (sends, the interpreter, recording)."""
+    if not events:
+        return 0.0, 0.0, 0.0
+    compute = waiting = 0.0
+    for action, start, end in events:
+        kind = re.match(r"\d*([A-Z_]+)", action).group(1)
+        if kind in COMPUTE:
+            compute += end - start
+        elif kind in WAITING:
+            waiting += end - start
+    span = max(end for _, _, end in events) - min(start for _, start, _ in events)
+    return compute, waiting, span - compute - waiting
 
 
 class Torch:
@@ -198,6 +233,7 @@ def worker(args: argparse.Namespace) -> None:
         runner.run()
     times: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
     cpu: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
+    parts: dict[tuple[str, str], list[list]] = {variant: [] for variant in variants if variant[0] == "ours"}
     for round_ in range(args.rounds):
         order = variants if round_ % 2 == 0 else variants[::-1]
         for variant in order:
@@ -211,8 +247,13 @@ def worker(args: argparse.Namespace) -> None:
             per_action = torch.tensor([busy / args.steps / runners[variant].actions], dtype=torch.float64)
             dist.all_reduce(per_action)
             cpu[variant].append(float(per_action) / dist.get_world_size())
+            if variant in parts:  # every rank's (compute, waiting, host), to rank 0
+                gathered = [None] * dist.get_world_size()
+                dist.all_gather_object(gathered, runners[variant].parts())
+                parts[variant].append(gathered)
     if rank == 0:
         print_table(args, Measured(times=times, cpu=cpu))
+        print_parts(args, parts)
     dist.destroy_process_group()
 
 
@@ -262,6 +303,20 @@ def print_table(args: argparse.Namespace, measured: Measured | dict) -> None:
             f"{who + ' ' + schedule:<16} {value * 1e3:>9.1f} {spread:>11} {tokens / value:>10,.0f} {busy:>14}"
         )
         print(f"{row}  {comparison(args, measured, variant)}")
+
+
+def print_parts(args: argparse.Namespace, parts: dict[tuple[str, str], list[list]]) -> None:
+    """Where our traced variants spend a step on each rank: medians over rounds of compute, waiting for
+    a message and host time (the rest), in ms per step; what differs between two schedules of the same
+    work is waiting and host time, and this says on which rank."""
+    if not any(parts.values()):
+        return
+    print("\nwhere a step goes (ms per step, medians over rounds; from each rank's events)")
+    print(f"{'variant':<16} {'rank':>4} {'compute':>9} {'waiting':>9} {'host':>9}")
+    for (who, schedule), rounds in parts.items():
+        for rank in range(len(rounds[0])):
+            cells = [statistics.median(r[rank][part] for r in rounds) / args.steps * 1e3 for part in range(3)]
+            print(f"{who + ' ' + schedule:<16} {rank:>4} " + " ".join(f"{cell:>9.2f}" for cell in cells))
 
 
 def comparison(args: argparse.Namespace, measured: Measured, variant: tuple[str, str]) -> str:

@@ -47,6 +47,21 @@ def test_a_failed_executor_benchmark_shows_each_ranks_last_words_and_keeps_them(
     assert capsys.readouterr().out == "table of rank 0\n" and not fine.exists()  # nothing left behind
 
 
+def test_a_ranks_span_splits_into_compute_waiting_and_host_time() -> None:
+    bench = _bench()
+    events = [  # rank 0 of a 2-stage 1F1B: compute, a send, a wait, compute, an update
+        ("0F0@s0v0", 0.0, 1.0),
+        ("0SEND_F0@s0", 1.25, 1.5),
+        ("0RECV_B0@s0", 1.5, 3.5),
+        ("0B0@s0v0", 3.5, 5.5),
+        ("0OPT@s0v0", 6.0, 6.5),
+    ]
+    compute, waiting, host = bench.split_span(events)
+    assert (compute, waiting) == pytest.approx((3.5, 2.0))
+    assert host == pytest.approx(1.0)  # the send and the gaps: 6.5 - 3.5 - 2.0
+    assert bench.split_span([]) == (0.0, 0.0, 0.0)
+
+
 def test_the_share_of_the_ideal_improvement_is_zero_without_gain() -> None:
     bench = _bench()
     ideal = bench.ideal_gain(8, 2, 8)
