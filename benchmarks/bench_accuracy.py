@@ -49,7 +49,7 @@ WHAT_IF = (
 another P (simulator/rescale.py), on the same two cores (its ranks share them)."""
 CONTROL = "control"
 """The kind of the row that predicts 1f1b from its run against a second run of the same configuration,
-made last in the round: what no what-if can beat on this machine, the difference between two runs."""
+made last in the round: the difference between two runs, the floor for the what-ifs on this machine."""
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
