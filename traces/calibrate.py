@@ -217,6 +217,9 @@ def calibrate(trace: Trace) -> Calibration:
             f"host times from {len(quiet)} of {len(steps_used)} steps: steps with validation or a "
             "checkpoint, and the step after each, left out (work outside the schedule)"
         )
+    shared = _shared_cpus_note(trace)
+    if shared:
+        notes.append(shared)
     stages = tuple(samples.fit_stage(entry) for entry in range(samples.entries))
     notes += _outlier_notes(stages)
     compute_factors = samples.compute_factors()
@@ -429,6 +432,30 @@ def _line(points: dict[int, float]) -> tuple[float, float]:
         return 0.0, mean_y
     slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
     return slope, mean_y - slope * mean_x
+
+
+def shared_cpus(trace: Trace, ranks: int | None = None) -> tuple[int, int, int] | None:
+    """(ranks, threads, cpus) when `ranks` ranks (default: the run's) of the run's threads each want
+    more CPUs than the run's machine had (meta.cpus, from `pipesim run` on a CPU); None otherwise."""
+    cpus, config = trace.meta.get("cpus"), trace.meta.get("config")
+    threads = config.get("threads", 1) if isinstance(config, dict) else 1
+    ranks = trace.schedule.ranks if ranks is None else ranks
+    if not isinstance(cpus, int) or not isinstance(threads, int) or ranks * threads <= cpus:
+        return None
+    return ranks, threads, cpus
+
+
+def _shared_cpus_note(trace: Trace) -> str | None:
+    """A note when the run's ranks wanted more CPUs than their machine had: its times include waiting
+    for a CPU, and the fit keeps it."""
+    found = shared_cpus(trace)
+    if found is None:
+        return None
+    ranks, threads, cpus = found
+    return (
+        f"the run's {ranks} ranks x {threads} thread(s) shared {cpus} CPUs: the fitted times include waiting "
+        "for a CPU, which holds for this machine and this P only"
+    )
 
 
 def _outlier_notes(stages: tuple[StageFit, ...]) -> list[str]:

@@ -30,6 +30,7 @@ from schedules.registry import get_info
 from simulator.costfile import loads_costs
 from simulator.costs import CostModel
 from simulator.units import CostError
+from traces.calibrate import shared_cpus
 from traces.compare import Pair
 from traces.io import load_trace, write_trace
 from traces.metrics import Metrics, compute_metrics
@@ -117,12 +118,12 @@ def _other_p(costs: CostModel, measured: Trace, ranks: int, source: str) -> tupl
 
 
 def _crowding(measured: Trace, ranks: int) -> str | None:
-    """Where the measured run's machine (meta.cpus: `pipesim run` on a CPU) has fewer CPUs than the
-    target's ranks want: there they would take turns, which no prediction here models."""
-    cpus, config = measured.meta.get("cpus"), measured.meta.get("config")
-    threads = config.get("threads", 1) if isinstance(config, dict) else 1
-    if not isinstance(cpus, int) or not isinstance(threads, int) or ranks * threads <= cpus:
+    """Where the measured run's machine has fewer CPUs than the target's ranks want (traces.calibrate's
+    shared_cpus): there they would take turns, which no prediction here models."""
+    found = shared_cpus(measured, ranks)
+    if found is None:
         return None
+    ranks, threads, cpus = found
     return (
         f"P = {ranks} ranks x {threads} thread(s) want {ranks * threads} CPUs and the measured run's machine "
         f"has {cpus}: run there, its ranks would take turns on them, which this prediction does not model "

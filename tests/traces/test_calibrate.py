@@ -187,3 +187,20 @@ def test_robust_statistics() -> None:
 def test_an_empty_trace_cannot_be_calibrated(measured: Trace) -> None:
     with pytest.raises(TraceError, match="no events"):
         calibrate(replace(measured, events=()))
+
+
+def test_a_run_whose_ranks_shared_the_cpus_says_so(measured: Trace) -> None:
+    def notes(meta: dict) -> list[str]:
+        return [
+            note
+            for note in calibrate(replace(measured, meta={**measured.meta, **meta})).notes
+            if "CPUs" in note
+        ]
+
+    ranks = measured.schedule.ranks
+    assert notes({"cpus": ranks, "config": {"threads": 1}}) == []  # a CPU for every rank: nothing to say
+    assert notes({}) == []  # a simulated or older trace: not known
+    (note,) = notes({"cpus": 1, "config": {"threads": 1}})
+    assert note.startswith(f"the run's {ranks} ranks x 1 thread(s) shared 1 CPUs: the fitted times include")
+    (note,) = notes({"cpus": ranks, "config": {"threads": 2}})
+    assert f"{ranks} ranks x 2 thread(s) shared {ranks} CPUs" in note
