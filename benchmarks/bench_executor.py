@@ -141,8 +141,13 @@ class Ours:
         return split_span([(event["a"], event["s"], event["e"]) for event in events])
 
 
-COMPUTE = frozenset({"F", "B", "I", "W", "OPT", "OVERLAP_F_B"})
-WAITING = frozenset({"RECV_F", "RECV_B", "RECV_G", "RECV_W", "NORM"})
+def _kind_sets() -> tuple[frozenset[str], frozenset[str]]:
+    """The action codes split_span counts as compute and as waiting, from the IR's kind sets."""
+    from executor.interpreter.program import NORM
+    from schedules.ir import COMPUTE_KINDS, RECV_KINDS, Kind
+
+    compute = frozenset(str(kind) for kind in COMPUTE_KINDS | {Kind.OPT, Kind.OVERLAP_F_B})
+    return compute, frozenset(str(kind) for kind in RECV_KINDS) | {NORM}
 
 
 def split_span(events: list[tuple[str, float, float]]) -> tuple[float, float, float]:
@@ -151,12 +156,13 @@ def split_span(events: list[tuple[str, float, float]]) -> tuple[float, float, fl
     the rest of the span from its first start to its last end (sends, the interpreter, recording)."""
     if not events:
         return 0.0, 0.0, 0.0
+    computing, waits = _kind_sets()
     compute = waiting = 0.0
     for action, start, end in events:
         kind = re.match(r"\d*([A-Z_]+)", action).group(1)
-        if kind in COMPUTE:
+        if kind in computing:
             compute += end - start
-        elif kind in WAITING:
+        elif kind in waits:
             waiting += end - start
     span = max(end for _, _, end in events) - min(start for _, start, _ in events)
     return compute, waiting, span - compute - waiting
