@@ -5,8 +5,9 @@
     .venv/bin/python benchmarks/bench_accuracy.py --rounds 3 --repeats 3   # medians of runs (15 min)
     .venv/bin/python benchmarks/bench_accuracy.py --quick          # a smoke run
 
-Every case runs as a user runs it: `pipesim run` (torchrun, gloo, one thread per rank, the tiny GPT,
-`--val-every 0`) for gpipe, 1f1b, pipedream and 2bw, 1f1b at 2m and at 2P, and 1f1b again; then:
+Every case runs as a user runs it: `pipesim run` (torchrun, gloo, one thread per rank, each rank on a CPU
+of its own where there are enough unless --no-pin, the tiny GPT, `--val-every 0`) for gpipe, 1f1b,
+pipedream and 2bw, 1f1b at 2m and at 2P, and 1f1b again; then:
 
 - uncalibrated: `pipesim simulate --model tiny --device cpu` of the same schedule (the analytic preset);
 - calibrated: `pipesim calibrate RUN --report`, the same run re-predicted from its own fit;
@@ -65,6 +66,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="runs of each configuration per round; the one with the median step time is the round's "
         "measurement (default 1)",
     )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="run with pipesim run --no-pin (the OS places the ranks)",
+    )
     parser.add_argument("--out", help="also write the tables (Markdown) to this file")
     parser.add_argument("--quick", action="store_true", help="m = 4, 4 steps, one round: a smoke run")
     args = parser.parse_args(argv)
@@ -97,6 +104,7 @@ def measure(
     pipesim(
         "run", "--schedule", schedule, "--stages", str(ranks), "--microbatches", str(microbatches),
         "--steps", str(args.steps), "--val-every", "0", "--out", str(out),
+        *([] if args.pin else ["--no-pin"]),
     )  # fmt: skip
     return out
 

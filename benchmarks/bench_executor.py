@@ -6,14 +6,15 @@ ScheduleGPipe and Schedule1F1B, our 2BW against our 1F1B, and each of ours witho
     .venv/bin/python benchmarks/bench_executor.py --hidden 16 --layers 2 --seq-len 8 \\
         --microbatch-size 1 --microbatches 32 --steps 8 --rounds 15      # where each action is cheap
 
-Same model split, same ranks, same microbatches, one thread per rank. The variants alternate inside every
-round (so a slow patch of the machine hits them all), and every comparison is the median over rounds of
-the ratio measured within each round (its spread, the quartiles of those ratios, says how far to trust
-it); the step times are medians over rounds. Goals: ours no slower than PyTorch's; 2BW at least 90% of
-the ideal improvement over 1F1B, (gain - 1) / (ideal - 1), where the ideal gain over S steps is
-S(m + P - 1) / (S m + P - 1): 2BW fills and drains the pipeline once, 1F1B once per step (it tends to
-(m + P - 1) / m in steady state). The share of the improvement, not gain / ideal: with the ideal near 1,
-gain / ideal is near 90% even for a 2BW that gains nothing. Recording the trace should add under 5%.
+Same model split, same ranks, same microbatches, one thread per rank, each rank on a CPU of its own where
+there are enough (as `pipesim run` places them; --no-pin leaves it to the OS). The variants alternate
+inside every round (so a slow patch of the machine hits them all), and every comparison is the median over
+rounds of the ratio measured within each round (its spread, the quartiles of those ratios, says how far to
+trust it); the step times are medians over rounds. Goals: ours no slower than PyTorch's; 2BW at least 90%
+of the ideal improvement over 1F1B, (gain - 1) / (ideal - 1), where the ideal gain over S steps is S(m + P
+- 1) / (S m + P - 1): 2BW fills and drains the pipeline once, 1F1B once per step (it tends to (m + P - 1)
+/ m in steady state). The share of the improvement, not gain / ideal: with the ideal near 1, gain / ideal
+is near 90% even for a 2BW that gains nothing. Recording the trace should add under 5%.
 
 "untraced" is our runtime as `pipesim run --no-trace` runs it: losses and step boundaries logged, no
 per-action events. "CPU us/action" is the processor time a rank spends per action of its schedule
@@ -71,6 +72,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=_variants,
         default=VARIANTS,
         help="who:schedule,... to run (default all: ours, torch and untraced with gpipe, 1f1b, 2bw as above)",
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the OS place the ranks' threads (default: each rank on a CPU of its own, as pipesim run)",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -224,9 +231,12 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
+    from executor.run.cpus import pin_rank
+    from executor.run.runconfig import RunConfig
     from executor.training.data import load_corpus
 
     faulthandler.enable()  # a crash (SIGABRT, SIGSEGV) prints every thread's Python stack first
+    args.pinned = pin_rank(RunConfig(stages=args.stages, pin=args.pin)) is not None  # before gloo's threads
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     rank = dist.get_rank()
@@ -295,7 +305,8 @@ def print_table(args: argparse.Namespace, measured: Measured | dict) -> None:
     tokens = m * args.microbatch_size * args.seq_len
     print(
         f"gloo CPU, P={P}, m={m}, microbatch {args.microbatch_size}x{args.seq_len} tokens, "
-        f"layers {args.layers}, hidden {args.hidden}, {args.steps} steps x {args.rounds} rounds (median)"
+        f"layers {args.layers}, hidden {args.hidden}, {args.steps} steps x {args.rounds} rounds (median), "
+        f"ranks {'pinned' if getattr(args, 'pinned', False) else 'unpinned'}"
     )
     print(
         f"{'variant':<16} {'step ms':>9} {'range ms':>11} {'tokens/s':>10} {'CPU us/action':>14}  comparison"

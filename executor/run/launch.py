@@ -31,6 +31,7 @@ from typing import TextIO
 import torch
 
 from executor.errors import ExecutorConfigError
+from executor.run import cpus
 from executor.run.assemble import Assembly
 from executor.run.checkpoint_files import checkpoint_time, complete_checkpoints, find_checkpoint
 from executor.run.local import Stopped, run_in_process
@@ -196,33 +197,10 @@ def launch(config: RunConfig, *, err: TextIO | None = None, out: TextIO | None =
     err, out = err or sys.stderr, out or sys.stdout
     warn = _warn_to(err)
     prepared = prepare(config, warn=warn)
-    if (crowded := crowding(config)) is not None:
+    if (crowded := cpus.crowding(config)) is not None:
         warn(crowded)
     with prepared.lock, StopSignals() as stop:
         return Launch(config, prepared, stop, err, out).run()
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity, else the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def crowding(config: RunConfig) -> str | None:
-    """A warning when a CPU run's ranks, all on this machine, want more CPUs than it has: they take
-    turns, and every measured time includes the wait for a CPU, which the simulator does not model."""
-    if config.device != "cpu" or config.single_process:
-        return None
-    cpus, wanted = usable_cpus(), config.stages * config.threads
-    if wanted <= cpus:
-        return None
-    return (
-        f"{config.stages} ranks x {config.threads} thread(s) want {wanted} CPUs and this machine has {cpus}: "
-        "the ranks take turns, so the trace's times include waiting for a CPU (a calibration folds that "
-        "in; a prediction for another P cannot know it)"
-    )
 
 
 def _warn_to(stream: TextIO):
@@ -302,7 +280,8 @@ class Launch:
         completed = monitor.completed and failure is None and name is None
         extra = {"stopped_by": name} if name else {}
         if self.config.device == "cpu" and not self.config.single_process:  # its ranks all ran here
-            extra["cpus"] = usable_cpus()  # (what a prediction for more ranks needs to know)
+            extra["cpus"] = cpus.usable_cpus()  # (what a prediction for more ranks needs to know)
+            extra["pinned"] = _pinned(self.config)
         monitor.write_trace(run_meta(self.config, completed=completed, launcher="pipesim run", **extra))
         self.progress.close()
         if completed:
@@ -348,3 +327,10 @@ def prepare_only(config: RunConfig, out: TextIO | None = None) -> int:
         lines.append(f"note: no CUDA device here; the run needs {ranks} GPUs, one per rank, where it starts")
     print("\n".join(lines), file=out)
     return 0
+
+
+def _pinned(config: RunConfig) -> bool:
+    """Whether the ranks of this machine each ran on CPUs of their own (as executor.run.cpus.pin_rank
+    decides in each of them, from the CPUs they inherit from this process)."""
+    available = cpus.available_cpus()
+    return cpus.rank_cpus(config, local_rank=0, local_ranks=config.stages, available=available) is not None

@@ -29,7 +29,7 @@ from schedules.registry import check_request
 from traces.pauses import checkpoint_steps, validation_steps
 
 DEVICES = ("cpu", "cuda")
-RUN_ONLY_FIELDS = ("out", "resume", "timeout", "single_process", "keep_checkpoints")
+RUN_ONLY_FIELDS = ("out", "resume", "timeout", "single_process", "keep_checkpoints", "pin")
 """Fields a resumed run may change: where it writes, how it waits, how it is launched, what it keeps."""
 
 
@@ -78,6 +78,11 @@ class RunConfig:
     """'cpu' (gloo) or 'cuda' (NCCL, one GPU per rank)."""
     threads: int = 1
     """Torch threads per rank (intra-op); the same count gives bit-identical runs."""
+    pin: bool = True
+    """CPU runs under torchrun: each rank's threads run on `threads` CPUs of their own (the first ones
+    of those pipesim may use for local rank 0, the next for rank 1, ...), when this machine has enough
+    for all its ranks: a rank is then a device of its own, as the simulator models it
+    (executor.run.cpus). False (`--no-pin`): the OS places the threads."""
     val_every: int = 10
     """Measure the validation loss every this many steps (and after the last); 0: never."""
     val_microbatches: int = 2

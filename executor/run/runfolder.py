@@ -129,6 +129,8 @@ class RankLog:
         if os.fstat(self.fd).st_size > 0 and not _ends_with_newline(path):
             self.pending.append("\n")  # the last segment died mid-line: keep that line apart
         start: dict[str, Any] = {"t": "start", "rank": rank, "pid": os.getpid(), "wall": time.time()}
+        if hasattr(os, "sched_getaffinity"):
+            start["cpus"] = sorted(os.sched_getaffinity(0))  # where it may run (pinned: its own)
         if resume is not None:
             start["resume"] = resume  # the step index of the checkpoint this segment starts from
         if segment is not None:

@@ -47,6 +47,7 @@ from executor.interpreter.runtime import Runtime
 from executor.run.assemble import Assembly
 from executor.run.checkpoint_files import checkpoint_step, checkpoint_time
 from executor.run.collect import Collector
+from executor.run.cpus import pin_rank
 from executor.run.runconfig import RunConfig
 from executor.run.runfolder import FolderLock, RankLog, RunFolder, new_segment, one_line
 from executor.run.watchdog import WAIT_MARGIN, Watchdog, stop
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         resume = checkpoint_step(Path(args.resume_from)) if args.resume_from else None
     except (OSError, ValueError, KeyError, TypeError, UserError) as error:
         return _refuse(rank, f"{args.run_dir}: cannot start from it ({one_line(error)})")
+    pin_rank(config)  # before torch and gloo start their threads: they inherit its CPUs
     torch.set_num_threads(config.threads)
     launcher = os.environ.get(LAUNCHER_ENV)
     lock, segment = None, os.environ.get(SEGMENT_ENV)

@@ -154,6 +154,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="record losses and steps only, no per-action events (a measurement aid: what recording "
         "costs; trace.json stays empty)",
     )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        default=None,
+        help="CPU runs: let the OS place the ranks' threads (default: each rank on CPUs of its own, when "
+        "there are enough)",
+    )
     parser.add_argument("--out", default=None, help="run folder (default runs/<schedule>-p<P>-m<m>)")
     parser.add_argument("--resume", default=None, help="continue this run folder from its latest checkpoint")
     parser.add_argument(
@@ -164,7 +172,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def given(args: argparse.Namespace) -> dict[str, Any]:
     """The flags the user gave, as RunConfig / optimizer field names."""
-    names = [field for _, field, _, _ in FLAGS] + FLAG_SWITCHES + ["single_process", "trace", "out", "resume"]
+    switches = ["single_process", "trace", "pin", "out", "resume"]
+    names = [field for _, field, _, _ in FLAGS] + FLAG_SWITCHES + switches
     values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if "schedule_file" in values:
         values.update(_from_file(values.pop("schedule_file"), values, args))

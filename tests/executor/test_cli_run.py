@@ -122,12 +122,12 @@ def test_resume_refuses_a_run_that_already_finished(tmp_path, capsys):
 
 
 def test_a_cpu_run_whose_ranks_want_more_cpus_than_the_machine_has_is_warned(monkeypatch):
-    from executor.run import launch
+    from executor.run import cpus
 
-    monkeypatch.setattr(launch, "usable_cpus", lambda: 2)
-    text = launch.crowding(RunConfig(stages=4))
+    monkeypatch.setattr(cpus, "available_cpus", lambda: [0, 1])
+    text = cpus.crowding(RunConfig(stages=4))
     assert text.startswith("4 ranks x 1 thread(s) want 4 CPUs and this machine has 2: the ranks take turns")
-    assert launch.crowding(RunConfig(stages=2, threads=2)).startswith("2 ranks x 2 thread(s) want 4 CPUs")
-    assert launch.crowding(RunConfig(stages=2)) is None
-    assert launch.crowding(RunConfig(stages=4, single_process=True)) is None  # one process: no claim
-    assert launch.crowding(RunConfig(stages=4, device="cuda")) is None
+    assert cpus.crowding(RunConfig(stages=2, threads=2)).startswith("2 ranks x 2 thread(s) want 4 CPUs")
+    assert cpus.crowding(RunConfig(stages=2)) is None
+    assert cpus.crowding(RunConfig(stages=4, single_process=True)) is None  # one process: no claim
+    assert cpus.crowding(RunConfig(stages=4, device="cuda")) is None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from executor.run import launch as launch_module
+from executor.run import cpus as cpus_module
 from executor.run.launch import launch
 from executor.run.runconfig import RunConfig
 from executor.run.runfolder import read_metrics
@@ -80,6 +80,12 @@ def test_distributed_equals_single_process_and_traces_every_action(tmp_path, cas
     schedule = distributed.build_schedule()
     assert trace.source == "measured" and trace.meta["completed"] and trace.meta["backend"] == "gloo"
     assert trace.meta["cpus"] == len(os.sched_getaffinity(0))  # the machine its ranks shared
+    # each rank on a CPU of its own (threads = 1) where the machine has enough, else all of them
+    machine = sorted(os.sched_getaffinity(0))
+    fits = case["stages"] <= len(machine)
+    assert trace.meta["pinned"] == fits
+    wanted = [[cpu] for cpu in machine[: case["stages"]]] if fits else [machine] * case["stages"]
+    assert rank_cpus(Path(distributed.out)) == wanted
     assert "cpus" not in read_trace(Path(single.out) / "trace.json").meta
     assert sorted((e.rank, str(e.action)) for e in trace.events) == sorted(
         (rank, str(action)) for rank, action in schedule.all_actions()
@@ -102,12 +108,19 @@ def alive(pid: int) -> bool:
     return True
 
 
+def rank_starts(folder: Path) -> list[dict]:
+    """Each rank's first record (its start: pid, CPUs)."""
+    return [
+        json.loads(log.read_text().splitlines()[0]) for log in sorted((folder / "ranks").glob("rank*.jsonl"))
+    ]
+
+
 def rank_pids(folder: Path) -> list[int]:
-    pids = []
-    for log in sorted((folder / "ranks").glob("rank*.jsonl")):
-        first = json.loads(log.read_text().splitlines()[0])
-        pids.append(first["pid"])
-    return pids
+    return [start["pid"] for start in rank_starts(folder)]
+
+
+def rank_cpus(folder: Path) -> list[list[int]]:
+    return [start["cpus"] for start in rank_starts(folder)]
 
 
 @pytest.mark.parametrize(
@@ -115,9 +128,11 @@ def rank_pids(folder: Path) -> list[int]:
     [("exit", 30.0), ("sleep", 3.0), ("abort", 30.0)],  # a rank that dies, stalls, crashes (SIGABRT)
 )
 def test_a_dead_or_stalled_rank_stops_every_rank(tmp_path, monkeypatch, mode, timeout):
-    cfg = config(tmp_path, mode, schedule="1f1b", stages=2, microbatches=4, steps=6, timeout=timeout)
+    cfg = config(
+        tmp_path, mode, schedule="1f1b", stages=2, microbatches=4, steps=6, timeout=timeout, pin=False
+    )
     monkeypatch.setenv("PIPESIM_FAULT", f"1:1F2@s3v3:{mode}")
-    monkeypatch.setattr(launch_module, "usable_cpus", lambda: 1)  # a machine of one CPU: a warning first
+    monkeypatch.setattr(cpus_module, "available_cpus", lambda: [0])  # a machine of one CPU: a warning first
     code, text = run(cfg)
     assert code == 1
     assert text.startswith("pipesim: warning: 2 ranks x 1 thread(s) want 2 CPUs and this machine has 1")
@@ -132,6 +147,7 @@ def test_a_dead_or_stalled_rank_stops_every_rank(tmp_path, monkeypatch, mode, ti
         assert "Fatal Python error: Aborted" in launcher_log and "in hook" in launcher_log  # the stack
     assert all(not alive(pid) for pid in rank_pids(Path(cfg.out)))
     trace = read_trace(Path(cfg.out) / "trace.json")
-    assert not trace.meta["completed"] and trace.meta["cpus"] == 1
+    assert not trace.meta["completed"] and trace.meta["cpus"] == 1 and not trace.meta["pinned"]
+    assert rank_cpus(Path(cfg.out)) == [sorted(os.sched_getaffinity(0))] * 2  # --no-pin: the OS places them
     assert {e.action.step for e in trace.events} == {0, 1, 2, 3}  # the work before the fault is kept
     assert len(read_metrics(Path(cfg.out) / "metrics.jsonl")) == 3
