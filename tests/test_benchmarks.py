@@ -132,17 +132,68 @@ def test_the_scale_benchmark_fits_the_exponent_of_time_against_actions() -> None
 
 
 def test_the_accuracy_table_takes_each_cases_median_over_rounds() -> None:
-    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "benchmarks" / "bench_accuracy.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _accuracy_bench()
     rows = [
         {"configuration": case, "kind": "calibrated", "step_error": error, "util_error": 0.01}
         for case, error in (("a", 0.02), ("a", -0.05), ("a", 0.01), ("b", -0.03), ("b", 0.07), ("b", -0.04))
     ]
+    rows += [  # what-ifs carry the drift-adjusted error (None: another P, no drift to take out)
+        {
+            "configuration": "c",
+            "kind": "what-if",
+            "step_error": error,
+            "util_error": 0.0,
+            "adjusted_error": adjusted,
+        }
+        for error, adjusted in ((0.10, 0.01), (-0.08, -0.03), (0.12, None))
+    ]
     text = bench.medians(rows)
-    assert "| a | calibrated | +1.0% | -5.0% to +2.0% | +1.0 pts |" in text
+    assert "| a | calibrated | +1.0% | -5.0% to +2.0% | +1.0 pts | - | - |" in text
     assert "| b | calibrated | -3.0% | -4.0% to +7.0% |" in text
-    assert "| calibrated | 2 | 2.0% | 3.0% |" in text
+    assert "| c | what-if | +10.0% | -8.0% to +12.0% | +0.0 pts | -1.0% | -3.0% to +1.0% |" in text
+    assert "| calibrated | 2 | 2.0% | 3.0% | - | - |" in text
+    assert "| what-if | 1 | 10.0% | 10.0% | 1.0% | 1.0% |" in text
+
+
+def test_the_accuracy_drift_is_the_target_runs_compute_time_over_the_source_runs(tmp_path: Path) -> None:
+    bench = _accuracy_bench()
+    cases = (("a", 1.0, 2, 10), ("b", 1.25, 2, 3), ("c", 1.0, 4, 10))
+    source, target, other = (_compute_trace(tmp_path / name, *rest) for name, *rest in cases)
+    assert bench.drift(source, target) == pytest.approx(1.25)
+    assert bench.drift(target, source) == pytest.approx(0.8)
+    assert bench.drift(source, other) is None  # another P: its ranks hold other stages
+    row = bench.with_drift({"step_predicted": 0.1, "step_measured": 0.125}, source, target)
+    assert row["drift"] == pytest.approx(1.25) and row["adjusted_error"] == pytest.approx(0.0)
+
+
+def _accuracy_bench():
+    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "benchmarks" / "bench_accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def _compute_trace(folder: Path, factor: float, ranks: int, warm: float) -> Path:
+    """A run folder whose trace is a 1F1B simulation with every duration x factor, and step 0's x warm
+    more (the warm-up, which the drift leaves out)."""
+    from dataclasses import replace
+
+    from schedules import build
+    from simulator import CostModel, simulate
+    from traces.io import write_trace
+
+    trace = simulate(build("1f1b", ranks=ranks, microbatches=4, steps=3), CostModel.uniform()).trace()
+    events = tuple(
+        replace(
+            e,
+            start=e.start * factor,
+            end=e.start * factor + e.duration * factor * (warm if e.action.step == 0 else 1),
+        )
+        for e in trace.events
+    )
+    folder.mkdir()
+    write_trace(folder / "trace.json", replace(trace, events=events))
+    return folder
 
 
 @pytest.mark.slow

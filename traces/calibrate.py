@@ -446,10 +446,16 @@ def shared_cpus(trace: Trace, ranks: int | None = None) -> tuple[int, int, int] 
 
 
 def _shared_cpus_note(trace: Trace) -> str | None:
-    """A note when the run's ranks wanted more CPUs than their machine had: its times include waiting
-    for a CPU, and the fit keeps it."""
+    """A note when the run's ranks wanted more CPUs than their machine had (its times include waiting
+    for a CPU, and the fit keeps it), or had enough but were not pinned to them."""
     found = shared_cpus(trace)
     if found is None:
+        if trace.meta.get("pinned") is False and isinstance(trace.meta.get("cpus"), int):
+            return (
+                "the run's ranks were not pinned (pipesim run --no-pin): their threads shared the CPUs "
+                "as the OS placed them, which changes with the schedule, so predictions of other "
+                "schedules carry it less well than from a pinned run"
+            )
         return None
     ranks, threads, cpus = found
     return (

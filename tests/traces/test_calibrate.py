@@ -204,3 +204,8 @@ def test_a_run_whose_ranks_shared_the_cpus_says_so(measured: Trace) -> None:
     assert note.startswith(f"the run's {ranks} ranks x 1 thread(s) shared 1 CPUs: the fitted times include")
     (note,) = notes({"cpus": ranks, "config": {"threads": 2}})
     assert f"{ranks} ranks x 2 thread(s) shared {ranks} CPUs" in note
+    assert notes({"cpus": ranks, "config": {"threads": 1}, "pinned": True}) == []
+    (note,) = notes({"cpus": ranks, "config": {"threads": 1}, "pinned": False})  # --no-pin
+    assert note.startswith(
+        "the run's ranks were not pinned (pipesim run --no-pin): their threads shared the CPUs"
+    )
