@@ -16,7 +16,8 @@ Note: the model the fit is for (what simulator/engine.py does with a StageCost's
     a send            host_send           its gap plus its own (posting) duration: the rank is busy
     a message         latency             from its send's start to the end of a receive that waited
                                           for it (the receive's unpacking included)
-    a receive         host_recv           its gap plus its duration when the message was already there
+    a receive         host_recv           its gap (every receive's) plus its unpacking: the mean duration
+                                          of the receives whose message was already there
 
 A real runtime spends its time between actions (interpreting, posting sends and receives, recording the
 trace; with gradient clipping, the global-norm all-reduce just before the first update of a step): the
@@ -26,12 +27,16 @@ What is averaged how: the first step is dropped when there are at least three (a
 initialisation make it slow). Compute and message times are plain means over the rest, with their
 spread kept as quantiles of value / mean (`compute_factors`, `link.factors`): the simulator draws from
 them (an empirical jitter), because on a real machine the occasional slow action or late message is part
-of the cost, and a pipeline waits on the slowest of its paths, so the mean alone predicts it too fast.
-Host times are plain means over the steps without validation or checkpoints (traces.pauses: that work is
-outside the schedule, and the simulator does not model it). The occasional long pause elsewhere (the
-garbage collector, the OS scheduling another process) is part of the run's cost and stays: dropping such
-pauses as outliers predicted measured CPU runs 3-5% too fast. Only when every step holds validation or
-a checkpoint are host times robust means, values beyond 3 interquartile ranges of the quartiles dropped.
+of the cost, and a pipeline waits on the slowest of its paths, so the mean alone predicts it too fast. A
+receive's unpacking needs enough receives that found their message there: in 1F1B almost every receive of
+the first stage waits, and 2 that started just before a slow message arrived once made the whole estimate
+(2.4 ms, which a GPipe what-if then spent 8 times a step, 12% too slow); a stage with fewer than
+MIN_UNPACKS of them takes the mean over every stage's. Host times are plain means over the steps without
+validation or checkpoints (traces.pauses: that work is outside the schedule, and the simulator does not
+model it). The occasional long pause elsewhere (the garbage collector, the OS scheduling another process)
+is part of the run's cost and stays: dropping such pauses as outliers predicted measured CPU runs 3-5% too
+fast. Only when every step holds validation or a checkpoint are host times robust means, values beyond 3
+interquartile ranges of the quartiles dropped.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ OUTLIER_IQRS = 3.0
 QUANTILES = 32
 """How many quantiles of value / mean describe the spread of compute and message times."""
 WARMUP_STEPS = 1
+MIN_UNPACKS = 8
+"""Receives whose message was already there that a stage needs for its own unpacking time (else the
+mean over every stage's)."""
 """Leading steps dropped when the trace has at least WARMUP_STEPS + 2 steps."""
 
 COMPUTE_FIELDS = {Kind.F: "forward", Kind.B: "backward", Kind.I: "input_grad", Kind.W: "backward_weight"}
@@ -221,7 +229,7 @@ def calibrate(trace: Trace) -> Calibration:
     if shared:
         notes.append(shared)
     stages = tuple(samples.fit_stage(entry) for entry in range(samples.entries))
-    notes += _outlier_notes(stages)
+    notes += _outlier_notes(stages) + samples.unpacking_notes()
     compute_factors = samples.compute_factors()
     return Calibration(
         schedule=header,
@@ -289,6 +297,7 @@ class _Samples:
         self.values: dict[tuple[int, str], list[float]] = defaultdict(list)
         self.sends: dict[tuple, Event] = {}
         self.receives: list[tuple[Event, float]] = []  # (event, gap before it)
+        self.unpacks: dict[int, list[float]] = defaultdict(list)  # receives that found their message
         self.warmup: dict[tuple[int, str], list[float]] = defaultdict(list)  # the dropped steps' times
         self.notes: list[str] = []
 
@@ -351,11 +360,39 @@ class _Samples:
         return _link_fit(waited, sizes)
 
     def add_receives(self, latency: float, steps_used: list[int]) -> None:
-        """host_recv: the gap before a receive plus its own time when its message had already arrived."""
+        """host_recv: the gap before every receive (its unpacking comes in fit_stage), and the durations
+        of the receives whose message had already arrived (their unpacking)."""
         for event, gap in self.receives:
+            if event.action.step not in self.host_steps:
+                continue
+            entry = self.entry(event.action.stage)
+            self.values[(entry, "host_recv")].append(gap)
             send = self.sends[message(self.layout, event.action)]
-            if event.action.step in self.host_steps and event.start >= send.start + latency:
-                self.values[(self.entry(event.action.stage), "host_recv")].append(gap + event.duration)
+            if event.start >= send.start + latency:
+                self.unpacks[entry].append(event.duration)
+
+    def unpacking_notes(self) -> list[str]:
+        """Which stages' receives rarely found their message there (their unpacking is everyone's)."""
+        few = [
+            entry
+            for entry in range(self.entries)
+            if (entry, "host_recv") in self.values and len(self.unpacks.get(entry, [])) < MIN_UNPACKS
+        ]
+        if not few:
+            return []
+        unpack, count = self.unpacking(few[0])
+        shown = ", ".join(f"{entry} ({len(self.unpacks.get(entry, []))})" for entry in few)
+        return [
+            f"stage(s) {shown}: fewer than {MIN_UNPACKS} receives found their message already there, so "
+            f"their host_recv takes the mean unpacking over all stages ({unpack * 1e6:.0f} us, of {count})"
+        ]
+
+    def unpacking(self, entry: int) -> tuple[float, int]:
+        """(mean seconds, receives it is the mean of) of a receive's own time when its message was there:
+        the entry's own receives, or every entry's when it has fewer than MIN_UNPACKS."""
+        own = self.unpacks.get(entry, [])
+        values = own if len(own) >= MIN_UNPACKS else [t for ts in self.unpacks.values() for t in ts]
+        return (statistics.fmean(values), len(values)) if values else (0.0, 0)
 
     def fit_stage(self, entry: int) -> StageFit:
         times = {
@@ -365,6 +402,9 @@ class _Samples:
             and (estimate := robust_mean(values, trim=self.trim_host and name not in TIMED_FIELDS))
         }
         times.update(self._warmup(entry, times))
+        if "host_recv" in times:
+            unpack, _ = self.unpacking(entry)
+            times["host_recv"] = replace(times["host_recv"], seconds=times["host_recv"].seconds + unpack)
         input_grad = times.pop("input_grad", None)
         if input_grad is not None and "backward_weight" in times and "backward" not in times:
             weight = times["backward_weight"]

@@ -14,10 +14,12 @@ from dataclasses import replace
 import pytest
 
 from schedules import build
+from schedules.ir import RECV_KINDS, SEND_KINDS
+from schedules.semantics import message
 from simulator import CostModel, StageCost, simulate
 from simulator.calibration import calibrated_costs, calibration_toml
 from simulator.costfile import loads_costs
-from traces.calibrate import calibrate, factors, quantiles, robust_mean
+from traces.calibrate import MIN_UNPACKS, calibrate, factors, quantiles, robust_mean
 from traces.compare import compare_traces
 from traces.pauses import checkpoint_steps, paused_steps, validation_steps
 from traces.schema import Trace, TraceError
@@ -209,3 +211,31 @@ def test_a_run_whose_ranks_shared_the_cpus_says_so(measured: Trace) -> None:
     assert note.startswith(
         "the run's ranks were not pinned (pipesim run --no-pin): their threads shared the CPUs"
     )
+
+
+def test_a_stage_whose_receives_all_waited_takes_everyones_unpacking(measured: Trace) -> None:
+    # 1F1B's first stage waits for every gradient (no receive of its own finds its message there), so its
+    # unpacking comes from all stages' receives that did; a stage with enough of its own keeps its own
+    layout = measured.schedule.layout
+    sends = {message(layout, e.action): e for e in measured.events if e.action.kind in SEND_KINDS}
+
+    def arrived(event) -> bool:
+        if event.action.kind not in RECV_KINDS:
+            return False
+        return event.start >= sends[message(layout, event.action)].start + KNOWN.latency - 1e-12
+
+    slower = 1 * MS  # rank 1 unpacks 1 ms longer (into its next action: only that one's gap changes)
+    events = [
+        replace(e, end=e.end + slower) if e.rank == 1 and e.action.step >= 1 and arrived(e) else e
+        for e in measured.events
+    ]
+    used = [e for e in measured.events if e.action.step >= 1]
+    counts = [sum(arrived(e) for e in used if e.rank == rank) for rank in (0, 1, 2)]
+    assert counts[0] == 0 and min(counts[1:]) >= MIN_UNPACKS  # (what the case is about)
+    fit = calibrate(replace(measured, events=tuple(events)))
+    host_recv = [stage.times["host_recv"].seconds for stage in fit.stages]
+    assert host_recv[1] == pytest.approx(50 * US + slower)  # its own receives
+    assert host_recv[2] == pytest.approx(50 * US)
+    assert host_recv[0] == pytest.approx(50 * US + slower * counts[1] / (counts[1] + counts[2]))  # everyone's
+    wanted = "stage(s) 0 (0): fewer than 8 receives found their message"
+    assert any(note.startswith(wanted) for note in fit.notes)
