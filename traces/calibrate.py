@@ -30,7 +30,7 @@ them (an empirical jitter), because on a real machine the occasional slow action
 of the cost, and a pipeline waits on the slowest of its paths, so the mean alone predicts it too fast. A
 receive's unpacking needs enough receives that found their message there: in 1F1B almost every receive of
 the first stage waits, and 2 that started just before a slow message arrived once made the whole estimate
-(2.4 ms, which a GPipe what-if then spent 8 times a step, 12% too slow); a stage with fewer than
+(2.4 ms, which a GPipe what-if then spent 8 times a step: 15% too slow); a stage with fewer than
 MIN_UNPACKS of them takes the mean over every stage's. Host times are plain means over the steps without
 validation or checkpoints (traces.pauses: that work is outside the schedule, and the simulator does not
 model it). The occasional long pause elsewhere (the garbage collector, the OS scheduling another process)
@@ -57,13 +57,14 @@ OUTLIER_IQRS = 3.0
 QUANTILES = 32
 """How many quantiles of value / mean describe the spread of compute and message times."""
 WARMUP_STEPS = 1
+"""Leading steps dropped when the trace has at least WARMUP_STEPS + 2 steps."""
 MIN_UNPACKS = 8
 """Receives whose message was already there that a stage needs for its own unpacking time (else the
 mean over every stage's)."""
-"""Leading steps dropped when the trace has at least WARMUP_STEPS + 2 steps."""
 
 COMPUTE_FIELDS = {Kind.F: "forward", Kind.B: "backward", Kind.I: "input_grad", Kind.W: "backward_weight"}
 TIMED_FIELDS = frozenset({*COMPUTE_FIELDS.values(), "optimizer_step"})
+"""Fields that are the actions' own durations (plain means, spread kept); the rest are host times."""
 WARMUP_OF_FIELD = {
     "forward": "warmup_forward",
     "backward": "warmup_backward",
@@ -72,7 +73,6 @@ WARMUP_OF_FIELD = {
     "optimizer_step": "warmup_optimizer_step",
 }
 """Where the first step's excess over the mean goes (StageCost.warmup_*)."""
-"""Fields that are the actions' own durations (plain means, spread kept); the rest are host times."""
 HOST_FIELDS = {
     Kind.F: "host_forward",
     Kind.B: "host_backward",
