@@ -48,6 +48,17 @@ def rank_cpus(
     return tuple(available[local_rank * threads : (local_rank + 1) * threads])
 
 
+def placement(config: RunConfig) -> list[tuple[int, ...]] | None:
+    """Each of a one-machine run's ranks' CPUs, as the ranks started from this process pin themselves
+    (they inherit its CPUs); None when they are not pinned."""
+    available = available_cpus()
+    placed = [
+        rank_cpus(config, local_rank=rank, local_ranks=config.stages, available=available)
+        for rank in range(config.stages)
+    ]
+    return None if any(cpus is None for cpus in placed) else placed
+
+
 def pin_rank(config: RunConfig) -> tuple[int, ...] | None:
     """Pin this rank (torchrun's LOCAL_RANK of LOCAL_WORLD_SIZE) to its CPUs; threads started later (torch's
     intra-op pool, gloo's I/O threads) inherit them. The CPUs, or None when it stays unpinned."""

@@ -281,7 +281,7 @@ class Launch:
         extra = {"stopped_by": name} if name else {}
         if self.config.device == "cpu" and not self.config.single_process:  # its ranks all ran here
             extra["cpus"] = cpus.usable_cpus()  # (what a prediction for more ranks needs to know)
-            extra["pinned"] = _pinned(self.config)
+            extra["pinned"] = cpus.placement(self.config) is not None  # as the ranks pinned themselves
         monitor.write_trace(run_meta(self.config, completed=completed, launcher="pipesim run", **extra))
         self.progress.close()
         if completed:
@@ -327,10 +327,3 @@ def prepare_only(config: RunConfig, out: TextIO | None = None) -> int:
         lines.append(f"note: no CUDA device here; the run needs {ranks} GPUs, one per rank, where it starts")
     print("\n".join(lines), file=out)
     return 0
-
-
-def _pinned(config: RunConfig) -> bool:
-    """Whether the ranks of this machine each ran on CPUs of their own (as executor.run.cpus.pin_rank
-    decides in each of them, from the CPUs they inherit from this process)."""
-    available = cpus.available_cpus()
-    return cpus.rank_cpus(config, local_rank=0, local_ranks=config.stages, available=available) is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
+from executor.run import cpus
 from executor.run.monitor import Monitor
 from executor.run.runconfig import RunConfig
 from executor.run.runfolder import RunFolder
@@ -64,12 +65,22 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _placement(config: RunConfig) -> str:
+    """Where a CPU run's ranks ran: ', rank r on CPU c, ...' when pinned (executor.run.cpus)."""
+    if config.device != "cpu":
+        return ""
+    placed = cpus.placement(config)
+    if placed is None:
+        return ", ranks not pinned"
+    return ", " + ", ".join(f"rank {rank} on CPU {','.join(map(str, on))}" for rank, on in enumerate(placed))
+
+
 def print_summary(config: RunConfig, folder: RunFolder, monitor: Monitor, wall: float, out: TextIO) -> None:
     metrics = monitor.metrics
     rates = sorted(line["tokens_per_s"] for line in metrics[1:]) or [0.0]
     vals = [(line["val_loss"], line["step"]) for line in metrics if line.get("val_loss") is not None]
     backend = "nccl" if config.device == "cuda" else "gloo"
-    mode = "single process" if config.single_process else f"torchrun, {backend}"
+    mode = "single process" if config.single_process else f"torchrun, {backend}{_placement(config)}"
     first_last = f"{_number(metrics[0]['loss'])} / {_number(metrics[-1]['loss'])}" if metrics else "-"
     rows = [
         ("run", f"{config.schedule}, P={config.stages}, m={config.microbatches}, {config.steps} steps"),

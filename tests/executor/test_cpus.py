@@ -67,3 +67,10 @@ def test_no_pin_is_saved_and_a_resume_may_change_it(tmp_path, capsys):
     saved = RunConfig.from_dict(json.loads((folder / "config.json").read_text())["config"])
     assert saved.pin is False
     assert "pin" not in RunConfig(pin=False).identity()  # how the ranks are placed, not what they compute
+
+
+def test_placement_is_every_ranks_cpus_or_none(monkeypatch):
+    monkeypatch.setattr(cpus, "available_cpus", lambda: [2, 3, 5, 7])
+    assert cpus.placement(RunConfig(stages=2, threads=2)) == [(2, 3), (5, 7)]
+    assert cpus.placement(RunConfig(stages=4, threads=2)) is None  # eight threads, four CPUs
+    assert cpus.placement(RunConfig(stages=2, pin=False)) is None

@@ -86,6 +86,12 @@ def test_distributed_equals_single_process_and_traces_every_action(tmp_path, cas
     assert trace.meta["pinned"] == fits
     wanted = [[cpu] for cpu in machine[: case["stages"]]] if fits else [machine] * case["stages"]
     assert rank_cpus(Path(distributed.out)) == wanted
+    summary = (
+        f"torchrun, gloo, rank 0 on CPU {machine[0]}, rank 1 on CPU {machine[1]}"
+        if fits
+        else "ranks not pinned"
+    )
+    assert summary in text, text
     assert "cpus" not in read_trace(Path(single.out) / "trace.json").meta
     assert sorted((e.rank, str(e.action)) for e in trace.events) == sorted(
         (rank, str(action)) for rank, action in schedule.all_actions()
