@@ -209,7 +209,7 @@ def calibrate(trace: Trace) -> Calibration:
     for rank_events in _per_rank(trace):
         samples.add_rank(rank_events, steps_used)
     link = samples.fit_link()
-    samples.add_receives(link.latency.seconds if link.latency else 0.0, steps_used)
+    samples.add_receives(link.latency.seconds if link.latency else 0.0)
     notes = list(samples.notes)
     if header.steps > len(steps_used):
         notes.insert(0, f"dropped step 0 of {header.steps} (warm-up: allocation and lazy initialisation)")
@@ -359,7 +359,7 @@ class _Samples:
         sizes = tuple(sorted({event.bytes for event, _ in self.receives}))
         return _link_fit(waited, sizes)
 
-    def add_receives(self, latency: float, steps_used: list[int]) -> None:
+    def add_receives(self, latency: float) -> None:
         """host_recv: the gap before every receive (its unpacking comes in fit_stage), and the durations
         of the receives whose message had already arrived (their unpacking)."""
         for event, gap in self.receives:
