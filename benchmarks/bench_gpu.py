@@ -1,6 +1,6 @@
 """The executor's CUDA path on one GPU, measured against the analytic h100-sxm preset.
 
-    python benchmarks/bench_gpu.py --out gpu-runs              # gpt2-small, P = 4, m = 8 (a minute or two)
+    python benchmarks/bench_gpu.py --out gpu-runs              # gpt2-small, P = 4, m = 8 (two minutes)
     python benchmarks/bench_gpu.py --model small --steps 4     # a smaller smoke run
     .venv/bin/python benchmarks/bench_gpu.py --device cpu --model tiny --stages 2   # the script, on a CPU
 
@@ -9,8 +9,10 @@ all P ranks in this process, taking turns on the one GPU's stream. Compute actio
 events (read back once per step), memory is each rank's tensors (the allocator's count would mix the
 ranks); the allocator's peak over all ranks is read here. Per precision (fp32, and TF32 matrix products):
 
-- a run with the trace recorded and one with `--no-trace`: the step times (medians, warm-up dropped),
-  so the cost of recording shows where each action takes milliseconds;
+- runs with the trace recorded and with `--no-trace`, alternating (`--rounds` pairs, the order swapped
+  every round: on a lent GPU one launch-bound run's step time differed from the next by up to 15%, and
+  a single pair once said recording cost 20%): each run's median step time (warm-up dropped), and
+  recording's cost as the median over rounds of the traced run's step time over its pair's;
 - the calibration of the recorded run (traces.calibrate): per stage the fitted F, B and OPT against the
   analytic model's (`cost_model(gpt2-small, h100-sxm)`: the executor's models are fp32, so FLOPs at 50%
   of the H100's fp32 peak; TF32 and bf16 have no preset of their own), and the FLOP/s the GPU reached
@@ -52,10 +54,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--microbatches", type=int, default=8)
     parser.add_argument("--microbatch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="traced/untraced pairs per precision (default 3)"
+    )
     parser.add_argument("--schedule", default="1f1b")
     parser.add_argument("--out", default="gpu-runs", help="folder for the runs and gpu.md")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: a smoke run of this")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
 
 
 def run(args: argparse.Namespace, folder: Path, *, trace: bool) -> tuple[float, int, float]:
@@ -154,21 +162,35 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name() if args.device == "cuda" else "a CPU"
     title = f"# {args.schedule}, {args.model}, P = {args.stages}, m = {args.microbatches}, "
-    lines = [title + f"{args.microbatch_size} sequences per microbatch, {args.steps} steps on {name}", ""]
-    timing = ["| precision | step, traced | step, --no-trace | recording adds | allocator peak (all ranks) |",
-              "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        title + f"{args.microbatch_size} sequences per microbatch, {args.steps} steps on {name}",
+        "",
+        f"Step times: the median of each run, {args.rounds} alternating pairs per precision.",
+        "",
+    ]
+    head = "| precision | steps, traced | steps, --no-trace | recording adds | allocator peak (traced) |"
+    timing = [head, "|---|---|---|---|---|"]
     measured: dict[str, list[dict[str, float]]] = {}
     for precision in ("fp32", "tf32") if args.device == "cuda" else ("fp32",):
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        folder = out / f"{args.schedule}-{precision}"
-        bare, _, _ = run(args, out / f"{args.schedule}-{precision}-notrace", trace=False)
-        traced, peak, wall = run(args, folder, trace=True)
+        folder = out / f"{args.schedule}-{precision}"  # the last traced run: calibrated below
+        steps: dict[bool, list[float]] = {True: [], False: []}
+        peak = 0
+        for round_ in range(args.rounds):
+            for trace in (True, False) if round_ % 2 else (False, True):
+                last = trace and round_ == args.rounds - 1
+                seconds, allocated, wall = run(
+                    args, folder if last else out / f"{folder.name}-{trace:d}{round_}", trace=trace
+                )
+                steps[trace].append(seconds)
+                peak = allocated if trace else peak
+                print(f"{precision} round {round_ + 1}: {'traced' if trace else 'bare'} step "
+                      f"{seconds * 1e3:.1f} ms, run {wall:.1f} s", flush=True)  # fmt: skip
         measured[precision] = fitted(folder)
-        cells = (f"{traced * 1e3:.1f} ms", f"{bare * 1e3:.1f} ms", f"{traced / bare - 1:+.1%}")
-        cells += (f"{peak / 2**30:.2f} GiB" if peak else "-",)
+        adds = statistics.median(t / b for t, b in zip(steps[True], steps[False], strict=True)) - 1
+        traced, bare = (", ".join(f"{t * 1e3:.1f}" for t in steps[key]) + " ms" for key in (True, False))
+        cells = (traced, bare, f"{adds:+.1%}", f"{peak / 2**30:.2f} GiB" if peak else "-")
         timing.append(f"| {precision} | " + " | ".join(cells) + " |")
-        print(f"{precision}: traced step {traced * 1e3:.1f} ms, bare {bare * 1e3:.1f} ms, run {wall:.1f} s",
-              flush=True)  # fmt: skip
     prediction = predicted(args, out)
     lines += ["## Step time and recording", "", *timing, "",
               "## Per-action cost: calibrated from the run against the analytic preset", "",
