@@ -95,9 +95,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def pipesim(*argv: str) -> str:
-    """Run a pipesim command as a user does; its stdout (raises with its stderr on failure)."""
+    """Run a pipesim command as a user does (`python -m pipesim`: the same command, also where the entry
+    point is not installed); its stdout (raises with its stderr on failure)."""
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "pipesim"), *argv], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "pipesim", *argv], capture_output=True, text=True, cwd=ROOT
     )
     if result.returncode:
         raise RuntimeError(f"pipesim {' '.join(argv)} failed:\n{result.stderr}")
