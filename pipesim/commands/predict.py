@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     _, text = fit_cost_file(measured, source=args.measured)
     costs = loads_costs(text, source=f"calibrated from {args.measured}")
-    notes = _carry_notes(has_split=_has_split(measured))
+    notes = _carry_notes(measured, targets)
     if ranks != header.ranks:
         costs, more = _other_p(costs, measured, ranks, args.measured)
         notes += more
@@ -144,17 +144,15 @@ def _for(costs: CostModel, schedule: Schedule) -> CostModel:
     return replace(costs, source={**costs.source, "schedule": schedule.name})
 
 
-def _has_split(trace: Trace) -> bool:
-    return any(event.action.kind is Kind.W for event in trace.events)
-
-
-def _carry_notes(*, has_split: bool) -> list[str]:
+def _carry_notes(measured: Trace, targets: list[Schedule]) -> list[str]:
     notes = [
         "carried over from the run: per-stage compute and host times, their spread, the link, "
         "warm-up and memory sizes"
     ]
-    if not has_split:
-        notes.append("the run has no split backward: a zb-h1 target takes W = B / 2 of each stage")
+    split = [t.name for t in targets if get_info(t.name).splits_backward]
+    if split and not any(event.action.kind is Kind.W for event in measured.events):
+        verb = "takes" if len(split) == 1 else "take"
+        notes.append(f"the run has no split backward: {', '.join(split)} {verb} W = B / 2 of each stage")
     return notes
 
 

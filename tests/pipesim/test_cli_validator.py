@@ -172,6 +172,18 @@ def test_predict_another_m_in_text(capsys, folder: Path) -> None:
     assert code == 0 and "measured 1f1b" in out and "1f1b (predicted)" in out and "vs the run" in out
 
 
+def test_predict_notes_w_as_half_of_b_only_for_targets_that_split_the_backward(capsys, folder: Path) -> None:
+    notes = {}
+    for targets in ("gpipe,2bw", "gpipe,zb-h1"):
+        code, out, _ = run(capsys, "predict", "--from", str(folder / "1f1b"), "--schedule", targets, "--json")
+        assert code == 0
+        notes[targets] = [note for note in json.loads(out)["notes"] if "split backward" in note]
+    assert notes == {
+        "gpipe,2bw": [],
+        "gpipe,zb-h1": ["the run has no split backward: zb-h1 takes W = B / 2 of each stage"],
+    }
+
+
 def corrupt(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
