@@ -179,9 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             for trace in (True, False) if round_ % 2 else (False, True):
                 last = trace and round_ == args.rounds - 1
-                seconds, allocated, wall = run(
-                    args, folder if last else out / f"{folder.name}-{trace:d}{round_}", trace=trace
-                )
+                other = out / f"{folder.name}-{'traced' if trace else 'bare'}{round_ + 1}"
+                seconds, allocated, wall = run(args, folder if last else other, trace=trace)
                 steps[trace].append(seconds)
                 peak = allocated if trace else peak
                 print(f"{precision} round {round_ + 1}: {'traced' if trace else 'bare'} step "
