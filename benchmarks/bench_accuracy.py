@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import statistics
@@ -204,6 +205,7 @@ def drift(source: Path, target: Path) -> float | None:
     return now / then if then > 0 else None
 
 
+@functools.cache  # a round's 1f1b run is the source of three what-ifs and the control: read it once
 def _compute_means(trace_path: Path) -> tuple[int, dict] | None:
     """(ranks, {(rank, kind): (mean seconds, count)}) of the compute actions after the first step."""
     from schedules.ir import COMPUTE_KINDS, Kind
